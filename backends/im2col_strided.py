@@ -1,0 +1,82 @@
+"""im2col from a strided view: pad once, view every kernel tap, copy into columns, one GEMM.
+
+Columns are laid out ``(groups, Cg*kh*kw, N*Ho*Wo)`` so that each group is a single long
+GEMM (a batched matmul over groups) in all three operations, and the weight gradient sums
+over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
+``column_budget`` bytes; the weight gradient accumulates across chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convkit.backend import ConvBackend
+from convkit.geometry import ConvGeometry
+from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad, window_view
+
+
+class Im2colStridedBackend(ConvBackend):
+    """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
+
+    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
+        self.column_budget = column_budget
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        y = np.empty(geom.output_shape, geom.dtype)
+        w = _grouped_weight(weight, geom)  # (G, Cog, K)
+        for part in self._chunks(geom):
+            sub = geom.with_batch(part.stop - part.start)
+            cols = _columns(x[part], sub)  # (G, K, n*P)
+            y_part = np.matmul(w, cols)  # (G, Cog, n*P) == (Cout, n, Ho, Wo)
+            y[part] = y_part.reshape(geom.out_channels, sub.batch, *geom.out_size).transpose(
+                1, 0, 2, 3
+            )
+        return y
+
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        grad_x = np.empty(geom.input_shape, geom.dtype)
+        w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
+        c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size
+        for part in self._chunks(geom):
+            sub = geom.with_batch(part.stop - part.start)
+            grad_cols = np.matmul(w_t, _grouped_output(grad_output[part], sub))  # (G, K, n*P)
+            grad_cols = grad_cols.reshape(c, kh, kw, sub.batch, ho, wo).transpose(3, 0, 1, 2, 4, 5)
+            grad_x[part] = col2im(grad_cols, sub)
+        return grad_x
+
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        cog = geom.out_channels // geom.groups
+        k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+        grad_w = np.zeros((geom.groups, cog, k), geom.dtype)
+        for part in self._chunks(geom):
+            sub = geom.with_batch(part.stop - part.start)
+            cols = _columns(x[part], sub)  # (G, K, n*P)
+            grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
+        return grad_w.reshape(geom.weight_shape)
+
+    def _chunks(self, geom: ConvGeometry):
+        (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
+        per_image = geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
+        return batch_chunks(geom, per_image, self.column_budget)
+
+
+def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``x: (n, C, H, W)`` -> columns ``(G, Cg*kh*kw, n*Ho*Wo)`` (one copy)."""
+    view = window_view(pad(x, geom), geom)  # (n, C, kh, kw, Ho, Wo)
+    k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+    return view.transpose(1, 2, 3, 0, 4, 5).reshape(geom.groups, k, -1)
+
+
+def _grouped_weight(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(Cout, Cg, kh, kw)`` -> ``(G, Cog, Cg*kh*kw)`` (a view)."""
+    return weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)
+
+
+def _grouped_output(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(n, Cout, Ho, Wo)`` -> ``(G, Cog, n*Ho*Wo)`` (one copy)."""
+    cog = geom.out_channels // geom.groups
+    return grad_output.transpose(1, 0, 2, 3).reshape(geom.groups, cog, -1)

@@ -1,0 +1,110 @@
+"""im2col by gathering: ``np.take`` with flat indices precomputed (and cached) per geometry.
+
+Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
+``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
+processed in chunks whose columns fit in ``column_budget`` bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from convkit.backend import ConvBackend
+from convkit.geometry import ConvGeometry
+from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad
+
+
+class Im2colTakeBackend(ConvBackend):
+    """Columns gathered with ``np.take``; per-image ``(N, G, K, P)`` layout."""
+
+    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
+        self.column_budget = column_budget
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        y = np.empty(geom.output_shape, geom.dtype)
+        w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
+        for part in self._chunks(geom):
+            cols = _columns(x[part], geom)  # (n, G, K, P)
+            y[part] = np.matmul(w, cols).reshape(-1, *geom.output_shape[1:])
+        return y
+
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        grad_x = np.empty(geom.input_shape, geom.dtype)
+        w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
+        for part in self._chunks(geom):
+            sub = geom.with_batch(part.stop - part.start)
+            grad_cols = np.matmul(w_t, _per_group(grad_output[part], geom))  # (n, G, K, P)
+            grad_x[part] = col2im(
+                grad_cols.reshape(sub.batch, geom.in_channels, *geom.kernel_size, *geom.out_size),
+                sub,
+            )
+        return grad_x
+
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        grad_w = np.zeros(
+            (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
+        )
+        for part in self._chunks(geom):
+            cols = _columns(x[part], geom)  # (n, G, K, P)
+            grad_y = _per_group(grad_output[part], geom)  # (n, G, Cog, P)
+            for cols_n, grad_y_n in zip(cols, grad_y, strict=True):
+                grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
+        return grad_w.reshape(geom.weight_shape)
+
+    def _chunks(self, geom: ConvGeometry):
+        per_image = _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
+        return batch_chunks(geom, per_image, self.column_budget)
+
+
+def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``."""
+    xp = pad(x, geom)
+    flat = xp.reshape(xp.shape[0], -1)  # (n, C*Hp*Wp)
+    cols = np.take(flat, _gather_indices(*_index_key(geom)), axis=1)
+    return cols.reshape(xp.shape[0], geom.groups, _taps_per_group(geom), -1)
+
+
+def _per_group(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(n, Cout, Ho, Wo)`` -> ``(n, G, Cog, Ho*Wo)`` (a view)."""
+    n = grad_output.shape[0]
+    return grad_output.reshape(n, geom.groups, geom.out_channels // geom.groups, -1)
+
+
+def _taps_per_group(geom: ConvGeometry) -> int:
+    return geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+
+
+def _index_key(geom: ConvGeometry) -> tuple:
+    return (geom.in_channels, geom.padded_size, geom.kernel_size, geom.stride, geom.dilation,
+            geom.out_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_indices(
+    channels: int,
+    padded_size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    out_size: tuple[int, int],
+) -> np.ndarray:
+    """Flat indices into one padded image ``(C, Hp, Wp)``, shape ``(C*kh*kw*Ho*Wo,)``.
+
+    Ordered ``(c, a, b, i, j)``: entry ``[c, a, b, i, j]`` is the position of
+    ``xp[c, i*sh + a*dh, j*sw + b*dw]``.
+    """
+    (hp, wp), (kh, kw), (sh, sw), (dh, dw), (ho, wo) = (
+        padded_size, kernel_size, stride, dilation, out_size
+    )
+    c = np.arange(channels)[:, None, None, None, None]
+    rows = (np.arange(kh) * dh)[None, :, None, None, None] + (np.arange(ho) * sh)[:, None]
+    cols = (np.arange(kw) * dw)[None, None, :, None, None] + np.arange(wo) * sw
+    idx = (c * hp + rows) * wp + cols
+    idx.setflags(write=False)
+    return idx.reshape(-1)

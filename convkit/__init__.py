@@ -1,0 +1,54 @@
+"""convkit: 2-D convolution on the CPU with pluggable backends.
+
+>>> import numpy as np, convkit
+>>> x = np.ones((1, 3, 8, 8), np.float32); w = np.ones((4, 3, 3, 3), np.float32)
+>>> convkit.conv2d(x, w, padding="same").shape
+(1, 4, 8, 8)
+"""
+
+from convkit.backend import Capabilities, ConvBackend
+from convkit.errors import (
+    BackendOutputError,
+    BackendUnavailableError,
+    ConvkitError,
+    MemoryBudgetError,
+    UnknownBackendError,
+    UnsupportedConfigurationError,
+)
+from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
+from convkit.geometry import ConvGeometry, make_geometry
+from convkit.layers import Conv2d
+from convkit.registry import (
+    get_backend,
+    list_backends,
+    refresh_backends,
+    register_backend,
+    unregister_backend,
+    use_backend,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendOutputError",
+    "BackendUnavailableError",
+    "Capabilities",
+    "Conv2d",
+    "ConvBackend",
+    "ConvGeometry",
+    "ConvkitError",
+    "MemoryBudgetError",
+    "UnknownBackendError",
+    "UnsupportedConfigurationError",
+    "__version__",
+    "conv2d",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
+    "get_backend",
+    "list_backends",
+    "make_geometry",
+    "refresh_backends",
+    "register_backend",
+    "unregister_backend",
+    "use_backend",
+]

@@ -1,0 +1,88 @@
+"""The interface every convolution backend implements, and its capability declaration.
+
+A backend is a class (or instance) registered under the entry-point group
+``convkit.backends``. The core guarantees it, for every call:
+
+* a :class:`~convkit.geometry.ConvGeometry` that is validated and fully resolved
+  (explicit four-sided padding, pairs for stride and dilation);
+* C-contiguous arrays of one dtype, ``geom.dtype``, which the backend declared it supports,
+  with every dimension non-zero;
+* a configuration (groups, dilation, stride, padding) that its :class:`Capabilities` allow.
+
+It must return a new array of the documented shape and ``geom.dtype``; the core checks that.
+Bias is handled by the core. A backend never validates arguments and never reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from convkit.geometry import SUPPORTED_DTYPES, ConvGeometry
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can compute. The defaults describe a backend that does everything."""
+
+    dtypes: frozenset[str] = field(
+        default_factory=lambda: frozenset(d.name for d in SUPPORTED_DTYPES)
+    )
+    groups: bool = True
+    dilation: bool = True
+    stride: bool = True
+    padding: bool = True
+
+    def unsupported_reason(self, geom: ConvGeometry) -> str | None:
+        """Why ``geom`` cannot run on a backend with these capabilities, or ``None``."""
+        if geom.dtype.name not in self.dtypes:
+            return f"dtype {geom.dtype.name} is not supported (supports {sorted(self.dtypes)})"
+        if geom.groups != 1 and not self.groups:
+            return f"groups={geom.groups} is not supported (only groups=1)"
+        if geom.dilation != (1, 1) and not self.dilation:
+            return f"dilation={geom.dilation} is not supported (only 1)"
+        if geom.stride != (1, 1) and not self.stride:
+            return f"stride={geom.stride} is not supported (only 1)"
+        if any(geom.padding) and not self.padding:
+            return f"padding={geom.padding} is not supported (only 0)"
+        return None
+
+    def describe(self) -> str:
+        """One line for listings, e.g. ``float32, float64; groups, dilation, stride, padding``."""
+        features = [f for f in ("groups", "dilation", "stride", "padding") if getattr(self, f)]
+        return f"{', '.join(sorted(self.dtypes))}; {', '.join(features) or 'no options'}"
+
+
+class ConvBackend(abc.ABC):
+    """A 2-D convolution implementation: the forward pass and both gradients.
+
+    Shapes (``geom`` gives them all): ``x: (N, C, H, W)``, ``weight: (Cout, C/groups, kh, kw)``,
+    ``y`` and ``grad_output: (N, Cout, Ho, Wo)``.
+    """
+
+    #: The name it is registered under; the registry sets it from the entry point.
+    name: str = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    @abc.abstractmethod
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        """``y: (N, Cout, Ho, Wo)``, the cross-correlation of ``x`` with ``weight``."""
+
+    @abc.abstractmethod
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """``grad_x: (N, C, H, W)``, the gradient of ``sum(y * grad_output)`` w.r.t. ``x``."""
+
+    @abc.abstractmethod
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """``grad_w: (Cout, C/groups, kh, kw)``, the gradient w.r.t. ``weight``."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
