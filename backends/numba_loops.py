@@ -17,6 +17,7 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
 
 _jit = numba.njit(parallel=True, cache=True, nogil=True)
 
@@ -111,6 +112,7 @@ class NumbaBackend(ConvBackend):
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
         _forward(x, weight, y, *_loop_args(geom))
+        forward_padding_nan(y, weight, geom)
         return y
 
     def backward_input(
@@ -125,6 +127,7 @@ class NumbaBackend(ConvBackend):
     ) -> np.ndarray:
         grad_w = np.zeros(geom.weight_shape, geom.dtype)
         _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
+        weight_grad_padding_nan(grad_w, grad_output, geom)
         return grad_w
 
 
