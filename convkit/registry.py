@@ -161,6 +161,19 @@ def backend_infos() -> list[BackendInfo]:
     return [info for _, info in sorted(_registry.infos().items())]
 
 
+def backend_problem(name: str) -> str | None:
+    """Why the registered backend ``name`` cannot be used, or None if it can.
+
+    Loads it to find out (a listing such as ``convkit backends`` shows the reason); raises
+    :class:`UnknownBackendError` if no plugin provides ``name``.
+    """
+    try:
+        get_backend(name)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def refresh_backends() -> None:
     """Read the entry points again, e.g. after installing a plugin in a running process."""
     _registry.refresh()

@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 
 import convkit
-from convkit.registry import DEFAULT_BACKEND, backend_infos, resolve_backend_name
+from convkit.registry import (
+    DEFAULT_BACKEND,
+    backend_infos,
+    backend_problem,
+    resolve_backend_name,
+)
 
 GOOD_MODULE = """
 from convkit_backends.naive import NaiveBackend
@@ -180,3 +185,15 @@ def test_backend_unregistered_while_selected() -> None:
         convkit.unregister_backend("tmp-runtime")
         with pytest.raises(convkit.UnknownBackendError, match="tmp-runtime"):
             convkit.get_backend()
+
+
+def test_backend_problem_gives_the_reason_for_a_listing(make_distribution) -> None:
+    make_distribution("tmp-broken", {"tmp-broken": "tmp_broken_mod:Backend",
+                                     "Bad": "tmp_broken_mod:Backend"},
+                      {"tmp_broken_mod": "raise ImportError('needs libfoo.so')\n"})
+    reasons = {name: backend_problem(name) for name in convkit.list_backends()}
+    assert reasons["naive"] is None and reasons["numba"] is None
+    assert "failed to load: ImportError: needs libfoo.so" in reasons["tmp-broken"]
+    assert "invalid backend name 'Bad'" in reasons["Bad"]
+    with pytest.raises(convkit.UnknownBackendError):
+        backend_problem("nope")
