@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 from conftest import BUILTIN_BACKENDS
@@ -53,3 +56,29 @@ def test_concurrent_threads_with_different_backends() -> None:
     # Each thread saw only its own backend: use_backend() does not leak across threads.
     assert seen == {i: {n} for i, n in enumerate(names)}
     assert convkit.get_backend().name == convkit.registry.DEFAULT_BACKEND
+
+
+SCRIPT = """
+import threading, numpy as np, convkit
+x, w = np.ones((2, 3, 16, 16)), np.ones((4, 3, 3, 3))
+barrier = threading.Barrier(4)
+def work():
+    with convkit.use_backend("numba"):
+        barrier.wait()
+        for _ in range(30):
+            assert (convkit.conv2d(x, w, padding=1)[:, :, 1:-1, 1:-1] == 27).all()
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]; [t.join() for t in threads]
+import numba; print("layer", numba.threading_layer())
+"""
+
+
+def test_numba_threads_on_numbas_thread_unsafe_workqueue_layer() -> None:
+    """Without OpenMP or TBB numba uses 'workqueue', where concurrent kernels abort the
+    process; the numba backend serialises them there. Run in a child process, so a crash
+    cannot take pytest down."""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "layer workqueue"
