@@ -230,8 +230,45 @@ def assert_within_bound(
 
 # --- Conformance suite: every check a backend must pass, as one runnable list ---------------
 
-CheckKind = Literal["forward", "input-grad", "weight-grad", "adjoint"]
-CHECK_KINDS: tuple[CheckKind, ...] = (*OPERATIONS, "adjoint")
+CheckKind = Literal["forward", "input-grad", "weight-grad", "adjoint", "nonfinite"]
+CHECK_KINDS: tuple[CheckKind, ...] = (*OPERATIONS, "adjoint", "nonfinite")
+
+#: NaN/Inf values put into one operand (``x``, ``weight`` or ``grad_output``) by
+#: :func:`poisoned`.
+NONFINITE_SCENARIOS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "x-nan": ("x", (np.nan, np.nan)),
+    "x-inf": ("x", (np.inf, -np.inf, np.inf)),
+    "weight-nan": ("weight", (np.nan,)),
+    "weight-inf": ("weight", (np.inf, -np.inf)),
+    "grad-nan": ("grad_output", (np.nan,)),
+    "grad-inf": ("grad_output", (-np.inf, np.inf)),
+}
+
+
+def poisoned(arrays: ConvArrays, scenario: str, seed: int = 0) -> ConvArrays:
+    """A copy of ``arrays`` with the scenario's values at random positions of one operand."""
+    operand, values = NONFINITE_SCENARIOS[scenario]
+    fields = {name: np.array(getattr(arrays, name)) for name in ("x", "weight", "grad_output")}
+    target = fields[operand].reshape(-1)  # a view: fields[operand] is a fresh C array
+    rng = np.random.default_rng([seed, *scenario.encode()])
+    target[rng.choice(target.size, size=len(values), replace=False)] = values
+    return ConvArrays(**fields)
+
+
+def nonfinite_classes(a: np.ndarray) -> np.ndarray:
+    """Each element's class: 0 finite, 1 NaN, 2 +Inf, 3 -Inf."""
+    return np.select([np.isnan(a), np.isposinf(a), np.isneginf(a)], [1, 2, 3], 0)
+
+
+def assert_same_nonfinite(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Raise ``AssertionError`` unless NaN, +Inf and -Inf sit at the same positions."""
+    got, want = nonfinite_classes(actual), nonfinite_classes(expected)
+    differ = [tuple(map(int, p)) for p in np.argwhere(got != want)]
+    if differ:
+        raise AssertionError(
+            f"{what}: {len(differ)} positions differ in NaN/Inf, first {differ[0]}: class "
+            f"{got[differ[0]]}, expected {want[differ[0]]} (0 finite, 1 NaN, 2 +Inf, 3 -Inf)"
+        )
 
 
 @dataclass(frozen=True)
@@ -239,7 +276,9 @@ class ConformanceCheck:
     """One check of the suite: ``kind`` of ``case`` in ``dtype``.
 
     ``kind`` is an operation (compared with the naive backend in float64, within
-    :func:`error_bound`) or ``'adjoint'`` (the identity ``<y, gy> = <x, gx> = <w, gw>``).
+    :func:`error_bound`), ``'adjoint'`` (the identity ``<y, gy> = <x, gx> = <w, gw>``) or
+    ``'nonfinite'`` (NaN and Inf reach the same outputs of all three operations as in the
+    naive backend, with one of :data:`NONFINITE_SCENARIOS` chosen by the case's name).
     """
 
     case: ConvCase
@@ -254,6 +293,15 @@ class ConformanceCheck:
         arrays = self.case.arrays(self.dtype)
         if self.kind == "adjoint":
             _check_adjoint(backend, arrays, self.case)
+            return
+        if self.kind == "nonfinite":
+            scenarios = list(NONFINITE_SCENARIOS)
+            scenario = scenarios[sum(self.case.name.encode()) % len(scenarios)]
+            bad = poisoned(arrays, scenario)
+            for op in OPERATIONS:
+                assert_same_nonfinite(run_operation(op, bad, self.case, backend),
+                                      _reference(op, bad, self.case),
+                                      f"{backend} {op} {self} ({scenario})")
             return
         actual = run_operation(self.kind, arrays, self.case, backend)
         if actual.dtype != arrays.x.dtype:

@@ -132,3 +132,19 @@ def test_conformance_checks_parametrize_a_plugin_suite(check: ConformanceCheck) 
     """What a plugin author writes: one pytest test per check its capabilities allow."""
     assert check.dtype == "float64" and check.case.geometry().dilation == (1, 1)
     check.run("im2col-take")
+
+
+class _HidesNaN(NaiveBackend):
+    """Right on finite data; replaces NaN by 0 in the input gradient."""
+
+    def backward_input(self, grad_output, weight, geom):
+        return np.nan_to_num(super().backward_input(grad_output, weight, geom), nan=0.0)
+
+
+def test_lost_nan_fails_the_nonfinite_checks_only() -> None:
+    convkit.register_backend("hides-nan", _HidesNaN)
+    report = check_backend("hides-nan", dtypes=["float64"], max_failures=1)
+    assert report.failed["nonfinite", "float64"] > 0
+    assert sum(report.failed.values()) == report.failed["nonfinite", "float64"]
+    assert "input-grad" in report.failures[0].message
+    assert "positions differ in NaN/Inf" in report.failures[0].message
