@@ -13,6 +13,7 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad, window_view
+from convkit_backends._workspace import im2col_bytes
 
 
 class Im2colStridedBackend(ConvBackend):
@@ -62,6 +63,9 @@ class Im2colStridedBackend(ConvBackend):
         (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
         per_image = geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
         return batch_chunks(geom, per_image, self.column_budget)
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        return im2col_bytes(geom, self.column_budget)
 
 
 def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:

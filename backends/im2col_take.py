@@ -14,6 +14,7 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad
+from convkit_backends._workspace import column_count, im2col_bytes
 
 
 class Im2colTakeBackend(ConvBackend):
@@ -60,6 +61,10 @@ class Im2colTakeBackend(ConvBackend):
     def _chunks(self, geom: ConvGeometry):
         per_image = _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
         return batch_chunks(geom, per_image, self.column_budget)
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        # Measured: np.take's columns are copied once more; the int64 indices are kept.
+        return im2col_bytes(geom, self.column_budget, column_copies=2) + column_count(geom) * 8
 
 
 def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import crop, pad
+from convkit_backends._workspace import padded_bytes
 
 
 class NaiveBackend(ConvBackend):
@@ -52,6 +53,9 @@ class NaiveBackend(ConvBackend):
             win = _window(xp, n, g, i, j, geom)
             grad_w[oc] += np.multiply.outer(grad_output[n, oc, i, j], win)
         return grad_w
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        return padded_bytes(geom, geom.batch)  # the padded input or its gradient
 
 
 def _positions(geom: ConvGeometry):

@@ -17,6 +17,8 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
+from convkit_backends._numba_threads import parallel_launch
 
 _jit = numba.njit(parallel=True, cache=True, nogil=True)
 
@@ -110,21 +112,26 @@ class NumbaBackend(ConvBackend):
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        _forward(x, weight, y, *_loop_args(geom))
+        with parallel_launch():
+            _forward(x, weight, y, *_loop_args(geom))
+        forward_padding_nan(y, weight, geom)
         return y
 
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_x = np.empty(geom.input_shape, geom.dtype)
-        _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
+        with parallel_launch():
+            _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
         return grad_x
 
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_w = np.zeros(geom.weight_shape, geom.dtype)
-        _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
+        with parallel_launch():
+            _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
+        weight_grad_padding_nan(grad_w, grad_output, geom)
         return grad_w
 
 

@@ -10,8 +10,9 @@ A backend is a class (or instance) registered under the entry-point group
 * a configuration (groups, dilation, stride, padding) that its :class:`Capabilities` allow.
 
 It must return a new array of the documented shape and ``geom.dtype``; the core checks that.
-Bias is handled by the core. A backend never validates arguments and never reads the
-environment.
+Before the call, the core checks that the result and the backend's declared
+:meth:`ConvBackend.workspace_bytes` fit in the available memory. Bias is handled by the
+core. A backend never validates arguments and never reads the environment.
 """
 
 from __future__ import annotations
@@ -83,6 +84,16 @@ class ConvBackend(abc.ABC):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         """``grad_w: (Cout, C/groups, kh, kw)``, the gradient w.r.t. ``weight``."""
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        """Bytes of temporary buffers ``method`` allocates for ``geom``, besides its result.
+
+        ``method`` is ``'forward'``, ``'backward_input'`` or ``'backward_weight'``. The core
+        adds the result's size and refuses a call that cannot fit in the available memory
+        (:class:`~convkit.MemoryBudgetError`) before calling the backend. Override it if the
+        backend allocates anything large (padded copies, columns); the default is 0.
+        """
+        return 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -7,6 +7,7 @@ the call, run it, and check what it returned.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +22,7 @@ from convkit.geometry import (
     Padding,
     make_geometry,
 )
+from convkit.memory import check_fits
 from convkit.registry import get_backend
 
 __all__ = ["conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
@@ -62,7 +64,8 @@ def conv2d(
             )
     y = _run(backend, geom, "forward", geom.output_shape, x, weight)
     if b is not None:
-        y += b[:, None, None]
+        with np.errstate(invalid="ignore", over="ignore"):
+            y += b[:, None, None]
     return y
 
 
@@ -133,13 +136,36 @@ def _run(
     reason = backend.capabilities.unsupported_reason(geom)
     if reason is not None:
         raise UnsupportedConfigurationError(f"backend {backend.name!r}: {reason}")
+    _check_memory(backend, method, geom, out_shape, a, b)
     if a.size == 0 or b.size == 0:
         # An empty batch or channel set: every sum is empty, so the result is zeros.
         return np.zeros(out_shape, geom.dtype)
     compute: Callable[[np.ndarray, np.ndarray, ConvGeometry], object] = getattr(backend, method)
-    out = compute(np.ascontiguousarray(a), np.ascontiguousarray(b), geom)
+    # NaN and Inf propagate as IEEE arithmetic says; numpy's warnings about them are noise.
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = compute(np.ascontiguousarray(a), np.ascontiguousarray(b), geom)
     _check_output(backend, method, out, out_shape, geom.dtype)
     return out  # type: ignore[return-value]
+
+
+def _check_memory(
+    backend: ConvBackend,
+    method: str,
+    geom: ConvGeometry,
+    out_shape: tuple[int, ...],
+    a: np.ndarray,
+    b: np.ndarray,
+) -> None:
+    """Refuse, before anything is allocated, a call whose buffers exceed the free memory."""
+    itemsize = geom.dtype.itemsize
+    parts = {
+        "result": math.prod(out_shape) * itemsize,
+        "workspace": backend.workspace_bytes(geom, method),
+        "contiguous copies": sum(arr.nbytes for arr in (a, b) if not arr.flags.c_contiguous),
+    }
+    what = (f"{method} of a conv2d with input {geom.input_shape}, weight {geom.weight_shape} "
+            f"and padding {geom.padding} on backend {backend.name!r}")
+    check_fits(sum(parts.values()), what, parts)
 
 
 def _check_output(
@@ -159,7 +185,10 @@ def _check_output(
 def _float_array(value: ArrayLike, name: str) -> np.ndarray:
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # e.g. a ragged nested list
+        raise TypeError(f"{name} must be an array, got {type(value).__name__}: {exc}") from None
     if arr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
     return arr

@@ -128,6 +128,11 @@ def make_geometry(
         )
     if kh < 1 or kw < 1:
         raise ValueError(f"{weight_name} kernel size must be at least 1x1, got {kh}x{kw}")
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"{input_name} has spatial size {h}x{w}; only the batch and channel dimensions "
+            "may be 0 (as in PyTorch)"
+        )
     pad = resolve_padding(padding, (kh, kw), (sh, sw), (dh, dw))
     geom = ConvGeometry(
         n, c, cout, (h, w), (kh, kw), (sh, sw), pad, (dh, dw), groups, np.dtype(dtype)
@@ -136,8 +141,8 @@ def make_geometry(
     eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     if eh > ph or ew > pw:
         raise ValueError(
-            f"kernel size {kh}x{kw} with dilation {dh}x{dw} spans {eh}x{ew}, larger than the "
-            f"padded input {ph}x{pw}"
+            f"{weight_name} kernel size {kh}x{kw} with dilation {dh}x{dw} spans {eh}x{ew}, "
+            f"larger than the padded {input_name} {ph}x{pw} (padding={padding!r})"
         )
     return geom
 

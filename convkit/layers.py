@@ -9,6 +9,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
 from convkit.geometry import SUPPORTED_DTYPES, IntPair, Padding, int_pair, resolve_padding
+from convkit.registry import resolve_backend_name
 
 __all__ = ["Conv2d"]
 
@@ -44,8 +45,14 @@ class Conv2d:
     ) -> None:
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be a positive int, got {value!r}")
+            if value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        if backend is not None:
+            resolve_backend_name(backend)  # an unknown name fails here, not at the first call
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups={groups} must divide in_channels ({in_channels}) and "
@@ -62,7 +69,10 @@ class Conv2d:
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.backend = backend
 
-        rng = np.random.default_rng(rng)
+        try:
+            rng = np.random.default_rng(rng)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"rng must be a numpy Generator, a seed or None: {exc}") from None
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / math.sqrt(fan_in)
         shape = (out_channels, in_channels // groups, *self.kernel_size)

@@ -161,6 +161,19 @@ def backend_infos() -> list[BackendInfo]:
     return [info for _, info in sorted(_registry.infos().items())]
 
 
+def backend_problem(name: str) -> str | None:
+    """Why the registered backend ``name`` cannot be used, or None if it can.
+
+    Loads it to find out (a listing such as ``convkit backends`` shows the reason); raises
+    :class:`UnknownBackendError` if no plugin provides ``name``.
+    """
+    try:
+        get_backend(name)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
 def refresh_backends() -> None:
     """Read the entry points again, e.g. after installing a plugin in a running process."""
     _registry.refresh()
@@ -188,7 +201,7 @@ def resolve_backend_name(name: str | None = None) -> str:
         return _check_known(name, "backend= argument")
     chosen = _selected.get()
     if chosen is not None:
-        return chosen  # checked on entering use_backend()
+        return _check_known(chosen, "use_backend()")  # it may have been unregistered since
     from_env = os.environ.get(ENV_VAR, "").strip()
     if from_env:
         return _check_known(from_env, f"environment variable {ENV_VAR}")
@@ -225,7 +238,7 @@ def _check_known(name: object, source: str) -> str:
     names = list_backends()
     if name in names:
         return name
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name.strip().lower(), names, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownBackendError(
         f"unknown backend {name!r} (from {source}); available: {', '.join(names) or 'none'}"

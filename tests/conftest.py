@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import pytest
 
 import convkit
@@ -21,3 +24,34 @@ def _no_backend_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONVKIT_BACKEND", raising=False)
     yield
     convkit.refresh_backends()
+
+
+@pytest.fixture
+def make_distribution(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Put a throwaway installed distribution on ``sys.path``; returns a factory.
+
+    ``make_distribution(name, entry_points={"backend-name": "module:Class"},
+    modules={"module": "source"})`` writes the modules and a ``<name>-0.1.dist-info`` with
+    ``entry_points.txt`` (what pip writes), so importlib.metadata finds it as installed.
+    The registry is refreshed so the new entry points are read; the modules are forgotten
+    (removed from ``sys.modules``) afterwards.
+    """
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written: list[str] = []
+
+    def make(name: str, entry_points: dict[str, str], modules: dict[str, str] | None = None):
+        for module, source in (modules or {}).items():
+            (tmp_path / f"{module}.py").write_text(source)
+            written.append(module)
+        info = tmp_path / f"{name.replace('-', '_')}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        lines = [f"{key} = {value}" for key, value in entry_points.items()]
+        (info / "entry_points.txt").write_text("[convkit.backends]\n" + "\n".join(lines) + "\n")
+        importlib.invalidate_caches()  # the import system and importlib.metadata cache listings
+        convkit.refresh_backends()
+        return info
+
+    yield make
+    for module in written:
+        sys.modules.pop(module, None)

@@ -1,0 +1,34 @@
+"""The temporary memory the built-in backends allocate, for ``ConvBackend.workspace_bytes``.
+
+Estimates err on the high side: the core refuses a call whose result plus workspace exceeds
+the available memory, and a refusal is cheaper than swapping.
+"""
+
+from __future__ import annotations
+
+from convkit.geometry import ConvGeometry
+
+
+def padded_bytes(geom: ConvGeometry, batch: int) -> int:
+    """A zero-padded copy of ``batch`` images ``(batch, C, Hp, Wp)``."""
+    hp, wp = geom.padded_size
+    return batch * geom.in_channels * hp * wp * geom.dtype.itemsize
+
+
+def column_count(geom: ConvGeometry) -> int:
+    """Elements of one image's columns, ``C * kh * kw * Ho * Wo``."""
+    (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
+    return geom.in_channels * kh * kw * ho * wo
+
+
+def im2col_bytes(geom: ConvGeometry, column_budget: int, column_copies: int = 1) -> int:
+    """The largest batch chunk's columns (``column_copies`` of them), padded input (or its
+    gradient) and its crop, and GEMM result.
+
+    Chunks hold as many images as fit ``column_budget`` (at least one), as in
+    :func:`convkit_backends._common.batch_chunks`.
+    """
+    columns = column_count(geom) * geom.dtype.itemsize
+    chunk = min(geom.batch, max(1, column_budget // max(1, columns)))
+    gemm_result = geom.out_channels * geom.out_size[0] * geom.out_size[1] * geom.dtype.itemsize
+    return chunk * (column_copies * columns + 2 * padded_bytes(geom, 1) + gemm_result)

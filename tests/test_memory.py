@@ -1,0 +1,147 @@
+"""Calls that cannot fit in memory fail fast with MemoryBudgetError, before allocating."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import convkit
+import convkit.memory
+from convkit.memory import CHECK_ABOVE, available_memory, format_bytes
+from convkit_backends.naive import NaiveBackend
+
+MiB = 2**20
+
+
+def test_huge_output_is_refused_by_every_backend(backend: str) -> None:
+    """Padding 10**6 on a 1x1 image: a 14.6 TiB result, refused at once (no allocation)."""
+    x = w = np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(convkit.MemoryBudgetError) as err:
+        convkit.conv2d(x, w, padding=10**6, backend=backend)
+    message = str(err.value)
+    assert "(result 14.6 TiB" in message
+    assert f"backend {backend!r}" in message and "available" in message
+    assert isinstance(err.value, MemoryError)
+
+
+def test_huge_gradients_are_refused(backend: str) -> None:
+    side = 10**6
+    w = np.ones((1, 1, 1, 1))
+    # Zero-stride views: the caller's arrays cost nothing, but making them contiguous would.
+    gy = np.broadcast_to(0.0, (1, 1, side, side))
+    with pytest.raises(convkit.MemoryBudgetError, match=r"backward_input.*result 7\.3 TiB"):
+        convkit.conv2d_input_grad((1, 1, side, side), w, gy, backend=backend)
+    x = np.broadcast_to(0.0, (1, 1, side, side))
+    with pytest.raises(convkit.MemoryBudgetError, match=r"contiguous copies 14\.6 TiB"):
+        convkit.conv2d_weight_grad(x, w.shape, gy, backend=backend)
+
+
+@pytest.fixture
+def memory_80mib(monkeypatch: pytest.MonkeyPatch) -> int:
+    available = 80 * MiB
+    monkeypatch.setattr(convkit.memory, "available_memory", lambda: available)
+    return available
+
+
+@pytest.mark.parametrize("name", ["im2col-strided", "im2col-take"])
+@pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])
+def test_im2col_columns_count_as_workspace(memory_80mib: int, name: str, method: str) -> None:
+    """One image's columns are 98 MiB (16 channels x 7x7 taps x 128x128 x 8 bytes)."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 16, 128, 128)), rng.standard_normal((16, 16, 7, 7))
+    gy = rng.standard_normal((1, 16, 128, 128))
+    calls = {
+        "forward": lambda b: convkit.conv2d(x, w, padding=3, backend=b),
+        "backward_input": lambda b: convkit.conv2d_input_grad(x.shape, w, gy, padding=3,
+                                                              backend=b),
+        "backward_weight": lambda b: convkit.conv2d_weight_grad(x, w.shape, gy, padding=3,
+                                                                backend=b),
+    }
+    backend = convkit.get_backend(name)
+    geom = convkit.make_geometry(x.shape, w.shape, padding=3)
+    workspace = backend.workspace_bytes(geom, method)
+    assert workspace > 98 * MiB
+    with pytest.raises(convkit.MemoryBudgetError) as err:
+        calls[method](name)
+    assert f"workspace {format_bytes(workspace)}" in str(err.value)
+    assert "80.0 MiB of memory is available" in str(err.value)
+    assert calls[method]("numba").shape  # no workspace: 2 MiB results are not even checked
+
+
+def test_declared_workspace_is_checked_before_the_backend_runs(memory_80mib: int) -> None:
+    class Greedy(NaiveBackend):
+        def workspace_bytes(self, geom, method):
+            return 10 * 2**30
+
+        def forward(self, x, weight, geom):
+            raise AssertionError("must not be called")
+
+    convkit.register_backend("greedy", Greedy)
+    with pytest.raises(convkit.MemoryBudgetError, match=r"'greedy'.*workspace 10\.0 GiB"):
+        convkit.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)), backend="greedy")
+
+
+def test_small_calls_are_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unreachable() -> int:
+        raise AssertionError("a call below CHECK_ABOVE must not read /proc")
+
+    monkeypatch.setattr(convkit.memory, "available_memory", unreachable)
+    y = convkit.conv2d(np.ones((2, 3, 8, 8)), np.ones((4, 3, 3, 3)), backend="im2col-strided")
+    assert y.nbytes < CHECK_ABOVE
+
+
+def test_available_memory_is_plausible() -> None:
+    available = available_memory()
+    assert available is not None  # Linux: /proc/meminfo
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    total = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemTotal:"))
+    assert 0 < available <= total
+
+
+def test_cgroup_limit_lowers_the_available_memory(tmp_path, monkeypatch) -> None:
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(f"{512 * MiB}\n")
+    usage.write_text(f"{500 * MiB}\n")
+    monkeypatch.setattr(convkit.memory, "_CGROUP_LIMITS", ((str(limit), str(usage)),))
+    assert available_memory() == 12 * MiB
+    limit.write_text("max\n")
+    assert available_memory() > 12 * MiB
+
+
+@pytest.mark.parametrize("size, text", [(0, "0.0 B"), (1536, "1.5 KiB"), (3 * 2**30, "3.0 GiB"),
+                                        (2**70, "1024.0 EiB")])
+def test_format_bytes(size: int, text: str) -> None:
+    assert format_bytes(size) == text
+
+
+GEOMETRIES = [((1, 16, 64, 64), (16, 16, 7, 7), 3, 1), ((6, 32, 24, 24), (64, 32, 3, 3), 1, 1),
+              ((4, 8, 20, 20), (8, 1, 5, 5), 2, 8)]
+
+
+@pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])
+@pytest.mark.parametrize(
+    "name, x_shape, w_shape, padding, groups",
+    [(name, *g) for name in ("im2col-strided", "im2col-take") for g in GEOMETRIES]
+    + [("naive", *GEOMETRIES[0])],  # the naive backend is too slow for the others
+)
+def test_declared_workspace_bounds_the_measured_peak(
+    name: str, method: str, x_shape, w_shape, padding: int, groups: int
+) -> None:
+    """tracemalloc (numpy reports to it): peak minus the result <= workspace_bytes + 1 MiB."""
+    rng = np.random.default_rng(0)
+    geom = convkit.make_geometry(x_shape, w_shape, padding=padding, groups=groups)
+    x, w, gy = (rng.standard_normal(s) for s in (x_shape, w_shape, geom.output_shape))
+    backend = convkit.get_backend(name)
+    compute = getattr(backend, method)
+    args = {"forward": (x, w), "backward_input": (gy, w), "backward_weight": (x, gy)}[method]
+    compute(*args, geom)  # fill caches (im2col-take keeps its gather indices)
+    tracemalloc.start()
+    try:
+        out = compute(*args, geom)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - out.nbytes <= backend.workspace_bytes(geom, method) + MiB
