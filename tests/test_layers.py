@@ -75,7 +75,7 @@ def test_backward_before_forward_is_an_error() -> None:
     ("kwargs", "error", "names"),
     [
         ({"in_channels": 0}, ValueError, "in_channels"),
-        ({"out_channels": 2.5}, ValueError, "out_channels"),
+        ({"out_channels": 2.5}, TypeError, "out_channels"),
         ({"groups": 3}, ValueError, "groups"),
         ({"kernel_size": 0}, ValueError, "kernel_size"),
         ({"stride": (1, 0)}, ValueError, "stride"),
