@@ -34,6 +34,8 @@ __all__ = ["Digits", "EpochResult", "History", "load_digits", "main", "save_plot
 CLASSES = 10
 PIXEL_MAX = 16.0
 """The digits' pixels are integers 0..16; they are scaled to [0, 1]."""
+LEARNING_RATE = 0.003
+"""Adam's step size: 0.01 learns faster at first but its loss jumps about after 10 epochs."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def train(
     backend: str | None = None,
     epochs: int = 15,
     batch_size: int = 32,
-    lr: float = 0.01,
+    lr: float = LEARNING_RATE,
     seed: int = 0,
     dtype: DTypeLike = np.float32,
     subset: int | None = None,
@@ -219,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
                         f"the default); one of {', '.join(convkit.list_backends())}")
     parser.add_argument("--epochs", type=_positive_int, default=15)
     parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--lr", type=_positive_float, default=0.01, help="Adam step size")
+    parser.add_argument("--lr", type=_positive_float, default=LEARNING_RATE,
+                        help="Adam step size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--subset", type=_positive_int, help="use only this many images")
@@ -260,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     try:
         backend = convkit.get_backend(args.backend).name
-    except convkit.ConvkitError as exc:
-        parser.error(f"--backend: {exc}")
+    except convkit.ConvkitError as exc:  # the message says whether CONVKIT_BACKEND chose it
+        parser.error(f"--backend: {exc}" if args.backend is not None else str(exc))
     try:
         load_digits(subset=args.subset)  # check --subset before printing anything
     except ValueError as exc:
