@@ -146,7 +146,7 @@ def train(
     history = History(backend_name, dtype.name, time.perf_counter() - start)
 
     n_train = len(data.y_train)
-    n_batches = -(-n_train // batch_size)
+    n_batches = math.ceil(n_train / batch_size)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         order = order_rng.permutation(n_train)
