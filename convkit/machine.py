@@ -1,0 +1,123 @@
+"""What a benchmark ran on: the machine, the libraries, convkit's version, the matmul peak.
+
+Benchmark results are only comparable with the context they were measured in, so the
+harness records it alongside them (:func:`machine_info`, :func:`convkit_source`) and scales
+speeds by what this machine's BLAS reaches on a large square matrix product
+(:func:`matmul_peak`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import convkit
+
+#: Side of the square matrices whose product measures the peak.
+PEAK_MATRIX_SIZE = 1024
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or None; never imports it."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def blas_libraries() -> list[dict]:
+    """The BLAS libraries loaded in this process (threadpoolctl's view of numpy's BLAS)."""
+    return [
+        {
+            "library": info.get("internal_api"),
+            "version": info.get("version"),
+            "threading": info.get("threading_layer"),
+            "architecture": info.get("architecture"),
+        }
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+
+
+def machine_info() -> dict:
+    """The machine and library versions, as JSON-ready values."""
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": package_version("numba"),
+        "torch": package_version("torch"),
+        "blas": blas_libraries(),
+    }
+
+
+def convkit_source() -> dict:
+    """convkit's version and, when it runs from a git checkout, the commit and whether the
+    work tree had uncommitted changes (``dirty``); both None otherwise."""
+    package_dir = Path(convkit.__file__).resolve().parent
+    commit, dirty = None, None
+    try:
+        top = _git(package_dir, "rev-parse", "--show-toplevel")
+        if Path(top).resolve() == package_dir.parent:  # a checkout of convkit itself
+            commit = _git(package_dir, "rev-parse", "HEAD")
+            dirty = bool(_git(package_dir, "status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"version": convkit.__version__, "commit": commit, "dirty": dirty}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+    )
+    return done.stdout.strip()
+
+
+def matmul_peak(dtype: str, threads: int, seconds: float = 0.3) -> float:
+    """The best GFLOP/s of a ``PEAK_MATRIX_SIZE``-square matrix product in ``dtype`` on
+    ``threads`` BLAS threads, over about ``seconds`` of repeats (the best, since other
+    load on the machine only ever slows a run down)."""
+    n = PEAK_MATRIX_SIZE
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype)
+    best = float("inf")
+    with threadpool_limits(limits=threads, user_api="blas"):
+        np.matmul(a, b, out=out)  # warm-up: BLAS starts its threads
+        deadline = time.perf_counter() + seconds
+        for _ in range(1000):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            best = min(best, time.perf_counter() - start)
+            if start > deadline:
+                break
+    return 2 * n**3 / best / 1e9
