@@ -375,12 +375,14 @@ def _worker_env(threads: int) -> dict[str, str]:
 
 def _run_worker_process(job: dict, threads: int, emit: Callable[[dict], None]) -> None:
     """Run ``job`` in ``python -m convkit.bench``; raise RuntimeError if the worker dies."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-        proc = subprocess.Popen(
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as stderr,
+        subprocess.Popen(
             [sys.executable, "-m", "convkit.bench"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
             env=_worker_env(threads), text=True, encoding="utf-8",
-        )
+        ) as proc,
+    ):
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(job))
         proc.stdin.close()

@@ -104,6 +104,8 @@ def bench(
     """
     backends = _backend_names(backend_spec)
     ops = _operations(op_spec)
+    if suite is None and not case_specs:
+        suite = "quick"
     cases = _cases(suite, case_specs)
     if baseline is not None and baseline not in backends:
         raise click.BadParameter(
@@ -128,7 +130,7 @@ def bench(
             baseline=baseline or DEFAULT_BASELINE,
             isolate=not in_process,
             named_explicitly=backend_spec.strip() != "all",
-            suite=suite if suite or not case_specs else None,
+            suite=suite,
             on_row=advance,
         )
     text = _FORMATTERS[fmt](result)
@@ -166,7 +168,7 @@ def _comma_list(spec: str, allowed: Sequence[str], option: str, what: str) -> li
 
 
 def _cases(suite: str | None, specs: tuple[str, ...]) -> list[BenchCase]:
-    cases = list(SUITES[suite]) if suite else [] if specs else list(SUITES["quick"])
+    cases = list(SUITES[suite]) if suite else []
     for spec in specs:
         try:
             cases.append(parse_case(spec))
