@@ -1,19 +1,19 @@
 """The benchmarking harness behind ``convkit bench``.
 
-One *row* is one case x operation x backend. How a row is measured (:func:`measure_row`):
+One *row* is one case x operation x backend. How a row is measured (:class:`Measurement`):
 
 1. A warm-up call, timed on its own (``first_call_s``: numba's compilation lands here,
    never in a timing). The naive backend's warm-up must finish within its budget, or the
    case is skipped for it.
-2. A calibration call fixes how many calls one measurement makes, so that a measurement
-   lasts at least ``min_time`` seconds.
-3. ``repeats`` measurements, with the garbage collector off; each gives a time per call.
-   The row reports their median and minimum.
-4. One more call, untimed, under :mod:`tracemalloc`: the peak bytes allocated during the
+2. ``repeats`` measurements, with the garbage collector off: each calls back to back until
+   ``min_time`` seconds have passed and gives the time per call. The row reports their
+   median and minimum. A worker takes them in rounds over all its rows, so a burst of load
+   from elsewhere spoils one measurement of many rows, not many measurements of one row.
+3. One more call, untimed, under :mod:`tracemalloc`: the peak bytes allocated during the
    call (result included). Allocations that bypass Python's and numpy's allocators are
    invisible to it; when the traced peak is smaller than the result itself, the row says
    ``None`` (n/a) rather than a wrong number.
-5. That call's result against a float64 reference computed once per case in the parent
+4. That call's result against a float64 reference computed once per case in the parent
    process: the largest absolute error, and that error relative to the error bound of
    :mod:`convkit.testing` (above 1 means a wrong result, and the row is an error).
 
@@ -110,7 +110,8 @@ class Row:
     median_s: float | None = None
     min_s: float | None = None
     first_call_s: float | None = None
-    calls_per_measurement: int | None = None
+    calls: int | None = None
+    """Timed calls in all measurements together."""
     repeats: int | None = None
     max_abs_error: float | None = None
     error_vs_bound: float | None = None
@@ -134,6 +135,99 @@ def _conv_case(case: BenchCase) -> ConvCase:
     return ConvCase(case.name, case.input_shape, case.weight_shape, **case.params)
 
 
+class Measurement:
+    """One row in the making: :meth:`start` (warm-up and calibration), :meth:`time_once` per
+    round, then :meth:`finish` (memory, error). A failure at any step ends the row with
+    status skipped or error and the reason; later steps then do nothing."""
+
+    def __init__(
+        self, backend: ConvBackend, case: BenchCase, op: Operation, settings: BenchSettings
+    ) -> None:
+        self.row = Row(case.name, op, backend.name)
+        self.settings = settings
+        self.budget = settings.naive_budget if backend.name in BUDGETED_BACKENDS else None
+        self.times: list[float] = []
+        self._call: Callable[[], np.ndarray] | None = None
+        self._calls = 0
+        self._backend, self._case = backend, case
+
+    @property
+    def running(self) -> bool:
+        return self.row.status == "ok" and self._call is not None
+
+    def start(self) -> None:
+        """The warm-up call (within the budget, if any)."""
+        backend, case, op = self._backend, self._case, self.row.op
+        reason = backend.capabilities.unsupported_reason(case.geometry(self.settings.dtype))
+        if reason is not None:
+            self.end("skipped", reason)
+            return
+        conv_case = _conv_case(case)
+        arrays = conv_case.arrays(self.settings.dtype)
+
+        def call() -> np.ndarray:
+            return run_operation(op, arrays, conv_case, backend.name)
+
+        def warm_up() -> None:
+            self.row.first_call_s = _first_call(call, self.budget)
+            self._call = call
+
+        self._attempt(warm_up)
+
+    def time_once(self) -> None:
+        """One measurement: calls back to back until ``min_time`` has passed."""
+        if self.running:
+            call = self._call
+            self._attempt(lambda: self._add(*_measure(call, self.settings.min_time)))
+
+    def _add(self, seconds_per_call: float, calls: int) -> None:
+        self.times.append(seconds_per_call)
+        self._calls += calls
+
+    def finish(self, reference: Path | None) -> Row:
+        """Medians, then memory and error from one more call; ``reference`` is an ``.npz``
+        from :func:`write_references` (None: no error column)."""
+        if not self.running:
+            return self.row
+        row = self.row
+        row.median_s, row.min_s = statistics.median(self.times), min(self.times)
+        row.calls, row.repeats = self._calls, len(self.times)
+        outcome: list[np.ndarray] = []
+        call = self._call
+
+        def traced() -> None:
+            result, row.memory_bytes = traced_call(call)
+            outcome.append(result)
+
+        self._attempt(traced)
+        if outcome and reference is not None:
+            with np.load(reference) as ref:
+                err = np.abs(outcome[0].astype(np.float64) - ref["reference"])
+                row.max_abs_error = float(err.max())
+                row.error_vs_bound = float((err / ref["bound"]).max())
+            if not row.error_vs_bound <= 1:  # also NaN
+                self.end(
+                    "error",
+                    f"wrong result: max error {row.max_abs_error:.3g} is "
+                    f"{row.error_vs_bound:.3g}x the {self.settings.dtype} error bound",
+                )
+        return row
+
+    def end(self, status: str, reason: str) -> None:
+        self.row.status, self.row.reason = status, reason
+
+    def _attempt(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except _OverBudget:
+            self.end("skipped",
+                     f"one call takes over {self.budget:g} s, the budget for {self.row.backend}")
+        except UnsupportedConfigurationError as exc:
+            self.end("skipped", str(exc))
+        except Exception as exc:  # a failing backend is a result, not a crash of the run
+            self.end("error", f"{type(exc).__name__}: {exc}")
+
+
 def measure_row(
     backend: ConvBackend,
     case: BenchCase,
@@ -141,53 +235,12 @@ def measure_row(
     settings: BenchSettings,
     reference: Path | None,
 ) -> Row:
-    """Measure ``op`` of ``case`` on ``backend`` (see the module docstring for how).
-
-    ``reference``: an ``.npz`` from :func:`write_references`, or None to skip the error.
-    """
-    row = Row(case.name, op, backend.name)
-    reason = backend.capabilities.unsupported_reason(case.geometry(settings.dtype))
-    if reason is not None:
-        return _finish(row, "skipped", reason)
-    conv_case = _conv_case(case)
-    arrays = conv_case.arrays(settings.dtype)
-
-    def call() -> np.ndarray:
-        return run_operation(op, arrays, conv_case, backend.name)
-
-    budget = settings.naive_budget if backend.name in BUDGETED_BACKENDS else None
-    try:
-        row.first_call_s = _first_call(call, budget)
-        number = max(1, int(np.ceil(settings.min_time / _time_calls(call, 1))))
-        times = [_time_calls(call, number) for _ in range(settings.repeats)]
-        result, row.memory_bytes = traced_call(call)
-    except _OverBudget:
-        return _finish(
-            row, "skipped", f"one call takes over {budget:g} s, the budget for {backend.name}"
-        )
-    except UnsupportedConfigurationError as exc:
-        return _finish(row, "skipped", str(exc))
-    except Exception as exc:  # a failing backend is a result, not a crash of the run
-        return _finish(row, "error", f"{type(exc).__name__}: {exc}")
-    row.median_s, row.min_s = statistics.median(times), min(times)
-    row.calls_per_measurement, row.repeats = number, len(times)
-    if reference is not None:
-        with np.load(reference) as ref:
-            err = np.abs(result.astype(np.float64) - ref["reference"])
-            row.max_abs_error = float(err.max())
-            row.error_vs_bound = float((err / ref["bound"]).max())
-        if not row.error_vs_bound <= 1:  # also NaN
-            return _finish(
-                row, "error",
-                f"wrong result: max error {row.max_abs_error:.3g} is "
-                f"{row.error_vs_bound:.3g}x the {settings.dtype} error bound",
-            )
-    return row
-
-
-def _finish(row: Row, status: str, reason: str) -> Row:
-    row.status, row.reason = status, reason
-    return row
+    """Measure ``op`` of ``case`` on ``backend`` on its own (see the module docstring)."""
+    m = Measurement(backend, case, op, settings)
+    m.start()
+    for _ in range(settings.repeats):
+        m.time_once()
+    return m.finish(reference)
 
 
 def _first_call(call: Callable[[], object], budget: float | None) -> float:
@@ -225,15 +278,23 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _time_calls(call: Callable[[], object], number: int) -> float:
-    """Seconds per call over ``number`` back-to-back calls, garbage collector off."""
+def _measure(call: Callable[[], object], min_time: float) -> tuple[float, int]:
+    """Call back to back, garbage collector off, until ``min_time`` seconds have passed.
+
+    Returns (seconds per call, calls). Checking the clock after each call keeps a
+    measurement near ``min_time`` however the machine's load changes, unlike a call count
+    calibrated beforehand.
+    """
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
-        for _ in range(number):
+        calls = 0
+        start = now = time.perf_counter()
+        while now - start < min_time:
             call()
-        return (time.perf_counter() - start) / number
+            calls += 1
+            now = time.perf_counter()
+        return (now - start) / calls, calls
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -283,8 +344,8 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
 
     ``job``: ``{"backend": name, "cases": [BenchCase fields], "settings": BenchSettings
     fields, "reference_dir": path or None}``. Events: ``{"event": "loaded", "load_s"}`` or
-    ``{"event": "load-failed", "reason"}``, then ``{"event": "row", "case_index", "row":
-    Row fields}``.
+    ``{"event": "load-failed", "reason"}``, then ``{"event": "status", "text"}`` as work
+    moves on and finally ``{"event": "row", "case_index", "row": Row fields}`` per row.
     """
     settings = BenchSettings(**{**job["settings"], "ops": tuple(job["settings"]["ops"])})
     cases = [case_from_dict(c) for c in job["cases"]]
@@ -297,17 +358,41 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     emit({"event": "loaded", "load_s": time.perf_counter() - start})
     ref_dir = Path(job["reference_dir"]) if job.get("reference_dir") else None
     with limit_threads(settings.threads):
-        for index, case in enumerate(cases):
-            skip_reason = None
-            for op in settings.ops:
-                if skip_reason is not None:  # the budget is per case
-                    row = _finish(Row(case.name, op, backend.name), "skipped", skip_reason)
-                else:
-                    ref = ref_dir / _reference_name(index, op) if ref_dir else None
-                    row = measure_row(backend, case, op, settings, ref)
-                    if row.status == "skipped" and backend.name in BUDGETED_BACKENDS:
-                        skip_reason = row.reason
-                emit({"event": "row", "case_index": index, "row": dataclasses.asdict(row)})
+        rows = _measure_interleaved(backend, cases, settings, emit)
+        for (index, m) in rows:
+            ref = ref_dir / _reference_name(index, m.row.op) if ref_dir else None
+            row = m.finish(ref)
+            emit({"event": "row", "case_index": index, "row": dataclasses.asdict(row)})
+
+
+def _measure_interleaved(
+    backend: ConvBackend,
+    cases: Sequence[BenchCase],
+    settings: BenchSettings,
+    emit: Callable[[dict], None],
+) -> list[tuple[int, Measurement]]:
+    """Warm up every row, then take the measurements in rounds, one per row per round, so
+    that a burst of load from elsewhere on the machine touches one measurement of many
+    rows rather than all the measurements of one row."""
+    rows = []
+    for index, case in enumerate(cases):
+        emit({"event": "status", "text": f"{backend.name}: warming up {case.name}"})
+        skip_reason = None
+        for op in settings.ops:
+            m = Measurement(backend, case, op, settings)
+            if skip_reason is not None:  # the budget is per case
+                m.end("skipped", skip_reason)
+            else:
+                m.start()
+                if m.row.status == "skipped" and m.budget is not None:
+                    skip_reason = m.row.reason
+            rows.append((index, m))
+    for round_ in range(settings.repeats):
+        emit({"event": "status",
+              "text": f"{backend.name}: measurement round {round_ + 1} of {settings.repeats}"})
+        for _, m in rows:
+            m.time_once()
+    return rows
 
 
 def case_to_dict(case: BenchCase) -> dict:
@@ -404,16 +489,17 @@ def run_benchmark(
     isolate: bool = True,
     named_explicitly: bool = True,
     suite: str | None = None,
-    on_row: Callable[[Row], None] | None = None,
+    on_progress: Callable[[int, str], None] | None = None,
 ) -> dict:
     """Measure every case x op x backend and return the JSON-ready report.
 
     ``isolate``: one worker process per backend (False runs them in this process, for
     debugging). ``named_explicitly``: a backend that fails to load gives error rows if True,
     skipped rows if False (``--backend all`` shows unavailable backends without failing).
-    ``on_row`` is called as each row completes (progress). Schema: :data:`SCHEMA`, see
-    ``tests/test_bench.py``.
+    ``on_progress(rows_done, text)`` is called as rows complete and as work moves on.
+    Schema: :data:`SCHEMA` (``tests/test_bench.py`` checks every key).
     """
+    progress = on_progress or (lambda done, text: None)
     started = time.time()
     peak = matmul_peak(settings.dtype, settings.threads)
     rows: dict[tuple[int, str, str], Row] = {}
@@ -428,7 +514,7 @@ def run_benchmark(
                 "reference_dir": tmp,
             }
             summaries.append(
-                _run_backend(job, cases, settings, isolate, named_explicitly, rows, on_row)
+                _run_backend(job, cases, settings, isolate, named_explicitly, rows, progress)
             )
     ordered = []
     for index, case in enumerate(cases):
@@ -468,7 +554,7 @@ def _run_backend(
     isolate: bool,
     named_explicitly: bool,
     rows: dict[tuple[int, str, str], Row],
-    on_row: Callable[[Row], None] | None,
+    progress: Callable[[int, str], None],
 ) -> dict:
     """Run one backend's job and file its rows; returns the backend's summary."""
     name = job["backend"]
@@ -476,14 +562,15 @@ def _run_backend(
 
     def file_row(index: int, row: Row) -> None:
         rows[(index, row.op, name)] = row
-        if on_row is not None:
-            on_row(row)
+        progress(1, f"{name} {row.case} {row.op}")
 
     def emit(event: dict) -> None:
         if event["event"] == "loaded":
             summary["load_s"] = event["load_s"]
         elif event["event"] == "load-failed":
             summary["status"], summary["reason"] = "unavailable", event["reason"]
+        elif event["event"] == "status":
+            progress(0, event["text"])
         else:
             file_row(event["case_index"], Row(**event["row"]))
 
@@ -502,7 +589,7 @@ def _run_backend(
     for index, case in enumerate(cases):
         for op in settings.ops:
             if (index, op, name) not in rows:
-                file_row(index, _finish(Row(case.name, op, name), status, reason))
+                file_row(index, Row(case.name, op, name, status, reason))
     return summary
 
 

@@ -15,7 +15,7 @@ import click
 
 import convkit
 from convkit import report as formats
-from convkit.bench import DEFAULT_BASELINE, BenchSettings, Row, run_benchmark
+from convkit.bench import DEFAULT_BASELINE, BenchSettings, run_benchmark
 from convkit.cases import SPEC_HELP, SUITES, BenchCase, parse_case
 from convkit.machine import usable_cores
 from convkit.registry import DEFAULT_BACKEND, backend_infos, get_backend, list_backends
@@ -119,11 +119,8 @@ def bench(
     total = len(cases) * len(ops) * len(backends)
     with click.progressbar(
         length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
-        item_show_func=lambda row: row and f"{row.backend} {row.case} {row.op}",
+        item_show_func=lambda text: text,
     ) as bar:
-
-        def advance(row: Row) -> None:
-            bar.update(1, row)
 
         result = run_benchmark(
             cases, backends, settings,
@@ -131,7 +128,7 @@ def bench(
             isolate=not in_process,
             named_explicitly=backend_spec.strip() != "all",
             suite=suite,
-            on_row=advance,
+            on_progress=bar.update,
         )
     text = _FORMATTERS[fmt](result)
     if output is None:
