@@ -48,7 +48,14 @@ from threadpoolctl import threadpool_limits
 from convkit.backend import ConvBackend
 from convkit.cases import BenchCase
 from convkit.errors import UnsupportedConfigurationError
-from convkit.machine import convkit_source, machine_info, matmul_peak, usable_cores
+from convkit.machine import (
+    background_load,
+    convkit_source,
+    cpu_seconds,
+    machine_info,
+    matmul_peak,
+    usable_cores,
+)
 from convkit.registry import get_backend
 from convkit.testing import (
     OPERATIONS,
@@ -500,7 +507,7 @@ def run_benchmark(
     Schema: :data:`SCHEMA` (``tests/test_bench.py`` checks every key).
     """
     progress = on_progress or (lambda done, text: None)
-    started = time.time()
+    started, cpu_before = time.time(), cpu_seconds()
     peak = matmul_peak(settings.dtype, settings.threads)
     rows: dict[tuple[int, str, str], Row] = {}
     summaries = []
@@ -522,6 +529,7 @@ def run_benchmark(
             group = [rows[(index, op, name)] for name in backends]
             _add_derived(group, case.geometry(settings.dtype).flops, peak, baseline)
             ordered += group
+    duration = time.time() - started
     for summary in summaries:
         summary["warmup_s"] = sum(
             r.first_call_s or 0.0 for r in ordered if r.backend == summary["name"]
@@ -531,7 +539,8 @@ def run_benchmark(
         "convkit": convkit_source(),
         "machine": machine_info(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "duration_s": time.time() - started,
+        "duration_s": duration,
+        "background_load": background_load(cpu_before, cpu_seconds(), duration),
         "settings": {
             **dataclasses.asdict(settings),
             "ops": list(settings.ops),

@@ -44,6 +44,37 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds all processes on the machine have used, CPU seconds this process and
+    its finished children have used), or None where ``/proc/stat`` does not exist."""
+    try:
+        import resource  # POSIX only
+
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (ImportError, OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle and iowait
+    busy = (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # up to steal, not guests
+    own = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF),
+                      resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return busy, own
+
+
+def background_load(
+    before: tuple[float, float] | None, after: tuple[float, float] | None, seconds: float
+) -> float | None:
+    """How many of the machine's cores other processes kept busy, on average, between two
+    :func:`cpu_seconds` snapshots ``seconds`` apart (None if unknown)."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others / seconds)
+
+
 def package_version(name: str) -> str | None:
     """The installed version of distribution ``name``, or None; never imports it."""
     try:

@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from convkit.bench import Row
 from convkit.machine import PEAK_MATRIX_SIZE
 
+#: The table warns when other processes kept more cores than this busy during the run.
+BUSY_CORES = 0.2
+
 #: Row fields, in CSV column order.
 FIELDS: tuple[str, ...] = tuple(Row.__dataclass_fields__)
 
@@ -42,6 +45,12 @@ def to_table(report: dict) -> str:
     hidden = {b["name"] for b in unavailable if b["status"] == "unavailable"}
     rows = [r for r in report["results"] if r["backend"] not in hidden]
     lines = _header(report)
+    busy = report["background_load"]
+    if busy is not None and busy > BUSY_CORES:
+        lines.append(
+            f"WARNING: other processes kept {busy:.1f} of the {report['machine']['cores']} "
+            "cores busy during the run: times depend on them and will differ between runs"
+        )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines.append("")
     lines += _grid([_cells(r) for r in rows])

@@ -312,8 +312,10 @@ def check_report_schema(result: dict) -> None:
     num = (int, float)
     num_or_none = (int, float, type(None))
     assert result["schema"] == "convkit-bench/1"
-    assert set(result) == {"schema", "convkit", "machine", "started", "duration_s", "settings",
-                           "peak_gflops", "cases", "backends", "results"}
+    assert set(result) == {"schema", "convkit", "machine", "started", "duration_s",
+                           "background_load", "settings", "peak_gflops", "cases", "backends",
+                           "results"}
+    assert result["background_load"] is None or result["background_load"] >= 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result["started"])
     assert isinstance(result["duration_s"], float)
     source = result["convkit"]
@@ -364,6 +366,36 @@ def test_report_schema():
     json.loads(report.to_json(result))  # serialisable as it is
 
 
+def test_table_warns_when_other_processes_kept_the_machine_busy():
+    result = run_benchmark([TINY], ["im2col-take"], _settings(threads=1, ops=("forward",)),
+                           isolate=False)
+    warning = "WARNING: other processes kept 1.5 of the"
+    result["background_load"] = 1.5
+    assert warning in report.to_table(result)
+    result["background_load"] = 0.0
+    assert "WARNING" not in report.to_table(result)
+    result["background_load"] = None  # not measurable here
+    assert "WARNING" not in report.to_table(result)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (2.5e-7, "250 ns"), (1.234e-4, "123 us"), (0.01234, "12.3 ms"),
+     (0.1234, "123 ms"), (1.5, "1.5 s"), (250.0, "250 s")],
+)
+def test_format_seconds(seconds, text):
+    assert report.format_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(None, "n/a"), (512, "512 B"), (2048, "2.0 KiB"), (3 * 2**20, "3.0 MiB"),
+     (5 * 2**30, "5.0 GiB")],
+)
+def test_format_bytes(size, text):
+    assert report.format_bytes(size) == text
+
+
 # ------------------------------------------------------------------------------ machine
 
 
@@ -373,6 +405,25 @@ def test_convkit_source_names_this_checkout_commit():
         pytest.skip("convkit is not running from a git checkout")
     assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
     assert isinstance(source["dirty"], bool)
+
+
+def test_background_load_counts_other_processes_not_ours():
+    before = (100.0, 10.0)  # (machine busy CPU s, our CPU s)
+    assert machine.background_load(before, (104.0, 13.0), seconds=2.0) == 0.5
+    assert machine.background_load(before, (103.0, 13.0), seconds=2.0) == 0.0
+    assert machine.background_load(None, (104.0, 13.0), seconds=2.0) is None
+
+
+def test_cpu_seconds_grow_with_our_own_work():
+    before = machine.cpu_seconds()
+    if before is None:
+        pytest.skip("no /proc/stat here")
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    after = machine.cpu_seconds()
+    assert after[1] - before[1] >= 0.05
+    assert after[0] >= before[0]
 
 
 def test_matmul_peak_is_a_positive_rate():
