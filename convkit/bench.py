@@ -11,8 +11,9 @@ One *row* is one case x operation x backend. How a row is measured (:class:`Meas
    from elsewhere spoils one measurement of many rows, not many measurements of one row.
 3. One more call, untimed, under :mod:`tracemalloc`: the peak bytes allocated during the
    call (result included). Allocations that bypass Python's and numpy's allocators are
-   invisible to it; when the traced peak is smaller than the result itself, the row says
-   ``None`` (n/a) rather than a wrong number.
+   invisible to it: when the result's memory belongs to another library (a torch tensor)
+   or the traced peak is smaller than the result itself, the row says ``None`` (n/a)
+   rather than a wrong number.
 4. That call's result against a float64 reference computed once per case in the parent
    process: the largest absolute error, and that error relative to the error bound of
    :mod:`convkit.testing` (above 1 means a wrong result, and the row is an error).
@@ -308,7 +309,8 @@ def _measure(call: Callable[[], object], min_time: float) -> tuple[float, int]:
 
 
 def traced_call(call: Callable[[], np.ndarray]) -> tuple[np.ndarray, int | None]:
-    """``call()``'s result and the peak bytes traced while it ran (None if not traceable)."""
+    """``call()``'s result and the peak bytes traced while it ran, or None for a result
+    whose memory tracemalloc cannot see (owned by another library, e.g. a torch tensor)."""
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
@@ -321,7 +323,15 @@ def traced_call(call: Callable[[], np.ndarray]) -> tuple[np.ndarray, int | None]
         if not was_tracing:
             tracemalloc.stop()
     # The result was allocated during the call: seeing less means allocations were hidden.
-    return result, (peak if peak >= result.nbytes else None)
+    visible = _numpy_owned(result) and peak >= result.nbytes
+    return result, (peak if visible else None)
+
+
+def _numpy_owned(a: np.ndarray) -> bool:
+    """Whether ``a``'s memory was allocated by numpy (and so reported to tracemalloc)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.base is None
 
 
 @contextlib.contextmanager

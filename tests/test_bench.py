@@ -219,6 +219,14 @@ def test_traced_call_counts_numpy_allocations_and_admits_invisible_ones():
     preallocated = np.ones(10**6)
     _, hidden = bench.traced_call(lambda: preallocated)  # nothing allocated that we can see
     assert hidden is None
+    _, view = bench.traced_call(lambda: np.ones((4, 10)).T[1:])  # a view of numpy's memory
+    assert view is not None and view >= 320
+
+
+def test_memory_of_torch_results_is_not_available():
+    torch = pytest.importorskip("torch")
+    _, size = bench.traced_call(lambda: torch.ones(4).numpy())  # tiny: the size test passes
+    assert size is None
 
 
 def test_limit_threads_applies_to_blas_and_numba_and_restores():
