@@ -155,6 +155,7 @@ class Measurement:
         self.settings = settings
         self.budget = settings.naive_budget if backend.name in BUDGETED_BACKENDS else None
         self.times: list[float] = []
+        self.over_budget = False
         self._call: Callable[[], np.ndarray] | None = None
         self._calls = 0
         self._backend, self._case = backend, case
@@ -228,6 +229,7 @@ class Measurement:
         try:
             step()
         except _OverBudget:
+            self.over_budget = True
             self.end("skipped",
                      f"one call takes over {self.budget:g} s, the budget for {self.row.backend}")
         except UnsupportedConfigurationError as exc:
@@ -376,7 +378,7 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     ref_dir = Path(job["reference_dir"]) if job.get("reference_dir") else None
     with limit_threads(settings.threads):
         rows = _measure_interleaved(backend, cases, settings, emit)
-        for (index, m) in rows:
+        for index, m in rows:
             ref = ref_dir / _reference_name(index, m.row.op) if ref_dir else None
             row = m.finish(ref)
             emit({"event": "row", "case_index": index, "row": dataclasses.asdict(row)})
@@ -401,7 +403,7 @@ def _measure_interleaved(
                 m.end("skipped", skip_reason)
             else:
                 m.start()
-                if m.row.status == "skipped" and m.budget is not None:
+                if m.over_budget:
                     skip_reason = m.row.reason
             rows.append((index, m))
     for round_ in range(settings.repeats):

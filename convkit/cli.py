@@ -112,6 +112,9 @@ def bench(
             f"{baseline!r} is not among the benchmarked backends ({', '.join(backends)})",
             param_hint="'--baseline'",
         )
+    if output is not None and not output.parent.is_dir():
+        raise click.BadParameter(f"directory {str(output.parent)!r} does not exist",
+                                 param_hint="'--output'")
     settings = BenchSettings(
         ops=ops, dtype=dtype, threads=threads or usable_cores(), min_time=min_time,
         repeats=repeats, naive_budget=naive_budget,
@@ -121,7 +124,6 @@ def bench(
         length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
         item_show_func=lambda text: text,
     ) as bar:
-
         result = run_benchmark(
             cases, backends, settings,
             baseline=baseline or DEFAULT_BASELINE,

@@ -200,6 +200,8 @@ def test_case_alone_replaces_the_default_suite(recorded):
         (["--naive-budget", "-1"], "--naive-budget", "-1.0 is not in the range x>0"),
         (["--backend", "numba", "--baseline", "naive"], "--baseline",
          "'naive' is not among the benchmarked backends (numba)"),
+        (["--output", "/nonexistent-dir/out.json"], "--output",
+         "directory '/nonexistent-dir' does not exist"),
     ],
 )
 def test_bad_options_are_usage_errors_naming_the_option(recorded, args, option, message):
