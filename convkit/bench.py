@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from convkit.backend import ConvBackend
 from convkit.cases import BenchCase
@@ -358,11 +358,23 @@ def limit_threads(threads: int) -> Iterator[None]:
             undo()
 
 
+def thread_pools() -> dict[str, int]:
+    """Threads each thread pool loaded in this process uses: BLAS and OpenMP libraries (by
+    library file prefix), numba and torch."""
+    pools = {info["prefix"]: info["num_threads"] for info in threadpool_info()}
+    for name in ("numba", "torch"):
+        module = sys.modules.get(name)
+        if module is not None:
+            pools[name] = module.get_num_threads()
+    return pools
+
+
 def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     """Measure every case x op of ``job`` on one backend, emitting events as they happen.
 
     ``job``: ``{"backend": name, "cases": [BenchCase fields], "settings": BenchSettings
-    fields, "reference_dir": path or None}``. Events: ``{"event": "loaded", "load_s"}`` or
+    fields, "reference_dir": path or None}``. Events: ``{"event": "loaded", "load_s",
+    "thread_pools"}`` or
     ``{"event": "load-failed", "reason"}``, then ``{"event": "status", "text"}`` as work
     moves on and finally ``{"event": "row", "case_index", "row": Row fields}`` per row.
     """
@@ -374,9 +386,10 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     except Exception as exc:  # a broken plugin is reported, whatever it raised
         emit({"event": "load-failed", "reason": str(exc)})
         return
-    emit({"event": "loaded", "load_s": time.perf_counter() - start})
+    load_s = time.perf_counter() - start
     ref_dir = Path(job["reference_dir"]) if job.get("reference_dir") else None
     with limit_threads(settings.threads):
+        emit({"event": "loaded", "load_s": load_s, "thread_pools": thread_pools()})
         rows = _measure_interleaved(backend, cases, settings, emit)
         for index, m in rows:
             ref = ref_dir / _reference_name(index, m.row.op) if ref_dir else None
@@ -579,7 +592,8 @@ def _run_backend(
 ) -> dict:
     """Run one backend's job and file its rows; returns the backend's summary."""
     name = job["backend"]
-    summary: dict = {"name": name, "status": "ok", "reason": None, "load_s": None}
+    summary: dict = {"name": name, "status": "ok", "reason": None, "load_s": None,
+                     "thread_pools": None}
 
     def file_row(index: int, row: Row) -> None:
         rows[(index, row.op, name)] = row
@@ -587,7 +601,7 @@ def _run_backend(
 
     def emit(event: dict) -> None:
         if event["event"] == "loaded":
-            summary["load_s"] = event["load_s"]
+            summary["load_s"], summary["thread_pools"] = event["load_s"], event["thread_pools"]
         elif event["event"] == "load-failed":
             summary["status"], summary["reason"] = "unavailable", event["reason"]
         elif event["event"] == "status":

@@ -293,6 +293,22 @@ def test_each_backend_runs_in_its_own_worker_process():
     assert missing["status"] == "error" and "unknown backend" in missing["reason"]
 
 
+def test_threads_setting_reaches_every_pool_in_the_worker_process():
+    pytest.importorskip("numba")
+    result = run_benchmark([TINY], ["numba"], _settings(ops=("forward",), threads=1))
+    pools = result["backends"][0]["thread_pools"]
+    assert pools["numba"] == 1
+    assert len(pools) >= 2  # numba and numpy's BLAS at least
+    assert set(pools.values()) == {1}
+
+
+def test_worker_environment_sizes_every_thread_pool():
+    env = bench._worker_env(3)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMBA_NUM_THREADS"):
+        assert env[var] == "3"
+
+
 def test_a_worker_that_dies_is_reported_with_its_last_words():
     events = []
     with pytest.raises(RuntimeError, match=r"exited with code 1: KeyError: 'settings'"):
@@ -349,8 +365,12 @@ def check_report_schema(result: dict) -> None:
         assert parse_case(case["spec"]).name == case["name"]
         assert isinstance(case["flops"], int) and len(case["padding"]) == 4
     for b in result["backends"]:
-        assert set(b) == {"name", "status", "reason", "load_s", "warmup_s"}
+        assert set(b) == {"name", "status", "reason", "load_s", "warmup_s", "thread_pools"}
         assert b["status"] in ("ok", "unavailable", "error")
+        if b["status"] == "ok":
+            assert all(isinstance(n, int) for n in b["thread_pools"].values())
+        else:
+            assert b["thread_pools"] is None
     rows = result["results"]
     assert len(rows) == len(result["cases"]) * len(s["ops"]) * len(result["backends"])
     for r in rows:

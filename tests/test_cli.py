@@ -82,6 +82,24 @@ def test_float64_and_chosen_ops():
     assert all(r["max_abs_error"] < 1e-12 for r in data["results"])
 
 
+def test_baseline_and_naive_budget():
+    big = "name=big,n=16,c=4,o=4,hw=64,k=3"  # about 0.5 s per naive call
+    data = bench_json("--case", TINY, "--case", big, "--backend", "naive,im2col-take",
+                      "--in-process", "--op", "forward", "--baseline", "im2col-take",
+                      "--naive-budget", "0.1")
+    assert data["settings"]["naive_budget"] == 0.1
+    rows = {(r["case"], r["backend"]): r for r in data["results"]}
+    assert rows["big", "naive"]["status"] == "skipped"
+    assert "over 0.1 s" in rows["big", "naive"]["reason"]
+    assert rows["tiny", "naive"]["status"] == "ok"
+    for case in ("tiny", "big"):
+        assert rows[case, "im2col-take"]["baseline"] == "im2col-take"
+        assert rows[case, "im2col-take"]["speedup"] == 1.0
+    naive = rows["tiny", "naive"]
+    assert naive["speedup"] == pytest.approx(
+        rows["tiny", "im2col-take"]["median_s"] / naive["median_s"])
+
+
 def test_table_shows_header_rows_and_notes():
     result = run("bench", *FAST, "--case", TINY, "--case", "name=wide,c=2,o=2,hw=9,k=2",
                  "--backend", "naive,im2col-take", "--in-process", "--op", "forward")
