@@ -117,6 +117,9 @@ class Row:
     reason: str | None = None
     median_s: float | None = None
     min_s: float | None = None
+    cpu_median_s: float | None = None
+    """Median CPU time per call of the worker process, all its threads together: on a busy
+    machine it tells time spent computing from time spent waiting for a core."""
     first_call_s: float | None = None
     calls: int | None = None
     """Timed calls in all measurements together."""
@@ -155,6 +158,7 @@ class Measurement:
         self.settings = settings
         self.budget = settings.naive_budget if backend.name in BUDGETED_BACKENDS else None
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
         self.over_budget = False
         self._call: Callable[[], np.ndarray] | None = None
         self._calls = 0
@@ -189,8 +193,9 @@ class Measurement:
             call = self._call
             self._attempt(lambda: self._add(*_measure(call, self.settings.min_time)))
 
-    def _add(self, seconds_per_call: float, calls: int) -> None:
+    def _add(self, seconds_per_call: float, cpu_seconds_per_call: float, calls: int) -> None:
         self.times.append(seconds_per_call)
+        self.cpu_times.append(cpu_seconds_per_call)
         self._calls += calls
 
     def finish(self, reference: Path | None) -> Row:
@@ -200,6 +205,7 @@ class Measurement:
             return self.row
         row = self.row
         row.median_s, row.min_s = statistics.median(self.times), min(self.times)
+        row.cpu_median_s = statistics.median(self.cpu_times)
         row.calls, row.repeats = self._calls, len(self.times)
         outcome: list[np.ndarray] = []
         call = self._call
@@ -288,23 +294,24 @@ def _time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _measure(call: Callable[[], object], min_time: float) -> tuple[float, int]:
+def _measure(call: Callable[[], object], min_time: float) -> tuple[float, float, int]:
     """Call back to back, garbage collector off, until ``min_time`` seconds have passed.
 
-    Returns (seconds per call, calls). Checking the clock after each call keeps a
-    measurement near ``min_time`` however the machine's load changes, unlike a call count
-    calibrated beforehand.
+    Returns (seconds per call, CPU seconds of this process per call, calls). Checking the
+    clock after each call keeps a measurement near ``min_time`` however the machine's load
+    changes, unlike a call count calibrated beforehand.
     """
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         calls = 0
+        cpu_start = time.process_time()
         start = now = time.perf_counter()
         while now - start < min_time:
             call()
             calls += 1
             now = time.perf_counter()
-        return (now - start) / calls, calls
+        return (now - start) / calls, (time.process_time() - cpu_start) / calls, calls
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -102,6 +102,7 @@ def test_measure_row_reports_times_error_and_memory(op, references):
                       references / bench._reference_name(0, op))
     assert row.status == "ok" and row.reason is None
     assert 0 < row.min_s <= row.median_s
+    assert row.cpu_median_s > 0
     assert row.first_call_s > 0
     assert row.repeats == 3 and row.calls >= 3
     assert row.max_abs_error is not None and row.error_vs_bound <= 1
@@ -111,12 +112,14 @@ def test_measure_row_reports_times_error_and_memory(op, references):
 
 
 def test_one_measurement_lasts_min_time():
-    clock = iter(range(100))
+    clock, cpu_clock = iter(range(100)), iter(range(0, 100, 2))
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
-        per_call, count = bench._measure(lambda: calls.append(1), min_time=4.5)
+        mp.setattr(bench.time, "process_time", lambda: float(next(cpu_clock)))
+        per_call, cpu_per_call, count = bench._measure(lambda: calls.append(1), min_time=4.5)
     assert (per_call, count) == (1.0, 5) and len(calls) == 5  # 5 ticks reach 4.5 s
+    assert cpu_per_call == 2 / 5  # the CPU clock is read once before and once after
 
 
 def test_a_row_without_reference_has_no_error_column():
@@ -377,8 +380,8 @@ def check_report_schema(result: dict) -> None:
         assert tuple(r) == report.FIELDS
         assert r["status"] in bench.STATUSES
         assert (r["reason"] is None) == (r["status"] == "ok")
-        for key in ("median_s", "min_s", "first_call_s", "max_abs_error", "error_vs_bound",
-                    "gflops", "peak_percent", "speedup"):
+        for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "max_abs_error",
+                    "error_vs_bound", "gflops", "peak_percent", "speedup"):
             assert isinstance(r[key], num_or_none), key
         for key in ("calls", "repeats", "memory_bytes"):
             assert isinstance(r[key], (int, type(None))), key
