@@ -94,7 +94,8 @@ def bench(
 
     Per layer x operation x backend: median and minimum time, GFLOP/s, percentage of this
     machine's matmul peak, speedup over the baseline, largest error against a float64
-    reference, extra memory, and status (ok, skipped or error, with the reason).
+    reference, extra memory, and status (ok, skipped or error, with the reason). The exit
+    status is 1 if any result is an error (after all results are written).
 
     \b
     Examples:
@@ -138,6 +139,10 @@ def bench(
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {len(result['results'])} results to {output}", err=True)
+    errors = sum(row["status"] == "error" for row in result["results"])
+    if errors:
+        click.echo(f"{errors} of {len(result['results'])} results are errors", err=True)
+        sys.exit(1)
 
 
 def _backend_names(spec: str) -> list[str]:

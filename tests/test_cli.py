@@ -100,6 +100,26 @@ def test_baseline_and_naive_budget():
         rows["tiny", "im2col-take"]["median_s"] / naive["median_s"])
 
 
+def test_errors_are_reported_in_full_and_set_the_exit_status():
+    from test_bench import _Wrong
+
+    convkit.register_backend("wrong-forward", _Wrong)
+    try:
+        result = run("bench", *FAST, "--case", TINY, "--backend", "wrong-forward,im2col-take",
+                     "--in-process", "--format", "json")
+    finally:
+        convkit.unregister_backend("wrong-forward")
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["results"]
+    assert [(r["op"], r["backend"], r["status"]) for r in rows] == [
+        ("forward", "wrong-forward", "error"), ("forward", "im2col-take", "ok"),
+        ("input-grad", "wrong-forward", "ok"), ("input-grad", "im2col-take", "ok"),
+        ("weight-grad", "wrong-forward", "ok"), ("weight-grad", "im2col-take", "ok"),
+    ]
+    assert "wrong result" in rows[0]["reason"]
+    assert "1 of 6 results are errors" in result.stderr
+
+
 def test_table_shows_header_rows_and_notes():
     result = run("bench", *FAST, "--case", TINY, "--case", "name=wide,c=2,o=2,hw=9,k=2",
                  "--backend", "naive,im2col-take", "--in-process", "--op", "forward")
