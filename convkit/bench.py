@@ -141,14 +141,13 @@ class _OverBudget(Exception):
 # ---------------------------------------------------------------------------- the worker side
 
 
-
 def _conv_case(case: BenchCase) -> ConvCase:
     return ConvCase(case.name, case.input_shape, case.weight_shape, **case.params)
 
 
 class Measurement:
-    """One row in the making: :meth:`start` (warm-up and calibration), :meth:`time_once` per
-    round, then :meth:`finish` (memory, error). A failure at any step ends the row with
+    """One row in the making: :meth:`start` (the warm-up call), :meth:`time_once` per round,
+    then :meth:`finish` (medians, memory, error). A failure at any step ends the row with
     status skipped or error and the reason; later steps then do nothing."""
 
     def __init__(
