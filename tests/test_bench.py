@@ -162,11 +162,11 @@ def test_naive_over_budget_is_skipped_for_every_op_of_the_case(monkeypatch):
         bench, "run_operation", lambda op, arrays, case, name: calls.append((case.name, op))
         or real(op, arrays, case, name)
     )
-    big = parse_case("name=big,n=16,c=4,o=4,hw=64,k=3")  # ~0.5 s per naive call, tiny ~1 ms
+    big = parse_case("name=big,n=32,c=4,o=4,hw=64,k=3")  # ~1 s per naive call, tiny ~1 ms
     events = []
     job = {"backend": "naive", "cases": [bench.case_to_dict(big), bench.case_to_dict(TINY)],
            "settings": {**FAST, "ops": ["forward", "weight-grad"], "dtype": "float32",
-                        "threads": 1, "naive_budget": 0.1},
+                        "threads": 1, "naive_budget": 0.25},
            "reference_dir": None}
     run_job(job, events.append)
     rows = [Row(**e["row"]) for e in events if e["event"] == "row"]
