@@ -133,7 +133,7 @@ def _git(cwd: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def matmul_peak(dtype: str, threads: int, seconds: float = 0.3) -> float:
+def matmul_peak(dtype: str, threads: int, seconds: float = 0.5) -> float:
     """The best GFLOP/s of a ``PEAK_MATRIX_SIZE``-square matrix product in ``dtype`` on
     ``threads`` BLAS threads, over about ``seconds`` of repeats (the best, since other
     load on the machine only ever slows a run down)."""
