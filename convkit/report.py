@@ -6,6 +6,7 @@ Every function takes the dictionary :func:`convkit.bench.run_benchmark` returns.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from convkit.machine import PEAK_MATRIX_SIZE
 BUSY_CORES = 0.2
 
 #: Row fields, in CSV column order.
-FIELDS: tuple[str, ...] = tuple(Row.__dataclass_fields__)
+FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))
 
 _COLUMNS = ("case", "op", "backend", "median", "min", "GFLOP/s", "%peak", "speedup",
             "max error", "memory", "status")
@@ -41,8 +42,9 @@ def to_csv(report: dict) -> str:
 def to_table(report: dict) -> str:
     """A header on the run and the machine, one line per row, and notes on the columns."""
     settings = report["settings"]
-    unavailable = [b for b in report["backends"] if b["status"] != "ok"]
-    hidden = {b["name"] for b in unavailable if b["status"] == "unavailable"}
+    unavailable = [b for b in report["backends"] if b["status"] == "unavailable"]
+    failed = [b for b in report["backends"] if b["status"] == "error"]
+    hidden = {b["name"] for b in unavailable}
     rows = [r for r in report["results"] if r["backend"] not in hidden]
     lines = _header(report)
     busy = report["background_load"]
@@ -52,6 +54,7 @@ def to_table(report: dict) -> str:
             "cores busy during the run: times depend on them and will differ between runs"
         )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
+    lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
     lines.append("")
     lines += _grid([_cells(r) for r in rows])
     lines.append("")

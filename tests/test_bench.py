@@ -328,6 +328,9 @@ def test_dead_worker_becomes_error_rows(monkeypatch):
     assert [r["status"] for r in result["results"]] == ["error", "error"]
     assert all("code -11" in r["reason"] for r in result["results"])
     assert result["backends"][0]["status"] == "error"
+    table = report.to_table(result)
+    assert "worker failed: naive (worker process exited with code -11" in table
+    assert table.count("error: worker process exited") == 2  # its rows stay in the table
 
 
 # ------------------------------------------------------------------------------ the schema
