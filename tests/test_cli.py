@@ -12,7 +12,7 @@ import json
 import sys
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from test_bench import check_report_schema
 
 import convkit
@@ -23,7 +23,7 @@ TINY = "name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1"
 FAST = ["--min-time", "0.0001", "--repeats", "2", "--threads", "1", "--no-progress"]
 
 
-def run(*args: str) -> object:
+def run(*args: str) -> Result:
     result = CliRunner().invoke(cli.main, list(args))
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
