@@ -50,6 +50,7 @@ from convkit.backend import ConvBackend
 from convkit.cases import BenchCase
 from convkit.errors import UnsupportedConfigurationError
 from convkit.machine import (
+    BUSY_CORES,
     background_load,
     convkit_source,
     cpu_seconds,
@@ -528,18 +529,27 @@ def run_benchmark(
     named_explicitly: bool = True,
     suite: str | None = None,
     on_progress: Callable[[int, str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure every case x op x backend and return the JSON-ready report.
 
     ``isolate``: one worker process per backend (False runs them in this process, for
     debugging). ``named_explicitly``: a backend that fails to load gives error rows if True,
     skipped rows if False (``--backend all`` shows unavailable backends without failing).
-    ``on_progress(rows_done, text)`` is called as rows complete and as work moves on.
+    ``on_progress(rows_done, text)`` is called as rows complete and as work moves on;
+    ``on_warning(text)`` at once if other processes keep the machine busy at the start.
     Schema: :data:`SCHEMA` (``tests/test_bench.py`` checks every key).
     """
     progress = on_progress or (lambda done, text: None)
     started, cpu_before = time.time(), cpu_seconds()
+    peak_start, peak_cpu = time.perf_counter(), cpu_seconds()
     peak = matmul_peak(settings.dtype, settings.threads)
+    busy = background_load(peak_cpu, cpu_seconds(), time.perf_counter() - peak_start)
+    if busy is not None and busy > BUSY_CORES and on_warning is not None:
+        on_warning(
+            f"other processes are keeping {busy:.1f} of {usable_cores()} cores busy: times "
+            "will depend on them (fewer threads or a quiet machine give steadier figures)"
+        )
     rows: dict[tuple[int, str, str], Row] = {}
     summaries = []
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as tmp:

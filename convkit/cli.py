@@ -132,6 +132,7 @@ def bench(
             named_explicitly=backend_spec.strip() != "all",
             suite=suite,
             on_progress=bar.update,
+            on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
         )
     text = _FORMATTERS[fmt](result)
     if output is None:

@@ -22,6 +22,8 @@ import convkit
 
 #: Side of the square matrices whose product measures the peak.
 PEAK_MATRIX_SIZE = 1024
+#: Other processes keeping more cores than this busy make timings unreliable.
+BUSY_CORES = 0.2
 
 
 def cpu_model() -> str:

@@ -12,10 +12,7 @@ import json
 from collections.abc import Sequence
 
 from convkit.bench import Row
-from convkit.machine import PEAK_MATRIX_SIZE
-
-#: The table warns when other processes kept more cores than this busy during the run.
-BUSY_CORES = 0.2
+from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
 
 #: Row fields, in CSV column order.
 FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))

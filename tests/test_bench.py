@@ -412,6 +412,23 @@ def test_table_warns_when_other_processes_kept_the_machine_busy():
     assert "WARNING" not in report.to_table(result)
 
 
+def test_busy_machine_is_reported_at_the_start(monkeypatch):
+    # Snapshots: the run's start, around the matmul peak (50 s of others' CPU in well under
+    # 50 s), then none at the end (not measurable).
+    snapshots = iter([(0.0, 0.0), (0.0, 0.0), (50.0, 0.0)])
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(snapshots, None))
+    warnings = []
+    run_benchmark([TINY], ["im2col-take"], _settings(ops=("forward",), threads=1),
+                  isolate=False, on_warning=warnings.append)
+    (warning,) = warnings
+    assert warning.startswith("other processes are keeping") and "cores busy" in warning
+    quiet = iter([(0.0, 0.0), (0.0, 0.0), (0.0, 0.0)])
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(quiet, None))
+    run_benchmark([TINY], ["im2col-take"], _settings(ops=("forward",), threads=1),
+                  isolate=False, on_warning=warnings.append)
+    assert len(warnings) == 1
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(None, "-"), (2.5e-7, "250 ns"), (1.234e-4, "123 us"), (0.01234, "12.3 ms"),

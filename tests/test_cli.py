@@ -169,6 +169,18 @@ def test_progress_goes_to_stderr_only():
     assert "benchmarking" not in hidden.stderr
 
 
+def test_busy_machine_warning_goes_to_stderr_at_once(monkeypatch):
+    from convkit import bench
+
+    snapshots = iter([(0.0, 0.0), (0.0, 0.0), (50.0, 0.0)])
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(snapshots, None))
+    result = run("bench", *FAST, "--case", TINY, "--backend", "im2col-take", "--in-process",
+                 "--op", "forward", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "warning: other processes are keeping" in result.stderr
+    assert "warning" not in result.stdout
+
+
 def test_unavailable_backend_in_all_is_skipped_and_named_in_the_table(monkeypatch):
     monkeypatch.setattr(cli, "list_backends", lambda: ["im2col-take", "ghost"])
     result = run("bench", *FAST, "--case", TINY, "--in-process", "--op", "forward")
