@@ -191,7 +191,7 @@ def _cases(suite: str | None, specs: tuple[str, ...]) -> list[BenchCase]:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 def backends(fmt: str) -> None:
-    """List the discovered backends: available or not, and what they support.
+    """List the installed backends and what they support.
 
     Per backend: available or not (with the reason), the distribution that registered it,
     and its capabilities. Each backend is loaded to find out.
