@@ -76,14 +76,15 @@ def _header(report: dict) -> list[str]:
         for b in machine["blas"]
     ) or "unknown"
     dtype = settings["dtype"]
+    threads = f"{settings['threads']} thread{'s' if settings['threads'] > 1 else ''}"
     return [
-        f"convkit {source['version']}{commit}: {suite}{dtype}, {settings['threads']} threads, "
+        f"convkit {source['version']}{commit}: {suite}{dtype}, {threads}, "
         f"median of {settings['repeats']} measurements of >= {settings['min_time'] * 1e3:g} ms, "
         f"{isolation}",
         f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
         f"Python {machine['python']}, {libraries}, BLAS {blas}",
-        f"matmul peak ({dtype}, {PEAK_MATRIX_SIZE}x{PEAK_MATRIX_SIZE}, {settings['threads']} "
-        f"threads): {report['peak_gflops'][dtype]:.1f} GFLOP/s",
+        f"matmul peak ({dtype}, {PEAK_MATRIX_SIZE}x{PEAK_MATRIX_SIZE}, {threads}): "
+        f"{report['peak_gflops'][dtype]:.1f} GFLOP/s",
     ]
 
 
