@@ -1,0 +1,219 @@
+"""The ``convkit`` command: a click group; each subcommand is one function below.
+
+``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit backends``
+lists what is installed. Results go to stdout (or ``--output``), progress to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+import convkit
+from convkit import report as formats
+from convkit.bench import DEFAULT_BASELINE, BenchSettings, run_benchmark
+from convkit.cases import SPEC_HELP, SUITES, BenchCase, parse_case
+from convkit.machine import usable_cores
+from convkit.registry import DEFAULT_BACKEND, backend_infos, get_backend, list_backends
+from convkit.testing import OPERATIONS
+
+_FORMATTERS = {"table": formats.to_table, "json": formats.to_json, "csv": formats.to_csv}
+_FORMAT_NAMES = list(_FORMATTERS)
+
+
+@click.group()
+@click.version_option(convkit.__version__, prog_name="convkit")
+def main() -> None:
+    """convkit: 2-D convolution on the CPU with pluggable backends."""
+
+
+@main.command()
+@click.option(
+    "--backend", "backend_spec", default="all", show_default=True, metavar="all|NAME[,NAME...]",
+    help="Backends to time: 'all' installed ones, or comma-separated names "
+         "(see `convkit backends`).",
+)
+@click.option(
+    "--suite", type=click.Choice(sorted(SUITES)), default=None,
+    help="Named suite of layers.  [default: quick; none when --case is given]",
+)
+@click.option(
+    "--case", "case_specs", multiple=True, metavar="SPEC",
+    help=f"A custom layer to time (repeatable; with --suite, added to it). SPEC is "
+         f"{SPEC_HELP}.",
+)
+@click.option(
+    "--op", "op_spec", default=",".join(OPERATIONS), show_default=True, metavar="OP[,OP...]",
+    help="Operations, comma-separated.",
+)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads for BLAS, numba and torch.  [default: all usable cores]")
+@click.option("--format", "fmt", type=click.Choice(_FORMAT_NAMES), default="table",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the results to FILE instead of stdout.")
+@click.option(
+    "--baseline", default=None, metavar="NAME",
+    help=f"Backend the speedup column compares with.  [default: {DEFAULT_BASELINE} where it "
+         "ran, else the slowest]",
+)
+@click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Seconds one measurement lasts at least.")
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
+              help="Measurements per row; the median and minimum are reported.")
+@click.option("--naive-budget", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True,
+              help="Seconds one naive call may take; slower cases are skipped for naive.")
+@click.option("--in-process", is_flag=True,
+              help="Run every backend in this process (debugging; thread pools interfere).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr.")
+def bench(
+    backend_spec: str,
+    suite: str | None,
+    case_specs: tuple[str, ...],
+    op_spec: str,
+    dtype: str,
+    threads: int | None,
+    fmt: str,
+    output: Path | None,
+    baseline: str | None,
+    min_time: float,
+    repeats: int,
+    naive_budget: float,
+    in_process: bool,
+    progress: bool,
+) -> None:
+    """Time backends side by side: speed, correctness and memory.
+
+    Per layer x operation x backend: median and minimum time, GFLOP/s, percentage of this
+    machine's matmul peak, speedup over the baseline, largest error against a float64
+    reference, extra memory, and status (ok, skipped or error, with the reason). The exit
+    status is 1 if any result is an error (after all results are written).
+
+    \b
+    Examples:
+      convkit bench                                  # quick suite, every backend
+      convkit bench --backend im2col-strided,numba --suite standard
+      convkit bench --case n=8,c=64,o=128,hw=28,k=3,p=1 --op forward --format json
+    """
+    backends = _backend_names(backend_spec)
+    ops = _operations(op_spec)
+    if suite is None and not case_specs:
+        suite = "quick"
+    cases = _cases(suite, case_specs)
+    if baseline is not None and baseline not in backends:
+        raise click.BadParameter(
+            f"{baseline!r} is not among the benchmarked backends ({', '.join(backends)})",
+            param_hint="'--baseline'",
+        )
+    if output is not None and not output.parent.is_dir():
+        raise click.BadParameter(f"directory {str(output.parent)!r} does not exist",
+                                 param_hint="'--output'")
+    settings = BenchSettings(
+        ops=ops, dtype=dtype, threads=threads or usable_cores(), min_time=min_time,
+        repeats=repeats, naive_budget=naive_budget,
+    )
+    total = len(cases) * len(ops) * len(backends)
+    with click.progressbar(
+        length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
+        item_show_func=lambda text: text,
+    ) as bar:
+        result = run_benchmark(
+            cases, backends, settings,
+            baseline=baseline or DEFAULT_BASELINE,
+            isolate=not in_process,
+            named_explicitly=backend_spec.strip() != "all",
+            suite=suite,
+            on_progress=bar.update,
+            on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
+        )
+    text = _FORMATTERS[fmt](result)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(result['results'])} results to {output}", err=True)
+    errors = sum(row["status"] == "error" for row in result["results"])
+    if errors:
+        click.echo(f"{errors} of {len(result['results'])} results are errors", err=True)
+        sys.exit(1)
+
+
+def _backend_names(spec: str) -> list[str]:
+    known = list_backends()
+    if spec.strip() == "all":
+        return known
+    return _comma_list(spec, known, "--backend", "backend")
+
+
+def _operations(spec: str) -> tuple[str, ...]:
+    return tuple(_comma_list(spec, OPERATIONS, "--op", "operation"))
+
+
+def _comma_list(spec: str, allowed: Sequence[str], option: str, what: str) -> list[str]:
+    """The names in comma-separated ``spec``; a usage error for an unknown or repeated one."""
+    names = [name.strip() for name in spec.split(",")]
+    for name in names:
+        if name not in allowed:
+            raise click.BadParameter(
+                f"unknown {what} {name!r}; choose from {', '.join(allowed)}",
+                param_hint=f"'{option}'",
+            )
+        if names.count(name) > 1:
+            raise click.BadParameter(f"{what} {name!r} is given twice",
+                                     param_hint=f"'{option}'")
+    return names
+
+
+def _cases(suite: str | None, specs: tuple[str, ...]) -> list[BenchCase]:
+    cases = list(SUITES[suite]) if suite else []
+    for spec in specs:
+        try:
+            cases.append(parse_case(spec))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--case'") from None
+    names = [case.name for case in cases]
+    for name in names:
+        if names.count(name) > 1:
+            raise click.BadParameter(f"two cases are named {name!r}; give one a name=...",
+                                     param_hint="'--case'")
+    return cases
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def backends(fmt: str) -> None:
+    """List the installed backends and what they support.
+
+    Per backend: available or not (with the reason), the distribution that registered it,
+    and its capabilities. Each backend is loaded to find out.
+    """
+    entries = []
+    for info in backend_infos():
+        entry = {"name": info.name, "available": True, "reason": None,
+                 "distribution": info.distribution, "target": info.target,
+                 "supports": None, "default": info.name == DEFAULT_BACKEND}
+        try:
+            entry["supports"] = get_backend(info.name).capabilities.describe()
+        except Exception as exc:  # a broken plugin is listed with its error
+            entry["available"], entry["reason"] = False, str(exc)
+        entries.append(entry)
+    if fmt == "json":
+        click.echo(json.dumps(entries, indent=2))
+        return
+    rows = [("backend", "status", "distribution", "supports / reason")]
+    for e in entries:
+        name = f"{e['name']} (default)" if e["default"] else e["name"]
+        status = "available" if e["available"] else "unavailable"
+        rows.append((name, status, e["distribution"], e["supports"] or e["reason"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo("  ".join([*(v.ljust(w) for v, w in zip(r, widths, strict=False)), r[3]]))

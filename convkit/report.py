@@ -1,0 +1,159 @@
+"""Benchmark reports as text: a table for people, JSON and CSV for programs.
+
+Every function takes the dictionary :func:`convkit.bench.run_benchmark` returns.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from collections.abc import Sequence
+
+from convkit.bench import Row
+from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
+
+#: Row fields, in CSV column order.
+FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))
+
+_COLUMNS = ("case", "op", "backend", "median", "min", "GFLOP/s", "%peak", "speedup",
+            "max error", "memory", "status")
+_RIGHT_ALIGNED = {"median", "min", "GFLOP/s", "%peak", "speedup", "max error", "memory"}
+
+
+def to_json(report: dict) -> str:
+    """The whole report (machine, versions, settings, cases, rows) as indented JSON."""
+    return json.dumps(report, indent=2) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    """One line per row, columns :data:`FIELDS`; an empty cell for a missing value."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["results"])
+    return out.getvalue()
+
+
+def to_table(report: dict) -> str:
+    """A header on the run and the machine, one line per row, and notes on the columns."""
+    settings = report["settings"]
+    unavailable = [b for b in report["backends"] if b["status"] == "unavailable"]
+    failed = [b for b in report["backends"] if b["status"] == "error"]
+    hidden = {b["name"] for b in unavailable}
+    rows = [r for r in report["results"] if r["backend"] not in hidden]
+    lines = _header(report)
+    busy = report["background_load"]
+    if busy is not None and busy > BUSY_CORES:
+        lines.append(
+            f"WARNING: other processes kept {busy:.1f} of the {report['machine']['cores']} "
+            "cores busy during the run: times depend on them and will differ between runs"
+        )
+    lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
+    lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
+    lines.append("")
+    lines += _grid([_cells(r) for r in rows])
+    lines.append("")
+    lines += _notes(report, rows, settings)
+    return "\n".join(lines) + "\n"
+
+
+def _header(report: dict) -> list[str]:
+    source, machine, settings = report["convkit"], report["machine"], report["settings"]
+    commit = ""
+    if source["commit"]:
+        dirty = ", uncommitted changes" if source["dirty"] else ""
+        commit = f" (git {source['commit'][:10]}{dirty})"
+    suite = f"suite {settings['suite']}, " if settings["suite"] else ""
+    isolation = ("one process per backend" if settings["isolation"] == "process"
+                 else "all backends in one process")
+    libraries = ", ".join(
+        f"{name} {machine[name]}" for name in ("numpy", "numba", "torch") if machine[name]
+    )
+    blas = "; ".join(
+        f"{b['library']} {b['version']} ({b['threading']}, {b['architecture']})"
+        for b in machine["blas"]
+    ) or "unknown"
+    dtype = settings["dtype"]
+    threads = f"{settings['threads']} thread{'s' if settings['threads'] > 1 else ''}"
+    return [
+        f"convkit {source['version']}{commit}: {suite}{dtype}, {threads}, "
+        f"median of {settings['repeats']} measurements of >= {settings['min_time'] * 1e3:g} ms, "
+        f"{isolation}",
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
+        f"Python {machine['python']}, {libraries}, BLAS {blas}",
+        f"matmul peak ({dtype}, {PEAK_MATRIX_SIZE}x{PEAK_MATRIX_SIZE}, {threads}): "
+        f"{report['peak_gflops'][dtype]:.1f} GFLOP/s",
+    ]
+
+
+def _cells(row: dict) -> list[str]:
+    status = row["status"] if row["reason"] is None else f"{row['status']}: {row['reason']}"
+    return [
+        row["case"], row["op"], row["backend"],
+        format_seconds(row["median_s"]), format_seconds(row["min_s"]),
+        _number(row["gflops"], "{:.2f}"), _number(row["peak_percent"], "{:.1f}"),
+        _number(row["speedup"], "{:.2f}x"), _number(row["max_abs_error"], "{:.1e}"),
+        format_bytes(row["memory_bytes"]) if row["median_s"] is not None else "-",
+        status,
+    ]
+
+
+def _grid(cells: list[list[str]]) -> list[str]:
+    widths = [max(len(c[i]) for c in [list(_COLUMNS), *cells]) for i in range(len(_COLUMNS))]
+    lines = []
+    for line in [list(_COLUMNS), *cells]:
+        parts = [
+            value.rjust(width) if name in _RIGHT_ALIGNED else value.ljust(width)
+            for name, value, width in zip(_COLUMNS, line, widths, strict=True)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
+    baseline = settings["baseline"]
+    fallbacks = sorted({f"{r['case']} {r['op']}" for r in rows
+                        if r["baseline"] is not None and r["baseline"] != baseline})
+    notes = [
+        f"speedup: the baseline's median / this median; baseline {baseline}"
+        + (f", else the slowest backend ({', '.join(fallbacks)})" if fallbacks else ""),
+        f"%peak: GFLOP/s as a percentage of the matmul peak; max error: against a float64 "
+        f"result of {settings['reference_backend']}",
+        "memory: peak bytes allocated during one call, result included "
+        "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
+    ]
+    warmups = ", ".join(
+        f"{b['name']} {b['warmup_s']:.2f} s" for b in report["backends"] if b["status"] == "ok"
+    )
+    if warmups:
+        notes.append(f"first calls, not in any timing (numba compiles here): {warmups}")
+    notes.append(f"total time {report['duration_s']:.1f} s")
+    return notes
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``seconds`` with a unit that keeps 3-4 significant digits, e.g. ``'1.23 ms'``."""
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            value = seconds / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{seconds * 1e9:.0f} ns"
+
+
+def format_bytes(size: int | None) -> str:
+    """``size`` in B, KiB, MiB or GiB; ``'n/a'`` for None (not measurable)."""
+    if size is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,311 @@
+"""The ``convkit`` command line, driven through click's CliRunner.
+
+End-to-end runs use tiny layers, one or two fast backends and short measurements; the
+plumbing of each option into the harness is checked by recording what ``bench`` asks for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner, Result
+from test_bench import check_report_schema
+
+import convkit
+from convkit import cli
+from convkit.cases import QUICK_SUITE, SPEC_HELP, STANDARD_SUITE
+
+TINY = "name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1"
+FAST = ["--min-time", "0.0001", "--repeats", "2", "--threads", "1", "--no-progress"]
+
+
+def run(*args: str) -> Result:
+    result = CliRunner().invoke(cli.main, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def bench_json(*args: str) -> dict:
+    result = run("bench", "--format", "json", *FAST, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Replace the harness: record what ``bench`` asks for and return an empty report."""
+    calls = []
+
+    def fake_run(cases, backends, settings, **options):
+        calls.append({"cases": cases, "backends": backends, "settings": settings, **options})
+        return {"results": []}
+
+    monkeypatch.setattr(cli, "run_benchmark", fake_run)
+    monkeypatch.setitem(cli._FORMATTERS, "json", lambda report: "{}\n")
+    return calls
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_json_run_of_a_custom_case_in_process():
+    data = bench_json("--case", TINY, "--backend", "naive,im2col-strided", "--in-process")
+    check_report_schema(data)
+    assert [c["name"] for c in data["cases"]] == ["tiny"]
+    assert [b["name"] for b in data["backends"]] == ["naive", "im2col-strided"]
+    assert data["settings"]["isolation"] == "in-process"
+    assert data["settings"]["threads"] == 1 and data["settings"]["repeats"] == 2
+    assert data["settings"]["suite"] is None
+    assert all(r["status"] == "ok" for r in data["results"])
+    assert {r["baseline"] for r in data["results"]} == {"naive"}
+
+
+def test_default_run_uses_a_worker_process_per_backend():
+    data = bench_json("--case", TINY, "--backend", "im2col-take", "--op", "input-grad")
+    assert data["settings"]["isolation"] == "process"
+    (row,) = data["results"]
+    assert (row["op"], row["status"]) == ("input-grad", "ok")
+    assert row["baseline"] == "im2col-take"  # naive did not run: the slowest, itself
+
+
+def test_float64_and_chosen_ops():
+    data = bench_json("--case", TINY, "--backend", "im2col-take", "--in-process",
+                      "--dtype", "float64", "--op", "weight-grad,forward")
+    assert data["settings"]["dtype"] == "float64"
+    assert list(data["peak_gflops"]) == ["float64"]
+    assert [r["op"] for r in data["results"]] == ["weight-grad", "forward"]
+    assert all(r["max_abs_error"] < 1e-12 for r in data["results"])
+
+
+def test_baseline_and_naive_budget():
+    big = "name=big,n=32,c=4,o=4,hw=64,k=3"  # about 1 s per naive call
+    data = bench_json("--case", TINY, "--case", big, "--backend", "naive,im2col-take",
+                      "--in-process", "--op", "forward", "--baseline", "im2col-take",
+                      "--naive-budget", "0.25")
+    assert data["settings"]["naive_budget"] == 0.25
+    rows = {(r["case"], r["backend"]): r for r in data["results"]}
+    assert rows["big", "naive"]["status"] == "skipped"
+    assert "over 0.25 s" in rows["big", "naive"]["reason"]
+    assert rows["tiny", "naive"]["status"] == "ok"
+    for case in ("tiny", "big"):
+        assert rows[case, "im2col-take"]["baseline"] == "im2col-take"
+        assert rows[case, "im2col-take"]["speedup"] == 1.0
+    naive = rows["tiny", "naive"]
+    assert naive["speedup"] == pytest.approx(
+        rows["tiny", "im2col-take"]["median_s"] / naive["median_s"])
+
+
+def test_errors_are_reported_in_full_and_set_the_exit_status():
+    from test_bench import _Wrong
+
+    convkit.register_backend("wrong-forward", _Wrong)
+    try:
+        result = run("bench", *FAST, "--case", TINY, "--backend", "wrong-forward,im2col-take",
+                     "--in-process", "--format", "json")
+    finally:
+        convkit.unregister_backend("wrong-forward")
+    assert result.exit_code == 1
+    rows = json.loads(result.stdout)["results"]
+    assert [(r["op"], r["backend"], r["status"]) for r in rows] == [
+        ("forward", "wrong-forward", "error"), ("forward", "im2col-take", "ok"),
+        ("input-grad", "wrong-forward", "ok"), ("input-grad", "im2col-take", "ok"),
+        ("weight-grad", "wrong-forward", "ok"), ("weight-grad", "im2col-take", "ok"),
+    ]
+    assert "wrong result" in rows[0]["reason"]
+    assert "1 of 6 results are errors" in result.stderr
+
+
+def test_table_shows_header_rows_and_notes():
+    result = run("bench", *FAST, "--case", TINY, "--case", "name=wide,c=2,o=2,hw=9,k=2",
+                 "--backend", "naive,im2col-take", "--in-process", "--op", "forward")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"convkit {convkit.__version__}")
+    assert lines[1].startswith("machine: ")
+    assert "matmul peak (float32" in lines[2] and "GFLOP/s" in lines[2]
+    header = next(i for i, line in enumerate(lines) if line.startswith("case "))
+    for column in ("median", "min", "GFLOP/s", "%peak", "speedup", "max error", "memory"):
+        assert column in lines[header]
+    body = lines[header + 1:header + 5]
+    assert [line.split()[:3] for line in body] == [
+        ["tiny", "forward", "naive"], ["tiny", "forward", "im2col-take"],
+        ["wide", "forward", "naive"], ["wide", "forward", "im2col-take"],
+    ]
+    assert all(line.endswith("  ok") for line in body)
+    assert any(line.startswith("first calls, not in any timing") for line in lines)
+
+
+def test_csv_has_one_line_per_row():
+    result = run("bench", *FAST, "--case", TINY, "--backend", "naive,im2col-take",
+                 "--in-process", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 3 * 2
+    assert {r["status"] for r in rows} == {"ok"}
+    assert float(rows[0]["median_s"]) > 0
+
+
+def test_output_file_gets_the_results_and_stdout_nothing(tmp_path):
+    target = tmp_path / "results.json"
+    result = run("bench", *FAST, "--case", TINY, "--backend", "im2col-take", "--in-process",
+                 "--format", "json", "--output", str(target))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert f"to {target}" in result.stderr
+    check_report_schema(json.loads(target.read_text()))
+
+
+def test_progress_goes_to_stderr_only():
+    args = ["bench", *FAST, "--case", TINY, "--backend", "im2col-take", "--in-process",
+            "--op", "forward", "--format", "csv"]
+    shown = run(*args, "--progress")
+    hidden = run(*args)
+    assert "benchmarking" in shown.stderr and "benchmarking" not in shown.stdout
+    assert "benchmarking" not in hidden.stderr
+
+
+def test_busy_machine_warning_goes_to_stderr_at_once(monkeypatch):
+    from convkit import bench
+
+    snapshots = iter([(0.0, 0.0), (0.0, 0.0), (50.0, 0.0)])
+    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(snapshots, None))
+    result = run("bench", *FAST, "--case", TINY, "--backend", "im2col-take", "--in-process",
+                 "--op", "forward", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "warning: other processes are keeping" in result.stderr
+    assert "warning" not in result.stdout
+
+
+def test_unavailable_backend_in_all_is_skipped_and_named_in_the_table(monkeypatch):
+    monkeypatch.setattr(cli, "list_backends", lambda: ["im2col-take", "ghost"])
+    result = run("bench", *FAST, "--case", TINY, "--in-process", "--op", "forward")
+    assert result.exit_code == 0, result.output
+    assert "not run: ghost (unknown backend 'ghost'" in result.stdout
+    assert "ghost  " not in result.stdout  # its rows are summarised, not listed
+    data = bench_json("--case", TINY, "--in-process", "--op", "forward")
+    assert [(r["backend"], r["status"]) for r in data["results"]] == [
+        ("im2col-take", "ok"), ("ghost", "skipped")]
+
+
+# ------------------------------------------------------------------------------ plumbing
+
+
+def test_defaults(recorded):
+    assert run("bench", "--format", "json").exit_code == 0
+    (call,) = recorded
+    assert call["cases"] == list(QUICK_SUITE)
+    assert call["backends"] == convkit.list_backends()
+    assert call["baseline"] == "naive" and call["isolate"] is True
+    assert call["named_explicitly"] is False and call["suite"] == "quick"
+    s = call["settings"]
+    assert (s.dtype, s.ops, s.min_time, s.repeats, s.naive_budget) == (
+        "float32", ("forward", "input-grad", "weight-grad"), 0.05, 7, 1.0)
+
+
+def test_every_option_reaches_the_harness(recorded):
+    result = run("bench", "--format", "json", "--suite", "standard", "--case", TINY,
+                 "--backend", "numba, naive", "--op", "input-grad", "--dtype", "float64",
+                 "--threads", "3", "--baseline", "numba", "--min-time", "0.2",
+                 "--repeats", "4", "--naive-budget", "0.5", "--in-process")
+    assert result.exit_code == 0, result.output
+    (call,) = recorded
+    assert call["cases"][:-1] == list(STANDARD_SUITE) and call["cases"][-1].name == "tiny"
+    assert call["backends"] == ["numba", "naive"] and call["named_explicitly"] is True
+    assert call["baseline"] == "numba" and call["isolate"] is False
+    assert call["suite"] == "standard"
+    s = call["settings"]
+    assert (s.ops, s.dtype, s.threads, s.min_time, s.repeats, s.naive_budget) == (
+        ("input-grad",), "float64", 3, 0.2, 4, 0.5)
+
+
+def test_case_alone_replaces_the_default_suite(recorded):
+    assert run("bench", "--case", TINY, "--format", "json").exit_code == 0
+    assert [c.name for c in recorded[0]["cases"]] == ["tiny"]
+    assert recorded[0]["suite"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "message"),
+    [
+        (["--backend", "nosuch"], "--backend", "unknown backend 'nosuch'"),
+        (["--backend", "naive,naive"], "--backend", "backend 'naive' is given twice"),
+        (["--backend", ""], "--backend", "unknown backend ''"),
+        (["--op", "backward"], "--op", "unknown operation 'backward'"),
+        (["--op", "forward,forward"], "--op", "operation 'forward' is given twice"),
+        (["--case", "c=3,o=4"], "--case", "case spec needs 'hw'"),
+        (["--case", "c=3,o=4,hw=5,k=9"], "--case", "kernel size 9x9"),
+        (["--case", "c=3,o=4,hw=5,k=3,g=2"], "--case", "groups=2"),
+        (["--case", TINY, "--case", TINY], "--case", "two cases are named 'tiny'"),
+        (["--suite", "huge"], "--suite", "'huge' is not one of"),
+        (["--dtype", "float16"], "--dtype", "'float16' is not one of"),
+        (["--format", "xml"], "--format", "'xml' is not one of"),
+        (["--threads", "0"], "--threads", "0 is not in the range x>=1"),
+        (["--repeats", "0"], "--repeats", "0 is not in the range x>=1"),
+        (["--min-time", "0"], "--min-time", "0.0 is not in the range x>0"),
+        (["--naive-budget", "-1"], "--naive-budget", "-1.0 is not in the range x>0"),
+        (["--backend", "numba", "--baseline", "naive"], "--baseline",
+         "'naive' is not among the benchmarked backends (numba)"),
+        (["--output", "/nonexistent-dir/out.json"], "--output",
+         "directory '/nonexistent-dir' does not exist"),
+    ],
+)
+def test_bad_options_are_usage_errors_naming_the_option(recorded, args, option, message):
+    result = run("bench", *args)
+    assert result.exit_code == 2
+    assert "Usage: " in result.stderr
+    assert f"'{option}'" in result.stderr
+    assert message in " ".join(result.stderr.split())
+    assert recorded == []
+
+
+def test_help_documents_the_case_syntax_and_options():
+    result = run("bench", "--help")
+    assert result.exit_code == 0
+    flat = " ".join(result.stdout.split())
+    assert " ".join(SPEC_HELP.split()) in flat
+    for option in ("--backend", "--suite", "--case", "--op", "--dtype", "--threads", "--format",
+                   "--output", "--baseline", "--min-time", "--repeats", "--naive-budget",
+                   "--in-process", "--progress"):
+        assert option in flat
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and convkit.__version__ in result.stdout
+
+
+# ------------------------------------------------------------------------------ backends
+
+
+def test_backends_lists_every_backend_with_what_it_supports():
+    result = run("backends")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["backend", "status", "distribution", "supports", "/", "reason"]
+    names = [line.split()[0] for line in lines[1:]]
+    assert names == convkit.list_backends()
+    naive = next(line for line in lines if line.startswith("naive "))
+    assert "available" in naive and "convkit" in naive
+    assert convkit.get_backend("naive").capabilities.describe() in naive
+    assert "(default)" in next(line for line in lines if line.startswith("im2col-strided"))
+
+
+def test_backends_json_reports_a_broken_backend_with_its_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+    monkeypatch.delitem(sys.modules, "convkit_backends.torch_reference", raising=False)
+    convkit.refresh_backends()
+    result = run("backends", "--format", "json")
+    assert result.exit_code == 0, result.output
+    entries = {e["name"]: e for e in json.loads(result.stdout)}
+    assert set(entries) == set(convkit.list_backends()) >= {"naive", "numba", "torch"}
+    torch = entries["torch"]
+    assert torch["available"] is False and torch["supports"] is None
+    assert "torch" in torch["reason"] and "ModuleNotFoundError" in torch["reason"]
+    assert torch["distribution"] == "convkit"
+    assert torch["target"] == "convkit_backends.torch_reference:TorchBackend"
+    assert entries["naive"]["available"] is True and entries["naive"]["reason"] is None
