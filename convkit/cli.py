@@ -1,7 +1,8 @@
 """The ``convkit`` command: a click group; each subcommand is one function below.
 
 ``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit backends``
-lists what is installed. Results go to stdout (or ``--output``), progress to stderr.
+lists what is installed, ``convkit check`` runs the conformance suite (:mod:`convkit.testing`)
+against one backend. Results go to stdout (or ``--output``), progress to stderr.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ import convkit
 from convkit import report as formats
 from convkit.bench import DEFAULT_BASELINE, BenchSettings, run_benchmark
 from convkit.cases import SPEC_HELP, SUITES, BenchCase, parse_case
+from convkit.errors import BackendUnavailableError, UnknownBackendError
 from convkit.machine import usable_cores
-from convkit.registry import DEFAULT_BACKEND, backend_infos, get_backend, list_backends
-from convkit.testing import OPERATIONS
+from convkit.registry import (
+    DEFAULT_BACKEND,
+    backend_infos,
+    backend_problem,
+    get_backend,
+    list_backends,
+)
+from convkit.testing import DTYPES, OPERATIONS, check_backend
 
 _FORMATTERS = {"table": formats.to_table, "json": formats.to_json, "csv": formats.to_csv}
 _FORMAT_NAMES = list(_FORMATTERS)
@@ -201,10 +209,11 @@ def backends(fmt: str) -> None:
         entry = {"name": info.name, "available": True, "reason": None,
                  "distribution": info.distribution, "target": info.target,
                  "supports": None, "default": info.name == DEFAULT_BACKEND}
-        try:
+        problem = backend_problem(info.name)
+        if problem is None:
             entry["supports"] = get_backend(info.name).capabilities.describe()
-        except Exception as exc:  # a broken plugin is listed with its error
-            entry["available"], entry["reason"] = False, str(exc)
+        else:
+            entry["available"], entry["reason"] = False, problem
         entries.append(entry)
     if fmt == "json":
         click.echo(json.dumps(entries, indent=2))
@@ -217,3 +226,28 @@ def backends(fmt: str) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         click.echo("  ".join([*(v.ljust(w) for v, w in zip(r, widths, strict=False)), r[3]]))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--dtype", "dtypes", type=click.Choice(DTYPES), multiple=True,
+              help="Check only this dtype (repeatable).  [default: every dtype NAME declares]")
+@click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many failing checks to describe in full.")
+def check(name: str, dtypes: tuple[str, ...], max_failures: int) -> None:
+    """Run the conformance suite against the installed backend NAME.
+
+    Every case of the project's own test suite x forward, input-grad, weight-grad x each
+    dtype, compared with the naive backend in float64 within a rounding-error bound, plus the
+    adjoint identity and NaN/Inf propagation. Configurations NAME's capabilities exclude are
+    skipped and counted. Exit status 1 if any check fails.
+    """
+    try:
+        report = check_backend(name, dtypes=dtypes or None, max_failures=max_failures)
+    except UnknownBackendError as exc:
+        raise click.BadParameter(str(exc), param_hint="'NAME'") from None
+    except BackendUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)

@@ -309,3 +309,56 @@ def test_backends_json_reports_a_broken_backend_with_its_reason(monkeypatch):
     assert torch["distribution"] == "convkit"
     assert torch["target"] == "convkit_backends.torch_reference:TorchBackend"
     assert entries["naive"]["available"] is True and entries["naive"]["reason"] is None
+
+
+# ------------------------------------------------------------------------------ check
+
+
+def test_check_passes_a_correct_backend():
+    result = run("check", "im2col-take", "--dtype", "float64")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("backend 'im2col-take'")
+    assert lines[-1].startswith("PASS:") and " 0 failed" in lines[-1]
+    assert not any("float32" in line for line in lines[1:])
+
+
+class _OffByOne(type(convkit.get_backend("naive"))):
+    """A backend whose forward pass is wrong by exactly one in its first element."""
+
+    def forward(self, x, weight, geom):
+        y = super().forward(x, weight, geom)
+        y.flat[0] += 1
+        return y
+
+
+def test_check_fails_a_wrong_backend_with_exit_status_1():
+    convkit.register_backend("off-by-one", _OffByOne)
+    result = run("check", "off-by-one", "--dtype", "float64", "--max-failures", "2")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[-1].startswith("FAIL:")
+    assert "forward" in result.stdout and "FAILED" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "message"),
+    [
+        ((), "NAME", "Missing argument"),
+        (("numbaa",), "NAME", "did you mean 'numba'"),
+        (("naive", "--dtype", "float16"), "--dtype", "float16"),
+        (("naive", "--max-failures", "0"), "--max-failures", "0"),
+    ],
+)
+def test_check_usage_errors(args, option, message):
+    result = run("check", *args)
+    assert result.exit_code == 2
+    assert option in result.output and message in result.output
+
+
+def test_check_of_a_broken_plugin_names_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "convkit_backends.torch_reference", raising=False)
+    convkit.refresh_backends()
+    result = run("check", "torch")
+    assert result.exit_code == 1
+    assert "backend 'torch'" in result.output and "failed to load" in result.output

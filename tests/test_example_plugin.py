@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 import convkit
+from convkit import cli
 from convkit.testing import CHECK_KINDS, CONFORMANCE_CASES, check_backend
 
 tomllib = pytest.importorskip("tomllib")
@@ -77,3 +79,15 @@ def test_undeclared_capability_is_refused_naming_backend_and_capability(
             call()
         assert f"backend {NAME!r}" in str(err.value)
         assert "dilation=(2, 2) is not supported" in str(err.value)
+
+
+def test_shows_up_in_the_cli_and_passes_convkit_check(example_plugin: str) -> None:
+    runner = CliRunner()
+    listing = runner.invoke(cli.main, ["backends"])
+    assert listing.exit_code == 0, listing.output
+    line = next(row for row in listing.stdout.splitlines() if row.startswith(NAME))
+    assert "available" in line and example_plugin in line
+    checked = runner.invoke(cli.main, ["check", NAME, "--dtype", "float64"])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines()[-1].startswith("PASS:")
+    assert "skipped" in checked.stdout and "dilation" in checked.stdout
