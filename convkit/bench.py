@@ -64,8 +64,8 @@ from convkit.testing import (
     ConvArrays,
     ConvCase,
     Operation,
+    error_bound,
     run_operation,
-    terms_per_output,
 )
 
 SCHEMA = "convkit-bench/1"
@@ -474,18 +474,14 @@ def write_references(
     cases: Sequence[BenchCase], settings: BenchSettings, directory: Path
 ) -> None:
     """Save, per case and op, the float64 reference result of the ``settings.dtype`` data
-    and the elementwise error bound (:func:`convkit.testing.error_bound`'s formula)."""
-    eps = np.finfo(settings.dtype).eps
+    and the elementwise error bound (:func:`convkit.testing.error_bound`)."""
     for index, case in enumerate(cases):
         conv_case = _conv_case(case)
         arrays = conv_case.arrays(settings.dtype)
         exact = ConvArrays(*(a.astype(np.float64) for a in dataclasses.astuple(arrays)))
-        absolute = ConvArrays(*(np.abs(a) for a in dataclasses.astuple(exact)))
         for op in settings.ops:
             reference = run_operation(op, exact, conv_case, REFERENCE_BACKEND)
-            magnitude = run_operation(op, absolute, conv_case, REFERENCE_BACKEND)
-            n = terms_per_output(op, case.geometry(settings.dtype))
-            bound = n * eps * magnitude + np.finfo(settings.dtype).tiny
+            bound = error_bound(op, arrays, conv_case, REFERENCE_BACKEND)
             np.savez(directory / _reference_name(index, op), reference=reference, bound=bound)
 
 

@@ -9,6 +9,7 @@ A custom case is a spec string of ``key=value`` pairs separated by commas (see
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,10 +53,13 @@ class BenchCase:
 
     def spec(self) -> str:
         """This case as a spec string that :func:`parse_case` reads back."""
+        padding = self.padding
+        if isinstance(padding, tuple):
+            padding = f"{padding[0]}x{padding[1]}"
         return (
             f"name={self.name},n={self.batch},c={self.in_channels},o={self.out_channels},"
             f"h={self.size[0]},w={self.size[1]},kh={self.kernel[0]},kw={self.kernel[1]},"
-            f"s={self.stride},p={self.padding},d={self.dilation},g={self.groups}"
+            f"s={self.stride},p={padding},d={self.dilation},g={self.groups}"
         )
 
 
@@ -92,7 +96,7 @@ SUITES: dict[str, tuple[BenchCase, ...]] = {"quick": QUICK_SUITE, "standard": ST
 SPEC_HELP = (
     "comma-separated key=value: n batch, c input channels, o output channels, "
     "hw (or h and w) input size, k (or kh and kw) kernel size, s stride, "
-    "p padding (int, 'same' or 'valid'), d dilation, g groups, name; "
+    "p padding (int, HxW such as 1x2, 'same' or 'valid'), d dilation, g groups, name; "
     "c, o, hw and k are required. Example: n=8,c=64,o=128,hw=28,k=3,p=1"
 )
 
@@ -122,14 +126,9 @@ def parse_case(spec: str) -> BenchCase:
                                   ("k", ("kh", "kw"))):
         if required not in ints and not (alternative and set(alternative) <= ints.keys()):
             raise ValueError(f"case spec needs {required!r} ({SPEC_HELP})")
-    padding: Padding = fields.get("p", "0")
-    if padding not in ("same", "valid"):
-        try:
-            padding = int(padding)
-        except ValueError:
-            raise ValueError(f"case spec p={padding!r} must be an int, 'same' or 'valid'") from None
+    padding = _parse_padding(fields.get("p", "0"))
     case = BenchCase(
-        name=fields.get("name", spec),
+        name=fields.get("name", ""),
         batch=ints.get("n", 1),
         in_channels=ints["c"],
         out_channels=ints["o"],
@@ -141,4 +140,35 @@ def parse_case(spec: str) -> BenchCase:
         groups=ints.get("g", 1),
     )
     case.geometry()  # raises ValueError naming the bad parameter
+    if not case.name:
+        case = dataclasses.replace(case, name=_default_name(case))
     return case
+
+
+def _default_name(case: BenchCase) -> str:
+    """A short name such as ``n8-c64-o128-28x28-k3x3-p1``; options at their default omitted."""
+    (h, w), (kh, kw) = case.size, case.kernel
+    padding = case.padding if not isinstance(case.padding, tuple) else "x".join(
+        map(str, case.padding))
+    parts = [f"n{case.batch}", f"c{case.in_channels}", f"o{case.out_channels}", f"{h}x{w}",
+             f"k{kh}x{kw}"]
+    for key, value, default in (("s", case.stride, 1), ("p", padding, 0),
+                                ("d", case.dilation, 1), ("g", case.groups, 1)):
+        if value != default:
+            parts.append(f"{key}{value}")
+    return "-".join(parts)
+
+
+def _parse_padding(text: str) -> Padding:
+    """``'1'``, ``'1x2'`` (rows x columns), ``'same'`` or ``'valid'``."""
+    if text in ("same", "valid"):
+        return text  # type: ignore[return-value]
+    try:
+        parts = tuple(int(part) for part in text.split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts  # type: ignore[return-value]
+    raise ValueError(f"case spec p={text!r} must be an int, HxW, 'same' or 'valid'")

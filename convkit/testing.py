@@ -183,17 +183,20 @@ def terms_per_output(op: Operation, geom: ConvGeometry) -> int:
     return geom.batch * geom.out_size[0] * geom.out_size[1]
 
 
-def error_bound(op: Operation, arrays: ConvArrays, case: ConvCase) -> np.ndarray:
+def error_bound(
+    op: Operation, arrays: ConvArrays, case: ConvCase, backend: str = "naive"
+) -> np.ndarray:
     """Elementwise bound on the difference between two correct results of ``op``.
 
     ``n * eps * magnitude``: ``magnitude`` is ``op`` on ``|operands|`` in float64 (the sum of
-    absolute values of the terms), ``n`` the number of terms, ``eps`` the dtype's epsilon.
+    absolute values of the terms), computed by ``backend``; ``n`` the number of terms,
+    ``eps`` the epsilon of the arrays' dtype.
     """
     dtype = arrays.x.dtype
     absolute = ConvArrays(
         *(np.abs(a).astype(np.float64) for a in (arrays.x, arrays.weight, arrays.grad_output))
     )
-    magnitude = run_operation(op, absolute, case, backend="naive")
+    magnitude = run_operation(op, absolute, case, backend)
     n = terms_per_output(op, case.geometry(dtype.name))
     return n * np.finfo(dtype).eps * magnitude + np.finfo(dtype).tiny
 
