@@ -6,7 +6,8 @@ gradient over (output channel, input channel of the group). The innermost loop r
 a contiguous output row. Padding never materialises: for each kernel tap the loops are
 clipped to the output pixels whose input lies inside the image.
 
-Compiled lazily per dtype with ``cache=True``. Accumulators take the array's dtype, so
+Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
+which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
 float32 stays float32; no ``fastmath`` (NaN and Inf behave as in the other backends).
 """
 
@@ -17,11 +18,13 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._numba_runtime import jit, quiet_idle_threads
 
-_jit = numba.njit(parallel=True, cache=True, nogil=True)
+quiet_idle_threads()  # before the first parallel kernel loads the OpenMP runtime
+_jit = jit(parallel=True, nogil=True)
 
 
-@numba.njit(cache=True, inline="always")
+@jit(inline="always")
 def _valid_range(pad: int, offset: int, stride: int, size: int, out_size: int):
     """Outputs ``o`` in ``[lo, hi)`` with ``0 <= o*stride - pad + offset < size``."""
     start = pad - offset  # o*stride >= start
