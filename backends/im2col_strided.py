@@ -3,7 +3,8 @@
 Columns are laid out ``(groups, Cg*kh*kw, N*Ho*Wo)`` so that each group is a single long
 GEMM (a batched matmul over groups) in all three operations, and the weight gradient sums
 over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
-``column_budget`` bytes; the weight gradient accumulates across chunks.
+``column_budget`` bytes (see :class:`~convkit_backends._common.ColumnBudget`); the weight
+gradient accumulates across chunks.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad, window_view
+from convkit_backends._common import ColumnBudget, col2im, pad, window_view
 
 
-class Im2colStridedBackend(ConvBackend):
+class Im2colStridedBackend(ColumnBudget, ConvBackend):
     """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
-
-    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.column_budget = column_budget
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
@@ -58,10 +56,9 @@ class Im2colStridedBackend(ConvBackend):
             grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _chunks(self, geom: ConvGeometry):
+    def _column_bytes(self, geom: ConvGeometry) -> int:
         (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
-        per_image = geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
-        return batch_chunks(geom, per_image, self.column_budget)
+        return geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
 
 
 def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
 ``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
-processed in chunks whose columns fit in ``column_budget`` bytes.
+processed in chunks whose columns fit in ``column_budget`` bytes (see
+:class:`~convkit_backends._common.ColumnBudget`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad
+from convkit_backends._common import ColumnBudget, col2im, pad
 
 
-class Im2colTakeBackend(ConvBackend):
+class Im2colTakeBackend(ColumnBudget, ConvBackend):
     """Columns gathered with ``np.take``; per-image ``(N, G, K, P)`` layout."""
-
-    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.column_budget = column_budget
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
@@ -57,9 +55,8 @@ class Im2colTakeBackend(ConvBackend):
                 grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _chunks(self, geom: ConvGeometry):
-        per_image = _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
-        return batch_chunks(geom, per_image, self.column_budget)
+    def _column_bytes(self, geom: ConvGeometry) -> int:
+        return _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
 
 
 def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:

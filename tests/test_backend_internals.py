@@ -13,9 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import convkit_backends
+from convkit.testing import OPERATIONS, ConvCase, assert_within_bound, error_bound
+from convkit_backends._common import DEFAULT_COLUMN_BUDGET
+from convkit_backends.im2col_strided import Im2colStridedBackend
+from convkit_backends.im2col_take import Im2colTakeBackend
 
 # A fresh process imports the numba backend, runs one small float64 convolution, checks it
 # against a plain numpy sum and prints what the test asserts on.
@@ -106,3 +111,59 @@ def test_numba_backend_lets_idle_openmp_threads_sleep(
     result = _run_probe({} if preset is None else {"OMP_WAIT_POLICY": preset})
     assert result["omp_wait_policy"] == expected
     assert result["correct"]
+
+
+# --- column budget of the im2col backends -------------------------------------------------
+
+IM2COL_BACKENDS = (Im2colStridedBackend, Im2colTakeBackend)
+# Strided, padded, grouped and dilated, with a batch of 5 so that chunks of 2 leave a tail.
+CHUNK_CASE = ConvCase("chunked", (5, 4, 9, 8), (6, 2, 3, 2), stride=(2, 1), padding=1,
+                      dilation=(1, 2), groups=2)
+
+
+def _run_backend(backend, op: str, arrays, geom):
+    if op == "forward":
+        return backend.forward(arrays.x, arrays.weight, geom)
+    if op == "input-grad":
+        return backend.backward_input(arrays.grad_output, arrays.weight, geom)
+    return backend.backward_weight(arrays.x, arrays.grad_output, geom)
+
+
+@pytest.mark.parametrize("backend_cls", IM2COL_BACKENDS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("op", OPERATIONS)
+@pytest.mark.parametrize("images_per_chunk", [1, 2])
+def test_chunked_batch_matches_whole_batch(backend_cls, op: str, images_per_chunk: int) -> None:
+    geom = CHUNK_CASE.geometry("float64")
+    arrays = CHUNK_CASE.arrays("float64")
+    whole = backend_cls()
+    chunked = backend_cls(column_budget=images_per_chunk * whole._column_bytes(geom.with_batch(1)))
+    parts = list(chunked._chunks(geom))
+    assert len(parts) == -(-geom.batch // images_per_chunk)  # really processed in chunks
+    expected = _run_backend(whole, op, arrays, geom)
+    actual = _run_backend(chunked, op, arrays, geom)
+    if op == "weight-grad":  # summed chunk by chunk: equal up to rounding of the sums
+        assert_within_bound(actual, expected, error_bound(op, arrays, CHUNK_CASE), op)
+    else:  # every output depends on one image only: identical
+        np.testing.assert_array_equal(actual, expected)
+
+
+
+@pytest.mark.parametrize("backend_cls", IM2COL_BACKENDS, ids=lambda c: c.__name__)
+def test_column_budget_is_configurable(backend_cls) -> None:
+    assert backend_cls().column_budget == DEFAULT_COLUMN_BUDGET
+    backend = backend_cls(column_budget=2**20)
+    assert backend.column_budget == 2**20
+    backend.column_budget = 3 * 2**20
+    assert backend.column_budget == 3 * 2**20
+    geom = CHUNK_CASE.geometry("float64")
+    per_image = backend._column_bytes(geom.with_batch(1))
+    backend.column_budget = 3 * per_image - 1  # room for 2 images, not 3
+    assert [p.stop - p.start for p in backend._chunks(geom)] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("backend_cls", IM2COL_BACKENDS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(("budget", "error"), [(0, ValueError), (-5, ValueError),
+                                               (1.5e6, TypeError), (True, TypeError)])
+def test_bad_column_budget_is_rejected(backend_cls, budget, error) -> None:
+    with pytest.raises(error, match="column_budget"):
+        backend_cls(column_budget=budget)
