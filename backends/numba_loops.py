@@ -1,15 +1,21 @@
-"""Direct convolution as numba-compiled loops: no im2col, no padded copy.
+"""Direct convolution as numba-compiled loops: no im2col.
 
 Each kernel is parallel (``prange``) over an axis whose iterations write disjoint outputs:
 forward over (image, output channel), input gradient over (image, input channel), weight
-gradient over (output channel, input channel of the group). The innermost loop runs along
-a contiguous output row. Padding never materialises: for each kernel tap the loops are
-clipped to the output pixels whose input lies inside the image.
+gradient over (output channel, input channel of the group).
+
+Stride 1 (the common case) runs on a zero-padded copy of the input with every output row
+computed ``Wp`` wide (the padded width): then each kernel tap is one long contiguous loop
+over a whole image plane, which LLVM vectorises, instead of ``Ho`` short rows. The scratch
+columns this adds are dropped in the forward pass; in the gradients they multiply zeros,
+so those kernels are used only when that cannot make a NaN (finite weights for the input
+gradient, finite inputs for the weight gradient). Other strides, and those non-finite
+cases, run row by row with loops clipped to the pixels inside the image (no padded copy).
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
 which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
-float32 stays float32; no ``fastmath`` (NaN and Inf behave as in the other backends).
-"""
+float32 stays float32; fastmath only as ``{'contract', 'reassoc'}`` (NaN and Inf behave as
+in the other backends)."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import crop, pad
 from convkit_backends._numba_runtime import jit, quiet_idle_threads
 
 quiet_idle_threads()  # before the first parallel kernel loads the OpenMP runtime
@@ -35,6 +42,12 @@ def _valid_range(pad: int, offset: int, stride: int, size: int, out_size: int):
     stop = size + pad - offset  # o*stride < stop
     hi = 0 if stop <= 0 else (stop + stride - 1) // stride
     return lo, min(hi, out_size)
+
+
+@jit(inline="always")
+def _first_input_channel(o: int, c_out: int, cg: int, groups: int) -> int:
+    """The first of the ``cg`` input channels that output channel ``o`` reads."""
+    return (o // (c_out // groups)) * cg
 
 
 @jit(inline="always", fastmath=_FLAGS)
@@ -82,10 +95,9 @@ def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
     n_img, _, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
-    cog = c_out // groups
     for job in numba.prange(n_img * c_out):
         n, o = job // c_out, job % c_out
-        c0 = (o // cog) * cg
+        c0 = _first_input_channel(o, c_out, cg, groups)
         out = y[n, o]
         out[:, :] = 0
         for c in range(cg):
@@ -98,6 +110,35 @@ def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
                     for i in range(i_lo, i_hi):
                         _gather_axpy(out[i], img[i * sh - pt + a * dh], tap, j_lo, j_hi, sw,
                                      b * dw - pl)
+
+
+@_jit
+def _forward_unit_stride(xp, w, y, dh, dw, groups, length):
+    """Stride 1: each kernel tap is one long vectorised pass over the padded input ``xp``.
+
+    Output pixel ``(i, j)`` is computed at ``i*Wp + j`` of a row-major ``(Ho, Wp)`` buffer, so
+    tap ``(a, b)`` reads ``xp`` flat at a constant offset ``a*dh*Wp + b*dw``; the columns
+    ``j >= Wo`` are scratch and dropped. ``length`` (:func:`_unit_stride_args`) stops
+    before the last row's scratch tail, which would read past the plane.
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = y.shape[2], y.shape[3]
+    for job in numba.prange(n_img * c_out):
+        n, o = job // c_out, job % c_out
+        c0 = _first_input_channel(o, c_out, cg, groups)
+        acc = np.zeros(ho * wp, y.dtype)
+        for c in range(cg):
+            img = xp[n, c0 + c].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    tap = w[o, c, a, b]
+                    src = img[a * dh * wp + b * dw:]
+                    for p in range(length):
+                        acc[p] += tap * src[p]
+        out = y[n, o]
+        for i in range(ho):
+            out[i, :] = acc[i * wp:i * wp + wo]
 
 
 @_jit
@@ -146,17 +187,78 @@ def _backward_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
                     taps[a, b] = total
 
 
+@_jit
+def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
+    """Stride 1, the transpose of :func:`_forward_unit_stride`: into the padded ``gxp``.
+
+    ``gy_wide: (N, Cout, Ho, Wp)`` is the output gradient with zero scratch columns
+    ``j >= Wo``; they add ``tap * 0``, which is 0 only for finite weights (the caller checks).
+    """
+    n_img, c_in, hp, wp = gxp.shape
+    c_out, cg, kh, kw = w.shape
+    ho = gy_wide.shape[2]
+    cog = c_out // groups
+    for job in numba.prange(n_img * c_in):
+        n, ci = job // c_in, job % c_in
+        g, c = ci // cg, ci % cg
+        acc = gxp[n, ci].reshape(hp * wp)
+        acc[:] = 0
+        for o in range(g * cog, (g + 1) * cog):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    tap = w[o, c, a, b]
+                    dst = acc[a * dh * wp + b * dw:]
+                    for p in range(length):
+                        dst[p] += tap * grad[p]
+
+
+@_jit
+def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
+    """Stride 1: each tap's sum is one long dot product per image (see the forward).
+
+    The zero scratch columns of ``gy_wide`` meet real input values, so ``xp`` must be finite
+    (the caller checks).
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = gw.shape
+    ho = gy_wide.shape[2]
+    cog = c_out // groups
+    for job in numba.prange(c_out * cg):
+        o, c = job // cg, job % cg
+        ci = (o // cog) * cg + c
+        taps = gw[o, c]
+        for n in range(n_img):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            img = xp[n, ci].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    src = img[a * dh * wp + b * dw:]
+                    total = taps[a, b]
+                    for p in range(length):
+                        total += grad[p] * src[p]
+                    taps[a, b] = total
+
+
 class NumbaBackend(ConvBackend):
     """Parallel direct-convolution loops compiled by numba."""
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        _forward(x, weight, y, *_loop_args(geom))
+        if geom.stride == (1, 1):  # scratch columns are dropped: no condition
+            _forward_unit_stride(pad(x, geom), weight, y, *_unit_stride_args(geom))
+        else:
+            _forward(x, weight, y, *_loop_args(geom))
         return y
 
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if geom.stride == (1, 1) and np.isfinite(weight).all():
+            grad_xp = np.empty((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
+            _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
+                                        *_unit_stride_args(geom))
+            return np.ascontiguousarray(crop(grad_xp, geom))
         grad_x = np.empty(geom.input_shape, geom.dtype)
         _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
         return grad_x
@@ -165,7 +267,11 @@ class NumbaBackend(ConvBackend):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_w = np.zeros(geom.weight_shape, geom.dtype)
-        _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
+        if geom.stride == (1, 1) and np.isfinite(x).all():
+            _backward_weight_unit_stride(pad(x, geom), _widen(grad_output, geom), grad_w,
+                                         *_unit_stride_args(geom))
+        else:
+            _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
         return grad_w
 
 
@@ -173,3 +279,16 @@ def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     pt, _, pl, _ = geom.padding
     return sh, sw, pt, pl, dh, dw, geom.groups
+
+
+def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns."""
+    wide = np.zeros((*grad_output.shape[:3], geom.padded_size[1]), geom.dtype)
+    wide[..., :geom.out_size[1]] = grad_output
+    return wide
+
+
+def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
+    """``dh, dw, groups, length``: the flat length of an ``(Ho, Wp)`` plane that is read."""
+    (dh, dw), (ho, _), (_, wp) = geom.dilation, geom.out_size, geom.padded_size
+    return dh, dw, geom.groups, ho * wp - (geom.kernel_size[1] - 1) * dw
