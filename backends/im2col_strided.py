@@ -13,6 +13,7 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends import _pointwise as pointwise
 from convkit_backends._common import ColumnBudget, col2im, pad, window_view
 
 
@@ -20,6 +21,8 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
     """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.forward(x, weight, geom)
         y = np.empty(geom.output_shape, geom.dtype)
         w = _grouped_weight(weight, geom)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -34,6 +37,8 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_input(grad_output, weight, geom)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size
@@ -47,6 +52,8 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_weight(x, grad_output, geom)
         cog = geom.out_channels // geom.groups
         k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
         grad_w = np.zeros((geom.groups, cog, k), geom.dtype)

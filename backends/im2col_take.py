@@ -14,6 +14,7 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends import _pointwise as pointwise
 from convkit_backends._common import ColumnBudget, col2im, pad
 
 
@@ -21,6 +22,8 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
     """Columns gathered with ``np.take``; per-image ``(N, G, K, P)`` layout."""
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.forward(x, weight, geom)
         y = np.empty(geom.output_shape, geom.dtype)
         w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -31,6 +34,8 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_input(grad_output, weight, geom)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
         for part in self._chunks(geom):
@@ -45,6 +50,8 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_weight(x, grad_output, geom)
         grad_w = np.zeros(
             (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
         )

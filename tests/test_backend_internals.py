@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 
 import convkit_backends
-from convkit.testing import OPERATIONS, ConvCase, assert_within_bound, error_bound
+from convkit.testing import (
+    OPERATIONS,
+    ConvCase,
+    assert_within_bound,
+    check_against_naive,
+    error_bound,
+)
 from convkit_backends._common import DEFAULT_COLUMN_BUDGET
 from convkit_backends.im2col_strided import Im2colStridedBackend
 from convkit_backends.im2col_take import Im2colTakeBackend
@@ -197,3 +203,18 @@ def test_numba_non_finite_values_propagate_like_naive(bad: str, value: float) ->
         np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected), err_msg=op)
         np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected), err_msg=op)
         np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected), err_msg=op)
+
+
+# --- 1x1 stride-1 fast path of the im2col backends ----------------------------------------
+
+POINTWISE_CASE = ConvCase("pointwise-grouped", (3, 6, 5, 4), (4, 3, 1, 1), groups=2)
+
+
+@pytest.mark.parametrize("name", ["im2col-strided", "im2col-take"])
+@pytest.mark.parametrize("op", OPERATIONS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pointwise_fast_path_matches_naive(name: str, op: str, dtype: str) -> None:
+    from convkit_backends._pointwise import is_pointwise
+
+    assert is_pointwise(POINTWISE_CASE.geometry(dtype))
+    check_against_naive(name, POINTWISE_CASE, op, dtype)
