@@ -50,6 +50,21 @@ def _first_input_channel(o: int, c_out: int, cg: int, groups: int) -> int:
     return (o // (c_out // groups)) * cg
 
 
+@jit(inline="always")
+def _group_of_input(ci: int, cg: int, cog: int):
+    """Input channel ``ci``'s index ``c`` in its group and the group's outputs ``[lo, hi)``."""
+    g = ci // cg
+    return ci % cg, g * cog, (g + 1) * cog
+
+
+@jit(inline="always")
+def _zeroed_plane(a, n: int, c: int):
+    """``a[n, c]`` flattened (a view), set to zero."""
+    plane = a[n, c].reshape(a.shape[2] * a.shape[3])
+    plane[:] = 0
+    return plane
+
+
 @jit(inline="always", fastmath=_FLAGS)
 def _gather_axpy(dst, src, alpha, lo: int, hi: int, step: int, offset: int):
     """``dst[j] += alpha * src[j*step + offset]`` for ``j`` in ``[lo, hi)``."""
@@ -180,13 +195,12 @@ def _backward_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     ho, wo = gy.shape[2], gy.shape[3]
-    cog = c_out // groups
     for job in numba.prange(n_img * c_in):
         n, ci = job // c_in, job % c_in
-        g, c = ci // cg, ci % cg
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
         acc = gx[n, ci]
         acc[:, :] = 0
-        for o in range(g * cog, (g + 1) * cog):
+        for o in range(o_lo, o_hi):
             grad = gy[n, o]
             for a in range(kh):
                 i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
@@ -228,16 +242,14 @@ def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
     ``gy_wide: (N, Cout, Ho, Wp)`` is the output gradient with zero scratch columns
     ``j >= Wo``; they add ``tap * 0``, which is 0 only for finite weights (the caller checks).
     """
-    n_img, c_in, hp, wp = gxp.shape
+    n_img, c_in, _, wp = gxp.shape
     c_out, cg, kh, kw = w.shape
     ho = gy_wide.shape[2]
-    cog = c_out // groups
     for job in numba.prange(n_img * c_in):
         n, ci = job // c_in, job % c_in
-        g, c = ci // cg, ci % cg
-        acc = gxp[n, ci].reshape(hp * wp)
-        acc[:] = 0
-        for o in range(g * cog, (g + 1) * cog):
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
+        acc = _zeroed_plane(gxp, n, ci)
+        for o in range(o_lo, o_hi):
             grad = gy_wide[n, o].reshape(ho * wp)
             for a in range(kh):
                 for b in range(kw):
@@ -245,6 +257,38 @@ def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
                     dst = acc[a * dh * wp + b * dw:]
                     for p in range(length):
                         dst[p] += tap * grad[p]
+
+
+@_jit
+def _backward_input_3x3(gy_ext, w, gxp, dh, dw, groups):
+    """Stride-1 input gradient for 3x3 kernels, gathered: nine taps per accumulator update.
+
+    ``gy_ext: (N, Cout, M + Hp*Wp)`` holds each wide output-gradient plane (zero scratch
+    columns, see :func:`_widen`) after a zero margin ``M = 2*dh*Wp + 2*dw``, so that
+    ``gxp`` flat at ``q`` gathers tap ``(a, b)`` from ``gy_ext`` at ``M + q - a*dh*Wp - b*dw``,
+    never below 0. Finite weights only, as for :func:`_backward_input_unit_stride`.
+    """
+    n_img, c_in, hp, wp = gxp.shape
+    c_out, cg = w.shape[:2]
+    r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
+    m = r2 + b2
+    for job in numba.prange(n_img * c_in):
+        n, ci = job // c_in, job % c_in
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
+        acc = _zeroed_plane(gxp, n, ci)
+        for o in range(o_lo, o_hi):
+            e = gy_ext[n, o]
+            e00, e01, e02 = e[m:], e[m - b1:], e[m - b2:]  # views indexed by q >= 0 alone
+            e10, e11, e12 = e[m - r1:], e[m - r1 - b1:], e[m - r1 - b2:]
+            e20, e21, e22 = e[m - r2:], e[m - r2 - b1:], e[m - r2 - b2:]
+            k = w[o, c]
+            k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
+            k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
+            k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+            for q in range(hp * wp):
+                acc[q] += (k00 * e00[q] + k01 * e01[q] + k02 * e02[q]
+                           + k10 * e10[q] + k11 * e11[q] + k12 * e12[q]
+                           + k20 * e20[q] + k21 * e21[q] + k22 * e22[q])
 
 
 @_jit
@@ -327,8 +371,12 @@ class NumbaBackend(ConvBackend):
     ) -> np.ndarray:
         if geom.stride == (1, 1) and np.isfinite(weight).all():
             grad_xp = np.empty((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
-            _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
-                                        *_unit_stride_args(geom))
+            if geom.kernel_size == (3, 3):
+                _backward_input_3x3(_widen(grad_output, geom, margin=True), weight, grad_xp,
+                                    *geom.dilation, geom.groups)
+            else:
+                _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
+                                            *_unit_stride_args(geom))
             return np.ascontiguousarray(crop(grad_xp, geom))
         grad_x = np.empty(geom.input_shape, geom.dtype)
         _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
@@ -353,11 +401,22 @@ def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:
     return sh, sw, pt, pl, dh, dw, geom.groups
 
 
-def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns."""
-    wide = np.zeros((*grad_output.shape[:3], geom.padded_size[1]), geom.dtype)
-    wide[..., :geom.out_size[1]] = grad_output
-    return wide
+def _widen(grad_output: np.ndarray, geom: ConvGeometry, margin: bool = False) -> np.ndarray:
+    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns.
+
+    With ``margin``, the layout :func:`_backward_input_3x3` reads: planes flattened to
+    ``(N, Cout, M + Hp*Wp)``, the wide plane at ``[M, M + Ho*Wp)``, zeros around it.
+    """
+    (ho, wo), (hp, wp) = geom.out_size, geom.padded_size
+    if not margin:
+        wide = np.zeros((*grad_output.shape[:3], wp), geom.dtype)
+        wide[..., :wo] = grad_output
+        return wide
+    (dh, dw), (n, c_out) = geom.dilation, grad_output.shape[:2]
+    m = 2 * dh * wp + 2 * dw
+    extended = np.zeros((n, c_out, m + hp * wp), geom.dtype)
+    extended[:, :, m:m + ho * wp].reshape(n, c_out, ho, wp)[..., :wo] = grad_output
+    return extended
 
 
 def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
