@@ -9,8 +9,10 @@ computed ``Wp`` wide (the padded width): then each kernel tap is one long contig
 over a whole image plane, which LLVM vectorises, instead of ``Ho`` short rows. The scratch
 columns this adds are dropped in the forward pass; in the gradients they multiply zeros,
 so those kernels are used only when that cannot make a NaN (finite weights for the input
-gradient, finite inputs for the weight gradient). Other strides, and those non-finite
-cases, run row by row with loops clipped to the pixels inside the image (no padded copy).
+gradient, finite inputs for the weight gradient). 3x3 kernels have their own versions that
+apply all nine taps in one pass. A larger stride without dilation is the sum of stride-1
+convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and the
+non-finite cases above, run row by row with loops clipped to the pixels inside the image.
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
 which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
@@ -18,6 +20,9 @@ float32 stays float32; fastmath only as ``{'contract', 'reassoc'}`` (NaN and Inf
 in the other backends)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
 
 import numba
 import numpy as np
@@ -362,6 +367,11 @@ class NumbaBackend(ConvBackend):
         if geom.stride == (1, 1):  # scratch columns are dropped: no condition
             kernel = _forward_3x3 if geom.kernel_size == (3, 3) else _forward_unit_stride
             kernel(pad(x, geom), weight, y, *_unit_stride_args(geom))
+        elif geom.dilation == (1, 1):
+            y[...] = 0
+            xp = pad(x, geom)
+            for rows, cols, sub in _phases(geom):
+                y += self.forward(_phase(xp, rows, cols, sub), _phase(weight, rows, cols), sub)
         else:
             _forward(x, weight, y, *_loop_args(geom))
         return y
@@ -378,6 +388,12 @@ class NumbaBackend(ConvBackend):
                 _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
                                             *_unit_stride_args(geom))
             return np.ascontiguousarray(crop(grad_xp, geom))
+        if geom.stride != (1, 1) and geom.dilation == (1, 1):
+            grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
+            for rows, cols, sub in _phases(geom):
+                grad_phase = self.backward_input(grad_output, _phase(weight, rows, cols), sub)
+                _phase(grad_xp, rows, cols, sub, copy=False)[...] = grad_phase
+            return np.ascontiguousarray(crop(grad_xp, geom))
         grad_x = np.empty(geom.input_shape, geom.dtype)
         _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
         return grad_x
@@ -390,6 +406,11 @@ class NumbaBackend(ConvBackend):
             kernel = (_backward_weight_3x3 if geom.kernel_size == (3, 3)
                       else _backward_weight_unit_stride)
             kernel(pad(x, geom), _widen(grad_output, geom), grad_w, *_unit_stride_args(geom))
+        elif geom.stride != (1, 1) and geom.dilation == (1, 1):
+            xp = pad(x, geom)
+            for rows, cols, sub in _phases(geom):
+                grad_w[:, :, rows, cols] = self.backward_weight(
+                    _phase(xp, rows, cols, sub), grad_output, sub)
         else:
             _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
         return grad_w
@@ -423,3 +444,31 @@ def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
     """``dh, dw, groups, length``: the flat length of an ``(Ho, Wp)`` plane that is read."""
     (dh, dw), (ho, _), (_, wp) = geom.dilation, geom.out_size, geom.padded_size
     return dh, dw, geom.groups, ho * wp - (geom.kernel_size[1] - 1) * dw
+
+
+def _phases(geom: ConvGeometry) -> Iterator[tuple[slice, slice, ConvGeometry]]:
+    """Stride ``(sh, sw)``, dilation 1, as ``sh*sw`` stride-1 convolutions of phases.
+
+    Tap ``(a, b)`` reads padded row ``i*sh + a`` = ``(i + a//sh)*sh + a%sh``: the taps with
+    ``a % sh == pa`` and ``b % sw == pb`` form a sub-kernel ``w[:, :, pa::sh, pb::sw]`` that
+    slides with stride 1 over the phase ``xp[:, :, pa::sh, pb::sw]``, cropped to the rows and
+    columns the ``(Ho, Wo)`` outputs read. The convolution is the sum over phases. Yields the
+    phase's row and column slices and its unpadded stride-1 geometry.
+    """
+    (kh, kw), (sh, sw), (ho, wo) = geom.kernel_size, geom.stride, geom.out_size
+    for pa in range(min(sh, kh)):
+        for pb in range(min(sw, kw)):
+            sub_k = (len(range(pa, kh, sh)), len(range(pb, kw, sw)))
+            sub = replace(geom, in_size=(ho + sub_k[0] - 1, wo + sub_k[1] - 1),
+                          kernel_size=sub_k, stride=(1, 1), padding=(0, 0, 0, 0))
+            yield slice(pa, None, sh), slice(pb, None, sw), sub
+
+
+def _phase(
+    a: np.ndarray, rows: slice, cols: slice, sub: ConvGeometry | None = None, copy: bool = True
+) -> np.ndarray:
+    """``a[:, :, rows, cols]``, cut to ``sub.in_size`` if given; a C-ordered copy if ``copy``."""
+    part = a[:, :, rows, cols]
+    if sub is not None:
+        part = part[:, :, :sub.in_size[0], :sub.in_size[1]]
+    return np.ascontiguousarray(part) if copy else part

@@ -180,22 +180,23 @@ def test_bad_column_budget_is_rejected(backend_cls, budget, error) -> None:
 # --- numba: unit-stride kernels and their non-finite fallbacks ------------------------------
 
 
-@pytest.mark.parametrize("kernel", [(3, 2), (3, 3)])  # the general and the 3x3 kernels
+@pytest.mark.parametrize(("kernel", "stride", "dilation"),
+                         [((3, 2), 1, (1, 2)), ((3, 3), 1, (1, 2)), ((3, 3), 2, 1)])
 @pytest.mark.parametrize("bad", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_numba_non_finite_values_propagate_like_naive(
-    kernel: tuple[int, int], bad: str, value: float
+    kernel: tuple[int, int], stride: int, dilation: tuple[int, int] | int, bad: str, value: float
 ) -> None:
-    """Stride 1 without padding: a NaN/Inf lands where the naive backend puts it.
+    """Without padding: a NaN/Inf lands where the naive backend puts it.
 
     The long-row stride-1 kernels pass zero scratch columns through the sums, which is only
     safe for finite weights (input gradient) and inputs (weight gradient); otherwise the
-    backend takes the row-by-row kernels. Both paths are exercised here.
+    backend takes the row-by-row kernels. Both paths, and stride 2 (phases), are exercised.
     """
     from convkit_backends.naive import NaiveBackend
     from convkit_backends.numba_loops import NumbaBackend
 
-    case = ConvCase("nonfinite", (2, 3, 7, 8), (4, 3, *kernel), dilation=(1, 2))
+    case = ConvCase("nonfinite", (2, 3, 7, 8), (4, 3, *kernel), stride=stride, dilation=dilation)
     arrays = case.arrays("float64")
     getattr(arrays, bad)[1, 2, 2, 1] = value
     geom = case.geometry("float64")
@@ -223,18 +224,23 @@ def test_pointwise_fast_path_matches_naive(name: str, op: str, dtype: str) -> No
     check_against_naive(name, POINTWISE_CASE, op, dtype)
 
 
-# Stride-1 cases for the numba backend's long-row kernels, 3x3 ones included: dilation,
-# asymmetric padding, groups, a width that leaves several scratch columns.
-NUMBA_UNIT_STRIDE_CASES = [
+# Cases for the numba backend's long-row kernels: stride 1 (3x3 included) with dilation,
+# asymmetric padding, groups, several scratch columns; larger strides, which run as a sum of
+# stride-1 convolutions of phases, with kernels smaller and larger than the stride.
+NUMBA_LONG_ROW_CASES = [
     ConvCase("3x3-dil21-pad", (2, 4, 9, 7), (6, 2, 3, 3), padding=(2, 1), dilation=(2, 1),
              groups=2),
     ConvCase("3x3-same-dil2", (1, 3, 8, 11), (2, 3, 3, 3), padding="same", dilation=2),
     ConvCase("2x4-pad", (2, 3, 6, 9), (4, 3, 2, 4), padding=(1, 2)),
+    ConvCase("7x7-s2-pad3", (2, 3, 13, 12), (4, 3, 7, 7), stride=2, padding=3),
+    ConvCase("3x3-s2-groups", (2, 4, 9, 8), (6, 2, 3, 3), stride=2, padding=1, groups=2),
+    ConvCase("2x3-s32", (1, 3, 11, 10), (2, 3, 2, 3), stride=(3, 2), padding=(0, 1)),
+    ConvCase("1x1-s2", (2, 3, 7, 6), (4, 3, 1, 1), stride=2),
 ]
 
 
-@pytest.mark.parametrize("case", NUMBA_UNIT_STRIDE_CASES, ids=str)
+@pytest.mark.parametrize("case", NUMBA_LONG_ROW_CASES, ids=str)
 @pytest.mark.parametrize("op", OPERATIONS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numba_unit_stride_kernels_match_naive(case: ConvCase, op: str, dtype: str) -> None:
+def test_numba_long_row_kernels_match_naive(case: ConvCase, op: str, dtype: str) -> None:
     check_against_naive("numba", case, op, dtype)
