@@ -14,7 +14,13 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends import _pointwise as pointwise
-from convkit_backends._common import ColumnBudget, col2im, pad, window_view
+from convkit_backends._common import (
+    ColumnBudget,
+    col2im,
+    input_grad_as_forward,
+    pad,
+    window_view,
+)
 
 
 class Im2colStridedBackend(ColumnBudget, ConvBackend):
@@ -39,6 +45,9 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
     ) -> np.ndarray:
         if pointwise.is_pointwise(geom):
             return pointwise.backward_input(grad_output, weight, geom)
+        as_forward = input_grad_as_forward(weight, geom)
+        if as_forward is not None:
+            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size

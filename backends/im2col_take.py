@@ -15,7 +15,12 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends import _pointwise as pointwise
-from convkit_backends._common import ColumnBudget, col2im, pad
+from convkit_backends._common import (
+    ColumnBudget,
+    col2im,
+    input_grad_as_forward,
+    pad,
+)
 
 
 class Im2colTakeBackend(ColumnBudget, ConvBackend):
@@ -36,6 +41,9 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
     ) -> np.ndarray:
         if pointwise.is_pointwise(geom):
             return pointwise.backward_input(grad_output, weight, geom)
+        as_forward = input_grad_as_forward(weight, geom)
+        if as_forward is not None:
+            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
         for part in self._chunks(geom):

@@ -244,3 +244,38 @@ NUMBA_LONG_ROW_CASES = [
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numba_long_row_kernels_match_naive(case: ConvCase, op: str, dtype: str) -> None:
     check_against_naive("numba", case, op, dtype)
+
+
+# --- im2col: the stride-1 input gradient as a forward convolution -------------------------
+
+AS_FORWARD_CASES = [
+    ConvCase("3x3-pad1", (2, 6, 7, 8), (4, 6, 3, 3), padding=1),
+    ConvCase("grouped-dil-asym", (2, 6, 9, 8), (6, 3, 3, 2), padding=(2, 0), dilation=(2, 1),
+             groups=2),
+    ConvCase("depthwise-same", (2, 4, 6, 7), (4, 1, 3, 3), padding="same", groups=4),
+]
+
+
+@pytest.mark.parametrize("name", ["im2col-strided", "im2col-take"])
+@pytest.mark.parametrize("case", AS_FORWARD_CASES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_input_grad_as_forward_matches_naive(name: str, case: ConvCase, dtype: str) -> None:
+    from convkit_backends._common import input_grad_as_forward
+
+    arrays = case.arrays(dtype)
+    assert input_grad_as_forward(arrays.weight, case.geometry(dtype)) is not None
+    check_against_naive(name, case, "input-grad", dtype)
+
+
+def test_input_grad_as_forward_only_where_it_pays_and_is_exact() -> None:
+    from convkit_backends._common import input_grad_as_forward
+
+    case = AS_FORWARD_CASES[0]
+    weight = case.arrays().weight
+    more_outputs = ConvCase("widening", (2, 3, 7, 8), (8, 3, 3, 3), padding=1)
+    strided = ConvCase("strided", (2, 6, 7, 8), (4, 6, 3, 3), stride=2, padding=1)
+    over_padded = ConvCase("over-padded", (2, 6, 7, 8), (4, 6, 3, 3), padding=3)
+    for other in (more_outputs, strided, over_padded):
+        assert input_grad_as_forward(other.arrays().weight, other.geometry()) is None, other
+    weight[0, 0, 1, 1] = np.inf
+    assert input_grad_as_forward(weight, case.geometry()) is None
