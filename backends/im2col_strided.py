@@ -5,6 +5,10 @@ GEMM (a batched matmul over groups) in all three operations, and the weight grad
 over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
 ``column_budget`` bytes (see :class:`~convkit_backends._common.ColumnBudget`); the weight
 gradient accumulates across chunks.
+
+Two shortcuts: 1x1 stride-1 unpadded layers need no columns at all
+(:mod:`~convkit_backends._pointwise`), and where it is cheaper and exact the stride-1 input
+gradient runs as a forward convolution (:func:`~convkit_backends._common.input_grad_as_forward`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward
 ``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
 processed in chunks whose columns fit in ``column_budget`` bytes (see
 :class:`~convkit_backends._common.ColumnBudget`).
+
+Two shortcuts: 1x1 stride-1 unpadded layers need no columns at all
+(:mod:`~convkit_backends._pointwise`), and where it is cheaper and exact the stride-1 input
+gradient runs as a forward convolution (:func:`~convkit_backends._common.input_grad_as_forward`).
 """
 
 from __future__ import annotations
