@@ -5,9 +5,8 @@ Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward
 processed in chunks whose columns fit in ``column_budget`` bytes (see
 :class:`~convkit_backends._common.ColumnBudget`).
 
-Two shortcuts: 1x1 stride-1 unpadded layers need no columns at all
-(:mod:`~convkit_backends._pointwise`), and where it is cheaper and exact the stride-1 input
-gradient runs as a forward convolution (:func:`~convkit_backends._common.input_grad_as_forward`).
+Takes the same two shortcuts as :mod:`~convkit_backends.im2col_strided` (1x1 layers without
+columns, the stride-1 input gradient as a forward convolution).
 """
 
 from __future__ import annotations

@@ -56,6 +56,13 @@ def _first_input_channel(o: int, c_out: int, cg: int, groups: int) -> int:
 
 
 @jit(inline="always")
+def _output_job(job: int, c_out: int, cg: int, groups: int):
+    """Forward job ``job`` of ``N*Cout``: image ``n``, output ``o``, its first input channel."""
+    o = job % c_out
+    return job // c_out, o, _first_input_channel(o, c_out, cg, groups)
+
+
+@jit(inline="always")
 def _group_of_input(ci: int, cg: int, cog: int):
     """Input channel ``ci``'s index ``c`` in its group and the group's outputs ``[lo, hi)``."""
     g = ci // cg
@@ -68,6 +75,13 @@ def _zeroed_plane(a, n: int, c: int):
     plane = a[n, c].reshape(a.shape[2] * a.shape[3])
     plane[:] = 0
     return plane
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _axpy(dst, src, alpha, length: int):
+    """``dst[p] += alpha * src[p]`` for ``p < length`` (1-D views, vectorised)."""
+    for p in range(length):
+        dst[p] += alpha * src[p]
 
 
 @jit(inline="always", fastmath=_FLAGS)
@@ -116,8 +130,7 @@ def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
     c_out, cg, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
     for job in numba.prange(n_img * c_out):
-        n, o = job // c_out, job % c_out
-        c0 = _first_input_channel(o, c_out, cg, groups)
+        n, o, c0 = _output_job(job, c_out, cg, groups)
         out = y[n, o]
         out[:, :] = 0
         for c in range(cg):
@@ -145,17 +158,13 @@ def _forward_unit_stride(xp, w, y, dh, dw, groups, length):
     c_out, cg, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
     for job in numba.prange(n_img * c_out):
-        n, o = job // c_out, job % c_out
-        c0 = _first_input_channel(o, c_out, cg, groups)
+        n, o, c0 = _output_job(job, c_out, cg, groups)
         acc = np.zeros(ho * wp, y.dtype)
         for c in range(cg):
             img = xp[n, c0 + c].reshape(hp * wp)
             for a in range(kh):
                 for b in range(kw):
-                    tap = w[o, c, a, b]
-                    src = img[a * dh * wp + b * dw:]
-                    for p in range(length):
-                        acc[p] += tap * src[p]
+                    _axpy(acc, img[a * dh * wp + b * dw:], w[o, c, a, b], length)
         out = y[n, o]
         for i in range(ho):
             out[i, :] = acc[i * wp:i * wp + wo]
@@ -173,8 +182,7 @@ def _forward_3x3(xp, w, y, dh, dw, groups, length):
     ho, wo = y.shape[2], y.shape[3]
     r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
     for job in numba.prange(n_img * c_out):
-        n, o = job // c_out, job % c_out
-        c0 = _first_input_channel(o, c_out, cg, groups)
+        n, o, c0 = _output_job(job, c_out, cg, groups)
         acc = np.zeros(ho * wp, y.dtype)
         for c in range(cg):
             s = xp[n, c0 + c].reshape(hp * wp)
@@ -258,10 +266,7 @@ def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
             grad = gy_wide[n, o].reshape(ho * wp)
             for a in range(kh):
                 for b in range(kw):
-                    tap = w[o, c, a, b]
-                    dst = acc[a * dh * wp + b * dw:]
-                    for p in range(length):
-                        dst[p] += tap * grad[p]
+                    _axpy(acc[a * dh * wp + b * dw:], grad, w[o, c, a, b], length)
 
 
 @_jit
