@@ -6,9 +6,10 @@ cores with spinning threads: a numpy matmul right after a numba convolution was 
 slower on 2 cores. With ``OMP_WAIT_POLICY=PASSIVE`` the workers sleep as soon as a kernel
 ends; waking them for the next kernel costs microseconds. libgomp reads the policy once, when
 it is loaded, i.e. when numba launches its threading layer for the first parallel kernel, so
-it must be in the environment before then. The ``workqueue`` layer also sleeps when idle, but
-it aborts the process when two Python threads launch kernels at once, and these kernels
-release the GIL.
+it must be in the environment before then. A process that imported PyTorch first already
+has its libgomp initialised (spinning): there, set ``OMP_WAIT_POLICY=PASSIVE`` before
+starting Python. The ``workqueue`` layer also sleeps when idle, but it aborts the process
+when two Python threads launch kernels at once, and these kernels release the GIL.
 
 Cache. ``cache=True`` makes numba keep compiled kernels on disk: in the package's
 ``__pycache__``, or, when that is read-only (a system-wide install), in the user's cache
