@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -11,6 +12,39 @@ from convkit.geometry import ConvGeometry
 
 #: Default cap on the temporary column buffer of the im2col backends, in bytes.
 DEFAULT_COLUMN_BUDGET = 256 * 2**20
+
+
+class ColumnBudget:
+    """The ``column_budget`` setting of the im2col backends: bytes of columns per chunk.
+
+    The batch is processed in chunks of images whose columns fit in the budget (at least one
+    image per chunk); the weight gradient accumulates across chunks. Set it per instance,
+    ``Im2colStridedBackend(column_budget=64 * 2**20)``, or on the instance the registry hands
+    out, ``convkit.get_backend("im2col-strided").column_budget = 64 * 2**20``.
+    """
+
+    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
+        self.column_budget = column_budget
+
+    @property
+    def column_budget(self) -> int:
+        return self._column_budget
+
+    @column_budget.setter
+    def column_budget(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"column_budget must be an int (bytes), got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"column_budget must be at least 1 byte, got {value}")
+        self._column_budget = int(value)
+
+    def _chunks(self, geom: ConvGeometry) -> Iterator[slice]:
+        """Slices of the batch, each with at most ``column_budget`` bytes of columns."""
+        return batch_chunks(geom, self._column_bytes(geom), self.column_budget)
+
+    def _column_bytes(self, geom: ConvGeometry) -> int:
+        """Bytes of columns one image of ``geom`` needs."""
+        raise NotImplementedError
 
 
 def pad(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
@@ -68,3 +102,26 @@ def batch_chunks(geom: ConvGeometry, bytes_per_image: int, budget: int) -> Itera
     step = max(1, budget // max(1, bytes_per_image))
     for start in range(0, geom.batch, step):
         yield slice(start, min(start + step, geom.batch))
+
+
+def input_grad_as_forward(
+    weight: np.ndarray, geom: ConvGeometry
+) -> tuple[np.ndarray, ConvGeometry] | None:
+    """The input gradient of a stride-1 convolution as a forward one, or None.
+
+    ``grad_x`` is ``grad_output: (N, Cout, Ho, Wo)`` convolved with the flipped, transposed
+    weight ``(C, Cout/G, kh, kw)`` and padding ``d*(k-1) - p``: one GEMM with the long
+    ``Cout*kh*kw`` reduction and no col2im. Returns that weight and geometry when it pays and
+    is exact: stride 1, ``Cout <= C`` (else the columns outgrow the input gradient's), no
+    padding beyond ``d*(k-1)``, and finite weights (the added zero padding meets them).
+    """
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
+    padding = ((kh - 1) * dh - pt, (kh - 1) * dh - pb, (kw - 1) * dw - pl, (kw - 1) * dw - pr)
+    if (geom.stride != (1, 1) or geom.out_channels > geom.in_channels or min(padding) < 0
+            or not np.isfinite(weight).all()):
+        return None
+    g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+    flipped = weight.reshape(g, cog, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    transposed = replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
+                         in_size=geom.out_size, padding=padding)
+    return np.ascontiguousarray(flipped).reshape(transposed.weight_shape), transposed

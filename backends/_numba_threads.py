@@ -2,20 +2,24 @@
 
 numba runs ``parallel=True`` kernels on a threading layer: ``tbb`` or ``omp`` when available,
 else ``workqueue``, which is not thread-safe. Two threads launching kernels at once on it
-abort the whole process ("Concurrent access has been detected"). So launches are serialised
-by a lock unless the layer in use is known to be thread-safe.
+abort the whole process ("Concurrent access has been detected"). So backend calls are
+serialised by a lock unless the layer in use is known to be thread-safe.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
+from typing import TypeVar
 
 import numba
 
 _THREADSAFE_LAYERS = ("tbb", "omp")
-_launch_lock = threading.Lock()
+# Re-entrant: a backend method may call another (strided layers recurse over phases).
+_launch_lock = threading.RLock()
+
+Method = TypeVar("Method", bound=Callable)
 
 
 def _layer_is_threadsafe() -> bool:
@@ -25,11 +29,15 @@ def _layer_is_threadsafe() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def parallel_launch() -> Iterator[None]:
-    """Wrap each parallel kernel call: holds a process-wide lock on a thread-unsafe layer."""
-    if _layer_is_threadsafe():
-        yield
-        return
-    with _launch_lock:
-        yield
+def serialised_on_unsafe_layer(method: Method) -> Method:
+    """Decorate a backend method that launches parallel kernels: it holds a process-wide lock
+    while numba's threading layer is not known to be thread-safe."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        if _layer_is_threadsafe():
+            return method(*args, **kwargs)
+        with _launch_lock:
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -3,7 +3,12 @@
 Columns are laid out ``(groups, Cg*kh*kw, N*Ho*Wo)`` so that each group is a single long
 GEMM (a batched matmul over groups) in all three operations, and the weight gradient sums
 over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
-``column_budget`` bytes; the weight gradient accumulates across chunks.
+``column_budget`` bytes (see :class:`~convkit_backends._common.ColumnBudget`); the weight
+gradient accumulates across chunks.
+
+Two shortcuts: 1x1 stride-1 unpadded layers need no columns at all
+(:mod:`~convkit_backends._pointwise`), and where it is cheaper and exact the stride-1 input
+gradient runs as a forward convolution (:func:`~convkit_backends._common.input_grad_as_forward`).
 """
 
 from __future__ import annotations
@@ -12,17 +17,23 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad, window_view
+from convkit_backends import _pointwise as pointwise
+from convkit_backends._common import (
+    ColumnBudget,
+    col2im,
+    input_grad_as_forward,
+    pad,
+    window_view,
+)
 from convkit_backends._workspace import im2col_bytes
 
 
-class Im2colStridedBackend(ConvBackend):
+class Im2colStridedBackend(ColumnBudget, ConvBackend):
     """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
 
-    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.column_budget = column_budget
-
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.forward(x, weight, geom)
         y = np.empty(geom.output_shape, geom.dtype)
         w = _grouped_weight(weight, geom)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -37,6 +48,11 @@ class Im2colStridedBackend(ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_input(grad_output, weight, geom)
+        as_forward = input_grad_as_forward(weight, geom)
+        if as_forward is not None:
+            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size
@@ -50,6 +66,8 @@ class Im2colStridedBackend(ConvBackend):
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_weight(x, grad_output, geom)
         cog = geom.out_channels // geom.groups
         k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
         grad_w = np.zeros((geom.groups, cog, k), geom.dtype)
@@ -59,10 +77,9 @@ class Im2colStridedBackend(ConvBackend):
             grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _chunks(self, geom: ConvGeometry):
+    def _column_bytes(self, geom: ConvGeometry) -> int:
         (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
-        per_image = geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
-        return batch_chunks(geom, per_image, self.column_budget)
+        return geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         return im2col_bytes(geom, self.column_budget)

@@ -2,7 +2,11 @@
 
 Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
 ``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
-processed in chunks whose columns fit in ``column_budget`` bytes.
+processed in chunks whose columns fit in ``column_budget`` bytes (see
+:class:`~convkit_backends._common.ColumnBudget`).
+
+Takes the same two shortcuts as :mod:`~convkit_backends.im2col_strided` (1x1 layers without
+columns, the stride-1 input gradient as a forward convolution).
 """
 
 from __future__ import annotations
@@ -13,17 +17,22 @@ import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import DEFAULT_COLUMN_BUDGET, batch_chunks, col2im, pad
+from convkit_backends import _pointwise as pointwise
+from convkit_backends._common import (
+    ColumnBudget,
+    col2im,
+    input_grad_as_forward,
+    pad,
+)
 from convkit_backends._workspace import column_count, im2col_bytes
 
 
-class Im2colTakeBackend(ConvBackend):
+class Im2colTakeBackend(ColumnBudget, ConvBackend):
     """Columns gathered with ``np.take``; per-image ``(N, G, K, P)`` layout."""
 
-    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.column_budget = column_budget
-
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.forward(x, weight, geom)
         y = np.empty(geom.output_shape, geom.dtype)
         w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -34,6 +43,11 @@ class Im2colTakeBackend(ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_input(grad_output, weight, geom)
+        as_forward = input_grad_as_forward(weight, geom)
+        if as_forward is not None:
+            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
         for part in self._chunks(geom):
@@ -48,6 +62,8 @@ class Im2colTakeBackend(ConvBackend):
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_weight(x, grad_output, geom)
         grad_w = np.zeros(
             (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
         )
@@ -58,9 +74,8 @@ class Im2colTakeBackend(ConvBackend):
                 grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _chunks(self, geom: ConvGeometry):
-        per_image = _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
-        return batch_chunks(geom, per_image, self.column_budget)
+    def _column_bytes(self, geom: ConvGeometry) -> int:
+        return _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         # Measured: np.take's columns are copied once more; the int64 indices are kept.

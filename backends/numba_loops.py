@@ -1,29 +1,47 @@
-"""Direct convolution as numba-compiled loops: no im2col, no padded copy.
+"""Direct convolution as numba-compiled loops: no im2col.
 
 Each kernel is parallel (``prange``) over an axis whose iterations write disjoint outputs:
 forward over (image, output channel), input gradient over (image, input channel), weight
-gradient over (output channel, input channel of the group). The innermost loop runs along
-a contiguous output row. Padding never materialises: for each kernel tap the loops are
-clipped to the output pixels whose input lies inside the image.
+gradient over (output channel, input channel of the group).
 
-Compiled lazily per dtype with ``cache=True``. Accumulators take the array's dtype, so
-float32 stays float32; no ``fastmath`` (NaN and Inf behave as in the other backends).
-"""
+Stride 1 (the common case) runs on a zero-padded copy of the input with every output row
+computed ``Wp`` wide (the padded width): then each kernel tap is one long contiguous loop
+over a whole image plane, which LLVM vectorises, instead of ``Ho`` short rows. The scratch
+columns this adds are dropped in the forward pass; in the gradients they multiply zeros,
+so those kernels are used only when that cannot make a NaN (finite weights for the input
+gradient, finite inputs for the weight gradient). 3x3 kernels have their own versions that
+apply all nine taps in one pass. A larger stride without dilation is the sum of stride-1
+convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and the
+non-finite cases above, run row by row with loops clipped to the pixels inside the image.
+
+Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
+which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
+float32 stays float32; fastmath only as ``{'contract', 'reassoc'}`` (NaN and Inf behave as
+in the other backends)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
 
 import numba
 import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import crop, pad
 from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
-from convkit_backends._numba_threads import parallel_launch
+from convkit_backends._numba_runtime import jit, quiet_idle_threads
+from convkit_backends._numba_threads import serialised_on_unsafe_layer
 
-_jit = numba.njit(parallel=True, cache=True, nogil=True)
+quiet_idle_threads()  # before the first parallel kernel loads the OpenMP runtime
+# 'contract' allows FMA and 'reassoc' lets LLVM vectorise the weight gradient's dot products;
+# neither assumes finite values, so NaN and Inf propagate as in the other backends.
+_FLAGS = {"contract", "reassoc"}
+_jit = jit(parallel=True, nogil=True, fastmath=_FLAGS)
 
 
-@numba.njit(cache=True, inline="always")
+@jit(inline="always")
 def _valid_range(pad: int, offset: int, stride: int, size: int, out_size: int):
     """Outputs ``o`` in ``[lo, hi)`` with ``0 <= o*stride - pad + offset < size``."""
     start = pad - offset  # o*stride >= start
@@ -33,15 +51,88 @@ def _valid_range(pad: int, offset: int, stride: int, size: int, out_size: int):
     return lo, min(hi, out_size)
 
 
+@jit(inline="always")
+def _first_input_channel(o: int, c_out: int, cg: int, groups: int) -> int:
+    """The first of the ``cg`` input channels that output channel ``o`` reads."""
+    return (o // (c_out // groups)) * cg
+
+
+@jit(inline="always")
+def _output_job(job: int, c_out: int, cg: int, groups: int):
+    """Forward job ``job`` of ``N*Cout``: image ``n``, output ``o``, its first input channel."""
+    o = job % c_out
+    return job // c_out, o, _first_input_channel(o, c_out, cg, groups)
+
+
+@jit(inline="always")
+def _group_of_input(ci: int, cg: int, cog: int):
+    """Input channel ``ci``'s index ``c`` in its group and the group's outputs ``[lo, hi)``."""
+    g = ci // cg
+    return ci % cg, g * cog, (g + 1) * cog
+
+
+@jit(inline="always")
+def _zeroed_plane(a, n: int, c: int):
+    """``a[n, c]`` flattened (a view), set to zero."""
+    plane = a[n, c].reshape(a.shape[2] * a.shape[3])
+    plane[:] = 0
+    return plane
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _axpy(dst, src, alpha, length: int):
+    """``dst[p] += alpha * src[p]`` for ``p < length`` (1-D views, vectorised)."""
+    for p in range(length):
+        dst[p] += alpha * src[p]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _gather_axpy(dst, src, alpha, lo: int, hi: int, step: int, offset: int):
+    """``dst[j] += alpha * src[j*step + offset]`` for ``j`` in ``[lo, hi)``."""
+    if step == 1:  # contiguous: vectorised
+        s = src[lo + offset:hi + offset]
+        d = dst[lo:hi]
+        for j in range(hi - lo):
+            d[j] += alpha * s[j]
+    else:
+        for j in range(lo, hi):
+            dst[j] += alpha * src[j * step + offset]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _scatter_axpy(dst, src, alpha, lo: int, hi: int, step: int, offset: int):
+    """``dst[j*step + offset] += alpha * src[j]`` for ``j`` in ``[lo, hi)``."""
+    if step == 1:
+        s = src[lo:hi]
+        d = dst[lo + offset:hi + offset]
+        for j in range(hi - lo):
+            d[j] += alpha * s[j]
+    else:
+        for j in range(lo, hi):
+            dst[j * step + offset] += alpha * src[j]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _gather_dot(a, b, lo: int, hi: int, step: int, offset: int, total):
+    """``total + sum(a[j] * b[j*step + offset] for j in [lo, hi))``."""
+    if step == 1:
+        u = a[lo:hi]
+        v = b[lo + offset:hi + offset]
+        for j in range(hi - lo):
+            total += u[j] * v[j]
+    else:
+        for j in range(lo, hi):
+            total += a[j] * b[j * step + offset]
+    return total
+
+
 @_jit
 def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
     n_img, _, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
     ho, wo = y.shape[2], y.shape[3]
-    cog = c_out // groups
     for job in numba.prange(n_img * c_out):
-        n, o = job // c_out, job % c_out
-        c0 = (o // cog) * cg
+        n, o, c0 = _output_job(job, c_out, cg, groups)
         out = y[n, o]
         out[:, :] = 0
         for c in range(cg):
@@ -52,10 +143,66 @@ def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
                     j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
                     tap = w[o, c, a, b]
                     for i in range(i_lo, i_hi):
-                        row = img[i * sh - pt + a * dh]
-                        col0 = b * dw - pl
-                        for j in range(j_lo, j_hi):
-                            out[i, j] += tap * row[j * sw + col0]
+                        _gather_axpy(out[i], img[i * sh - pt + a * dh], tap, j_lo, j_hi, sw,
+                                     b * dw - pl)
+
+
+@_jit
+def _forward_unit_stride(xp, w, y, dh, dw, groups, length):
+    """Stride 1: each kernel tap is one long vectorised pass over the padded input ``xp``.
+
+    Output pixel ``(i, j)`` is computed at ``i*Wp + j`` of a row-major ``(Ho, Wp)`` buffer, so
+    tap ``(a, b)`` reads ``xp`` flat at a constant offset ``a*dh*Wp + b*dw``; the columns
+    ``j >= Wo`` are scratch and dropped. ``length`` (:func:`_unit_stride_args`) stops
+    before the last row's scratch tail, which would read past the plane.
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = y.shape[2], y.shape[3]
+    for job in numba.prange(n_img * c_out):
+        n, o, c0 = _output_job(job, c_out, cg, groups)
+        acc = np.zeros(ho * wp, y.dtype)
+        for c in range(cg):
+            img = xp[n, c0 + c].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    _axpy(acc, img[a * dh * wp + b * dw:], w[o, c, a, b], length)
+        out = y[n, o]
+        for i in range(ho):
+            out[i, :] = acc[i * wp:i * wp + wo]
+
+
+@_jit
+def _forward_3x3(xp, w, y, dh, dw, groups, length):
+    """:func:`_forward_unit_stride` for 3x3 kernels: all nine taps in one pass per channel.
+
+    Nine multiply-adds per store instead of one: the loop is bound by arithmetic, not by
+    reading and writing the accumulator.
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg = w.shape[:2]
+    ho, wo = y.shape[2], y.shape[3]
+    r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
+    for job in numba.prange(n_img * c_out):
+        n, o, c0 = _output_job(job, c_out, cg, groups)
+        acc = np.zeros(ho * wp, y.dtype)
+        for c in range(cg):
+            s = xp[n, c0 + c].reshape(hp * wp)
+            # one view per tap, indexed by p >= 0 only: offsets in the index defeat vectorising
+            s00, s01, s02 = s[0:], s[b1:], s[b2:]
+            s10, s11, s12 = s[r1:], s[r1 + b1:], s[r1 + b2:]
+            s20, s21, s22 = s[r2:], s[r2 + b1:], s[r2 + b2:]
+            k = w[o, c]
+            k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
+            k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
+            k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+            for p in range(length):
+                acc[p] += (k00 * s00[p] + k01 * s01[p] + k02 * s02[p]
+                           + k10 * s10[p] + k11 * s11[p] + k12 * s12[p]
+                           + k20 * s20[p] + k21 * s21[p] + k22 * s22[p])
+        out = y[n, o]
+        for i in range(ho):
+            out[i, :] = acc[i * wp:i * wp + wo]
 
 
 @_jit
@@ -63,13 +210,12 @@ def _backward_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
     n_img, c_in, h, wd = gx.shape
     c_out, cg, kh, kw = w.shape
     ho, wo = gy.shape[2], gy.shape[3]
-    cog = c_out // groups
     for job in numba.prange(n_img * c_in):
         n, ci = job // c_in, job % c_in
-        g, c = ci // cg, ci % cg
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
         acc = gx[n, ci]
         acc[:, :] = 0
-        for o in range(g * cog, (g + 1) * cog):
+        for o in range(o_lo, o_hi):
             grad = gy[n, o]
             for a in range(kh):
                 i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
@@ -77,10 +223,8 @@ def _backward_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
                     j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
                     tap = w[o, c, a, b]
                     for i in range(i_lo, i_hi):
-                        row = acc[i * sh - pt + a * dh]
-                        col0 = b * dw - pl
-                        for j in range(j_lo, j_hi):
-                            row[j * sw + col0] += tap * grad[i, j]
+                        _scatter_axpy(acc[i * sh - pt + a * dh], grad[i], tap, j_lo, j_hi, sw,
+                                      b * dw - pl)
 
 
 @_jit
@@ -92,46 +236,195 @@ def _backward_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
     for job in numba.prange(c_out * cg):
         o, c = job // cg, job % cg
         ci = (o // cog) * cg + c
-        for a in range(kh):
-            i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
-            for b in range(kw):
-                j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
-                col0 = b * dw - pl
-                total = gw[o, c, a, b]  # zero (gw comes zeroed), in the array's dtype
-                for n in range(n_img):
-                    grad, img = gy[n, o], x[n, ci]
+        taps = gw[o, c]  # (kh, kw), zeroed; image by image, so both planes stay in cache
+        for n in range(n_img):
+            grad, img = gy[n, o], x[n, ci]
+            for a in range(kh):
+                i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
+                for b in range(kw):
+                    j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
+                    total = taps[a, b]
                     for i in range(i_lo, i_hi):
-                        row = img[i * sh - pt + a * dh]
-                        for j in range(j_lo, j_hi):
-                            total += grad[i, j] * row[j * sw + col0]
-                gw[o, c, a, b] = total
+                        total = _gather_dot(grad[i], img[i * sh - pt + a * dh], j_lo, j_hi, sw,
+                                            b * dw - pl, total)
+                    taps[a, b] = total
+
+
+@_jit
+def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
+    """Stride 1, the transpose of :func:`_forward_unit_stride`: into the padded ``gxp``.
+
+    ``gy_wide: (N, Cout, Ho, Wp)`` is the output gradient with zero scratch columns
+    ``j >= Wo``; they add ``tap * 0``, which is 0 only for finite weights (the caller checks).
+    """
+    n_img, c_in, _, wp = gxp.shape
+    c_out, cg, kh, kw = w.shape
+    ho = gy_wide.shape[2]
+    for job in numba.prange(n_img * c_in):
+        n, ci = job // c_in, job % c_in
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
+        acc = _zeroed_plane(gxp, n, ci)
+        for o in range(o_lo, o_hi):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    _axpy(acc[a * dh * wp + b * dw:], grad, w[o, c, a, b], length)
+
+
+@_jit
+def _backward_input_3x3(gy_ext, w, gxp, dh, dw, groups):
+    """Stride-1 input gradient for 3x3 kernels, gathered: nine taps per accumulator update.
+
+    ``gy_ext: (N, Cout, M + Hp*Wp)`` holds each wide output-gradient plane (zero scratch
+    columns, see :func:`_widen`) after a zero margin ``M = 2*dh*Wp + 2*dw``, so that
+    ``gxp`` flat at ``q`` gathers tap ``(a, b)`` from ``gy_ext`` at ``M + q - a*dh*Wp - b*dw``,
+    never below 0. Finite weights only, as for :func:`_backward_input_unit_stride`.
+    """
+    n_img, c_in, hp, wp = gxp.shape
+    c_out, cg = w.shape[:2]
+    r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
+    m = r2 + b2
+    for job in numba.prange(n_img * c_in):
+        n, ci = job // c_in, job % c_in
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
+        acc = _zeroed_plane(gxp, n, ci)
+        for o in range(o_lo, o_hi):
+            e = gy_ext[n, o]
+            e00, e01, e02 = e[m:], e[m - b1:], e[m - b2:]  # views indexed by q >= 0 alone
+            e10, e11, e12 = e[m - r1:], e[m - r1 - b1:], e[m - r1 - b2:]
+            e20, e21, e22 = e[m - r2:], e[m - r2 - b1:], e[m - r2 - b2:]
+            k = w[o, c]
+            k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
+            k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
+            k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+            for q in range(hp * wp):
+                acc[q] += (k00 * e00[q] + k01 * e01[q] + k02 * e02[q]
+                           + k10 * e10[q] + k11 * e11[q] + k12 * e12[q]
+                           + k20 * e20[q] + k21 * e21[q] + k22 * e22[q])
+
+
+@_jit
+def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
+    """Stride 1: each tap's sum is one long dot product per image (see the forward).
+
+    The zero scratch columns of ``gy_wide`` meet real input values, so ``xp`` must be finite
+    (the caller checks).
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = gw.shape
+    ho = gy_wide.shape[2]
+    cog = c_out // groups
+    for job in numba.prange(c_out * cg):
+        o, c = job // cg, job % cg
+        ci = (o // cog) * cg + c
+        taps = gw[o, c]
+        for n in range(n_img):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            img = xp[n, ci].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    src = img[a * dh * wp + b * dw:]
+                    total = taps[a, b]
+                    for p in range(length):
+                        total += grad[p] * src[p]
+                    taps[a, b] = total
+
+
+@_jit
+def _backward_weight_3x3(xp, gy_wide, gw, dh, dw, groups, length):
+    """:func:`_backward_weight_unit_stride` for 3x3 kernels: nine sums in one pass."""
+    n_img, _, hp, wp = xp.shape
+    c_out, cg = gw.shape[:2]
+    ho = gy_wide.shape[2]
+    r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
+    for job in numba.prange(c_out * cg):
+        o, c = job // cg, job % cg
+        ci = _first_input_channel(o, c_out, cg, groups) + c
+        k = gw[o, c]  # zeroed: the sums start in the array's dtype
+        t00, t01, t02 = k[0, 0], k[0, 1], k[0, 2]
+        t10, t11, t12 = k[1, 0], k[1, 1], k[1, 2]
+        t20, t21, t22 = k[2, 0], k[2, 1], k[2, 2]
+        for n in range(n_img):
+            g = gy_wide[n, o].reshape(ho * wp)
+            s = xp[n, ci].reshape(hp * wp)
+            s00, s01, s02 = s[0:], s[b1:], s[b2:]  # as in _forward_3x3
+            s10, s11, s12 = s[r1:], s[r1 + b1:], s[r1 + b2:]
+            s20, s21, s22 = s[r2:], s[r2 + b1:], s[r2 + b2:]
+            for p in range(length):
+                gp = g[p]
+                t00 += gp * s00[p]
+                t01 += gp * s01[p]
+                t02 += gp * s02[p]
+                t10 += gp * s10[p]
+                t11 += gp * s11[p]
+                t12 += gp * s12[p]
+                t20 += gp * s20[p]
+                t21 += gp * s21[p]
+                t22 += gp * s22[p]
+        k[0, 0], k[0, 1], k[0, 2] = t00, t01, t02
+        k[1, 0], k[1, 1], k[1, 2] = t10, t11, t12
+        k[2, 0], k[2, 1], k[2, 2] = t20, t21, t22
 
 
 class NumbaBackend(ConvBackend):
     """Parallel direct-convolution loops compiled by numba."""
 
+    @serialised_on_unsafe_layer
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        with parallel_launch():
+        if geom.stride == (1, 1):  # scratch columns are dropped: no condition
+            kernel = _forward_3x3 if geom.kernel_size == (3, 3) else _forward_unit_stride
+            kernel(pad(x, geom), weight, y, *_unit_stride_args(geom))
+        elif geom.dilation == (1, 1):
+            y[...] = 0
+            xp = pad(x, geom)
+            for rows, cols, sub in _phases(geom):
+                y += self.forward(_phase(xp, rows, cols, sub), _phase(weight, rows, cols), sub)
+        else:  # clipped loops skip the padding: restore its Inf * 0 = NaN
             _forward(x, weight, y, *_loop_args(geom))
-        forward_padding_nan(y, weight, geom)
+            forward_padding_nan(y, weight, geom)
         return y
 
+    @serialised_on_unsafe_layer
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if geom.stride == (1, 1) and np.isfinite(weight).all():
+            grad_xp = np.empty((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
+            if geom.kernel_size == (3, 3):
+                _backward_input_3x3(_widen(grad_output, geom, margin=True), weight, grad_xp,
+                                    *geom.dilation, geom.groups)
+            else:
+                _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
+                                            *_unit_stride_args(geom))
+            return np.ascontiguousarray(crop(grad_xp, geom))
+        if geom.stride != (1, 1) and geom.dilation == (1, 1):
+            grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
+            for rows, cols, sub in _phases(geom):
+                grad_phase = self.backward_input(grad_output, _phase(weight, rows, cols), sub)
+                _phase(grad_xp, rows, cols, sub, copy=False)[...] = grad_phase
+            return np.ascontiguousarray(crop(grad_xp, geom))
         grad_x = np.empty(geom.input_shape, geom.dtype)
-        with parallel_launch():
-            _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
+        _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
         return grad_x
 
+    @serialised_on_unsafe_layer
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_w = np.zeros(geom.weight_shape, geom.dtype)
-        with parallel_launch():
+        if geom.stride == (1, 1) and np.isfinite(x).all():
+            kernel = (_backward_weight_3x3 if geom.kernel_size == (3, 3)
+                      else _backward_weight_unit_stride)
+            kernel(pad(x, geom), _widen(grad_output, geom), grad_w, *_unit_stride_args(geom))
+        elif geom.stride != (1, 1) and geom.dilation == (1, 1):
+            xp = pad(x, geom)
+            for rows, cols, sub in _phases(geom):
+                grad_w[:, :, rows, cols] = self.backward_weight(
+                    _phase(xp, rows, cols, sub), grad_output, sub)
+        else:  # clipped loops skip the padding: restore its Inf * 0 = NaN
             _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
-        weight_grad_padding_nan(grad_w, grad_output, geom)
+            weight_grad_padding_nan(grad_w, grad_output, geom)
         return grad_w
 
 
@@ -139,3 +432,55 @@ def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     pt, _, pl, _ = geom.padding
     return sh, sw, pt, pl, dh, dw, geom.groups
+
+
+def _widen(grad_output: np.ndarray, geom: ConvGeometry, margin: bool = False) -> np.ndarray:
+    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns.
+
+    With ``margin``, the layout :func:`_backward_input_3x3` reads: planes flattened to
+    ``(N, Cout, M + Hp*Wp)``, the wide plane at ``[M, M + Ho*Wp)``, zeros around it.
+    """
+    (ho, wo), (hp, wp) = geom.out_size, geom.padded_size
+    if not margin:
+        wide = np.zeros((*grad_output.shape[:3], wp), geom.dtype)
+        wide[..., :wo] = grad_output
+        return wide
+    (dh, dw), (n, c_out) = geom.dilation, grad_output.shape[:2]
+    m = 2 * dh * wp + 2 * dw
+    extended = np.zeros((n, c_out, m + hp * wp), geom.dtype)
+    extended[:, :, m:m + ho * wp].reshape(n, c_out, ho, wp)[..., :wo] = grad_output
+    return extended
+
+
+def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
+    """``dh, dw, groups, length``: the flat length of an ``(Ho, Wp)`` plane that is read."""
+    (dh, dw), (ho, _), (_, wp) = geom.dilation, geom.out_size, geom.padded_size
+    return dh, dw, geom.groups, ho * wp - (geom.kernel_size[1] - 1) * dw
+
+
+def _phases(geom: ConvGeometry) -> Iterator[tuple[slice, slice, ConvGeometry]]:
+    """Stride ``(sh, sw)``, dilation 1, as ``sh*sw`` stride-1 convolutions of phases.
+
+    Tap ``(a, b)`` reads padded row ``i*sh + a`` = ``(i + a//sh)*sh + a%sh``: the taps with
+    ``a % sh == pa`` and ``b % sw == pb`` form a sub-kernel ``w[:, :, pa::sh, pb::sw]`` that
+    slides with stride 1 over the phase ``xp[:, :, pa::sh, pb::sw]``, cropped to the rows and
+    columns the ``(Ho, Wo)`` outputs read. The convolution is the sum over phases. Yields the
+    phase's row and column slices and its unpadded stride-1 geometry.
+    """
+    (kh, kw), (sh, sw), (ho, wo) = geom.kernel_size, geom.stride, geom.out_size
+    for pa in range(min(sh, kh)):
+        for pb in range(min(sw, kw)):
+            sub_k = (len(range(pa, kh, sh)), len(range(pb, kw, sw)))
+            sub = replace(geom, in_size=(ho + sub_k[0] - 1, wo + sub_k[1] - 1),
+                          kernel_size=sub_k, stride=(1, 1), padding=(0, 0, 0, 0))
+            yield slice(pa, None, sh), slice(pb, None, sw), sub
+
+
+def _phase(
+    a: np.ndarray, rows: slice, cols: slice, sub: ConvGeometry | None = None, copy: bool = True
+) -> np.ndarray:
+    """``a[:, :, rows, cols]``, cut to ``sub.in_size`` if given; a C-ordered copy if ``copy``."""
+    part = a[:, :, rows, cols]
+    if sub is not None:
+        part = part[:, :, :sub.in_size[0], :sub.in_size[1]]
+    return np.ascontiguousarray(part) if copy else part
