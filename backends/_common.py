@@ -10,42 +10,6 @@ from numpy.lib.stride_tricks import as_strided
 
 from convkit.geometry import ConvGeometry
 
-#: Default cap on the temporary column buffer of the im2col backends, in bytes.
-DEFAULT_COLUMN_BUDGET = 256 * 2**20
-
-
-class ColumnBudget:
-    """The ``column_budget`` setting of the im2col backends: bytes of columns per chunk.
-
-    The batch is processed in chunks of images whose columns fit in the budget (at least one
-    image per chunk); the weight gradient accumulates across chunks. Set it per instance,
-    ``Im2colStridedBackend(column_budget=64 * 2**20)``, or on the instance the registry hands
-    out, ``convkit.get_backend("im2col-strided").column_budget = 64 * 2**20``.
-    """
-
-    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
-        self.column_budget = column_budget
-
-    @property
-    def column_budget(self) -> int:
-        return self._column_budget
-
-    @column_budget.setter
-    def column_budget(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise TypeError(f"column_budget must be an int (bytes), got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"column_budget must be at least 1 byte, got {value}")
-        self._column_budget = int(value)
-
-    def _chunks(self, geom: ConvGeometry) -> Iterator[slice]:
-        """Slices of the batch, each with at most ``column_budget`` bytes of columns."""
-        return batch_chunks(geom, self._column_bytes(geom), self.column_budget)
-
-    def _column_bytes(self, geom: ConvGeometry) -> int:
-        """Bytes of columns one image of ``geom`` needs."""
-        raise NotImplementedError
-
 
 def pad(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``x: (N, C, H, W)`` zero-padded to ``(N, C, H + pt + pb, W + pl + pr)``."""

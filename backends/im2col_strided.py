@@ -3,37 +3,33 @@
 Columns are laid out ``(groups, Cg*kh*kw, N*Ho*Wo)`` so that each group is a single long
 GEMM (a batched matmul over groups) in all three operations, and the weight gradient sums
 over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
-``column_budget`` bytes (see :class:`~convkit_backends._common.ColumnBudget`); the weight
+``column_budget`` bytes (see :class:`~convkit_backends._im2col.Im2colBackend`); the weight
 gradient accumulates across chunks.
 
-Two shortcuts: 1x1 stride-1 unpadded layers need no columns at all
-(:mod:`~convkit_backends._pointwise`), and where it is cheaper and exact the stride-1 input
-gradient runs as a forward convolution (:func:`~convkit_backends._common.input_grad_as_forward`).
+The 1x1 and stride-1 input-gradient shortcuts, which need no columns, live in the base class
+:class:`~convkit_backends._im2col.Im2colBackend`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends import _pointwise as pointwise
 from convkit_backends._common import (
-    ColumnBudget,
     col2im,
-    input_grad_as_forward,
     pad,
     window_view,
 )
+from convkit_backends._im2col import Im2colBackend
 from convkit_backends._workspace import im2col_bytes
 
 
-class Im2colStridedBackend(ColumnBudget, ConvBackend):
+class Im2colStridedBackend(Im2colBackend):
     """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
 
-    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.forward(x, weight, geom)
+    def _forward_columns(
+        self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
         w = _grouped_weight(weight, geom)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -45,14 +41,9 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
             )
         return y
 
-    def backward_input(
+    def _backward_input_columns(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.backward_input(grad_output, weight, geom)
-        as_forward = input_grad_as_forward(weight, geom)
-        if as_forward is not None:
-            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size
@@ -63,11 +54,9 @@ class Im2colStridedBackend(ColumnBudget, ConvBackend):
             grad_x[part] = col2im(grad_cols, sub)
         return grad_x
 
-    def backward_weight(
+    def _backward_weight_columns(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.backward_weight(x, grad_output, geom)
         cog = geom.out_channels // geom.groups
         k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
         grad_w = np.zeros((geom.groups, cog, k), geom.dtype)

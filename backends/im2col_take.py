@@ -3,10 +3,10 @@
 Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
 ``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
 processed in chunks whose columns fit in ``column_budget`` bytes (see
-:class:`~convkit_backends._common.ColumnBudget`).
+:class:`~convkit_backends._im2col.Im2colBackend`).
 
-Takes the same two shortcuts as :mod:`~convkit_backends.im2col_strided` (1x1 layers without
-columns, the stride-1 input gradient as a forward convolution).
+The 1x1 and stride-1 input-gradient shortcuts, which need no columns, live in the base class
+:class:`~convkit_backends._im2col.Im2colBackend`.
 """
 
 from __future__ import annotations
@@ -15,24 +15,21 @@ import functools
 
 import numpy as np
 
-from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
-from convkit_backends import _pointwise as pointwise
 from convkit_backends._common import (
-    ColumnBudget,
     col2im,
-    input_grad_as_forward,
     pad,
 )
+from convkit_backends._im2col import Im2colBackend
 from convkit_backends._workspace import column_count, im2col_bytes
 
 
-class Im2colTakeBackend(ColumnBudget, ConvBackend):
+class Im2colTakeBackend(Im2colBackend):
     """Columns gathered with ``np.take``; per-image ``(N, G, K, P)`` layout."""
 
-    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.forward(x, weight, geom)
+    def _forward_columns(
+        self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
         w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
         for part in self._chunks(geom):
@@ -40,14 +37,9 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
             y[part] = np.matmul(w, cols).reshape(-1, *geom.output_shape[1:])
         return y
 
-    def backward_input(
+    def _backward_input_columns(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.backward_input(grad_output, weight, geom)
-        as_forward = input_grad_as_forward(weight, geom)
-        if as_forward is not None:
-            return self.forward(grad_output, *as_forward)
         grad_x = np.empty(geom.input_shape, geom.dtype)
         w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
         for part in self._chunks(geom):
@@ -59,11 +51,9 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
             )
         return grad_x
 
-    def backward_weight(
+    def _backward_weight_columns(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        if pointwise.is_pointwise(geom):
-            return pointwise.backward_weight(x, grad_output, geom)
         grad_w = np.zeros(
             (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
         )
@@ -75,7 +65,7 @@ class Im2colTakeBackend(ColumnBudget, ConvBackend):
         return grad_w.reshape(geom.weight_shape)
 
     def _column_bytes(self, geom: ConvGeometry) -> int:
-        return _gather_indices(*_index_key(geom)).size * geom.dtype.itemsize
+        return column_count(geom) * geom.dtype.itemsize
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         # Measured: np.take's columns are copied once more; the int64 indices are kept.
@@ -105,7 +95,9 @@ def _index_key(geom: ConvGeometry) -> tuple:
             geom.out_size)
 
 
-@functools.lru_cache(maxsize=64)
+# The indices take as much memory as one image's columns in float64 (np.take wants intp, and
+# narrower ones would be converted on every call), so only a few geometries are kept.
+@functools.lru_cache(maxsize=8)
 def _gather_indices(
     channels: int,
     padded_size: tuple[int, int],

@@ -24,7 +24,7 @@ from convkit.testing import (
     check_against_naive,
     error_bound,
 )
-from convkit_backends._common import DEFAULT_COLUMN_BUDGET
+from convkit_backends._im2col import DEFAULT_COLUMN_BUDGET
 from convkit_backends.im2col_strided import Im2colStridedBackend
 from convkit_backends.im2col_take import Im2colTakeBackend
 

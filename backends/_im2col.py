@@ -1,0 +1,94 @@
+"""What the two im2col backends share: the column budget and the shortcuts that need no columns.
+
+A subclass implements the three operations on columns (``_forward_columns``,
+``_backward_input_columns``, ``_backward_weight_columns``) and says how many bytes of
+columns one image needs (``_column_bytes``). This class routes 1x1 stride-1 layers to
+:mod:`~convkit_backends._pointwise` (no columns at all) and, where it is cheaper and exact,
+a stride-1 input gradient to a forward convolution
+(:func:`~convkit_backends._common.input_grad_as_forward`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+import numpy as np
+
+from convkit.backend import ConvBackend
+from convkit.geometry import ConvGeometry
+from convkit_backends import _pointwise as pointwise
+from convkit_backends._common import batch_chunks, input_grad_as_forward
+
+#: Default cap on the temporary column buffer of the im2col backends, in bytes.
+DEFAULT_COLUMN_BUDGET = 256 * 2**20
+
+
+class Im2colBackend(ConvBackend):
+    """Base of the im2col backends. ``column_budget``: bytes of columns per batch chunk.
+
+    The batch is processed in chunks of images whose columns fit in the budget (at least one
+    image per chunk); the weight gradient accumulates across chunks. Set it per instance,
+    ``Im2colStridedBackend(column_budget=64 * 2**20)``, or on the instance the registry hands
+    out, ``convkit.get_backend("im2col-strided").column_budget = 64 * 2**20``.
+    """
+
+    def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
+        self.column_budget = column_budget
+
+    @property
+    def column_budget(self) -> int:
+        return self._column_budget
+
+    @column_budget.setter
+    def column_budget(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise TypeError(f"column_budget must be an int (bytes), got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"column_budget must be at least 1 byte, got {value}")
+        self._column_budget = int(value)
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.forward(x, weight, geom)
+        return self._forward_columns(x, weight, geom)
+
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_input(grad_output, weight, geom)
+        as_forward = input_grad_as_forward(weight, geom)
+        if as_forward is not None:
+            return self.forward(grad_output, *as_forward)
+        return self._backward_input_columns(grad_output, weight, geom)
+
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        if pointwise.is_pointwise(geom):
+            return pointwise.backward_weight(x, grad_output, geom)
+        return self._backward_weight_columns(x, grad_output, geom)
+
+    def _chunks(self, geom: ConvGeometry) -> Iterator[slice]:
+        """Slices of the batch, each with at most ``column_budget`` bytes of columns."""
+        return batch_chunks(geom, self._column_bytes(geom), self.column_budget)
+
+    @abc.abstractmethod
+    def _column_bytes(self, geom: ConvGeometry) -> int:
+        """Bytes of columns one image of ``geom`` needs."""
+
+    @abc.abstractmethod
+    def _forward_columns(
+        self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _backward_input_columns(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _backward_weight_columns(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray: ...
