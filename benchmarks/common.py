@@ -102,7 +102,7 @@ class Workload:
         """Call the operation through the public functional API, as a user does."""
         run_operation(self.operation, self._arrays, self._case, self.backend)  # type: ignore[arg-type]
 
-    def gflops(self, min_calls: int = 3, budget: float = 0.2) -> float:
+    def gflops(self, min_calls: int = 3, budget: float = 0.1) -> float:
         """Throughput in GFLOP/s from the fastest of at least ``min_calls`` calls.
 
         Calls repeat until ``min_calls`` are done and ``budget`` seconds have passed.
