@@ -21,6 +21,11 @@ One *row* is one case x operation x backend. How a row is measured (:class:`Meas
 Each backend runs in its own worker process (``python -m convkit.bench``, job as JSON on
 stdin, one JSON event per line on stdout), so one backend's thread pools cannot slow the
 next: numba's OpenMP threads were measured making a following OpenBLAS matmul 16x slower.
+The ``repeats`` are shared out over ``passes`` rounds of workers in which the backends take
+turns (A B C, A B C, ...); a row's median and minimum are over the measurements of every
+pass. A slow spell of the machine, or one slow process, then spoils a share of every
+backend's measurements rather than all of one backend's; later passes measure only the rows
+that are still ok.
 A worker that crashes or a backend that fails to load gives error rows, never a failed run.
 """
 
@@ -90,6 +95,10 @@ class BenchSettings:
     """Shortest duration of one measurement (calls are repeated within it)."""
     repeats: int = 7
     """Measurements per row; the row reports their median and minimum."""
+    passes: int = 3
+    """Worker processes per backend, run in turn with the other backends' (A B C A B C ...),
+    each taking its share of the ``repeats``: a slow spell of the machine, or a slow process,
+    then spoils a share of every backend's measurements, not all of one backend's."""
     naive_budget: float = 1.0
     """Longest a budgeted (naive) backend may take for one call before the case is skipped."""
 
@@ -99,7 +108,7 @@ class BenchSettings:
                 raise ValueError(f"ops: {op!r} is not one of {', '.join(OPERATIONS)}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("threads", "repeats"):
+        for name in ("threads", "repeats", "passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("min_time", "naive_budget"):
@@ -397,11 +406,13 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     ref_dir = Path(job["reference_dir"]) if job.get("reference_dir") else None
     with limit_threads(settings.threads):
         emit({"event": "loaded", "load_s": load_s, "thread_pools": thread_pools()})
-        rows = _measure_interleaved(backend, cases, settings, emit)
+        only = {tuple(key) for key in job["only"]} if job.get("only") is not None else None
+        rows = _measure_interleaved(backend, cases, settings, emit, only)
         for index, m in rows:
             ref = ref_dir / _reference_name(index, m.row.op) if ref_dir else None
             row = m.finish(ref)
-            emit({"event": "row", "case_index": index, "row": dataclasses.asdict(row)})
+            emit({"event": "row", "case_index": index, "row": dataclasses.asdict(row),
+                  "times": m.times, "cpu_times": m.cpu_times})
 
 
 def _measure_interleaved(
@@ -409,15 +420,19 @@ def _measure_interleaved(
     cases: Sequence[BenchCase],
     settings: BenchSettings,
     emit: Callable[[dict], None],
+    only: set[tuple[int, str]] | None = None,
 ) -> list[tuple[int, Measurement]]:
-    """Warm up every row, then take the measurements in rounds, one per row per round, so
-    that a burst of load from elsewhere on the machine touches one measurement of many
-    rows rather than all the measurements of one row."""
+    """Warm up every row (every ``(case index, op)`` in ``only``, if given), then take the
+    measurements in rounds, one per row per round, so that a burst of load from elsewhere on
+    the machine touches one measurement of many rows rather than all the measurements of
+    one row."""
     rows = []
     for index, case in enumerate(cases):
         emit({"event": "status", "text": f"{backend.name}: warming up {case.name}"})
         skip_reason = None
         for op in settings.ops:
+            if only is not None and (index, op) not in only:
+                continue
             m = Measurement(backend, case, op, settings)
             if skip_reason is not None:  # the budget is per case
                 m.end("skipped", skip_reason)
@@ -555,19 +570,33 @@ def run_benchmark(
             "will depend on them (fewer threads or a quiet machine give steadier figures)"
         )
     rows: dict[tuple[int, str, str], Row] = {}
-    summaries = []
+    samples: dict[tuple[int, str, str], tuple[list[float], list[float]]] = {}
+    summaries: dict[str, dict] = {}
+    all_keys = [(index, op) for index in range(len(cases)) for op in settings.ops]
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as tmp:
         write_references(cases, settings, Path(tmp))
-        for name in backends:
-            job = {
-                "backend": name,
-                "cases": [case_to_dict(c) for c in cases],
-                "settings": dataclasses.asdict(settings),
-                "reference_dir": tmp,
-            }
-            summaries.append(
-                _run_backend(job, cases, settings, isolate, named_explicitly, rows, progress)
-            )
+        for pass_index, repeats in enumerate(_repeats_per_pass(settings)):
+            pass_settings = dataclasses.replace(settings, repeats=repeats)
+            for name in backends:
+                keys = all_keys
+                if pass_index:  # later passes measure only the rows that are still ok
+                    keys = [k for k in all_keys if rows[(*k, name)].status == "ok"]
+                    progress(len(all_keys) - len(keys), f"{name}: pass {pass_index + 1}")
+                    if not keys:
+                        continue
+                job = {
+                    "backend": name,
+                    "cases": [case_to_dict(c) for c in cases],
+                    "settings": dataclasses.asdict(pass_settings),
+                    "reference_dir": tmp,
+                    "only": keys if pass_index else None,
+                }
+                summary = _run_backend(job, cases, keys, pass_settings, isolate,
+                                       named_explicitly, rows, samples, progress)
+                if name not in summaries or summary["status"] == "error":
+                    summaries[name] = summary
+    for key, (times, cpu_times) in samples.items():
+        _set_statistics(rows[key], times, cpu_times)
     ordered = []
     for index, case in enumerate(cases):
         for op in settings.ops:
@@ -575,7 +604,7 @@ def run_benchmark(
             _add_derived(group, case.geometry(settings.dtype).flops, peak, baseline)
             ordered += group
     duration = time.time() - started
-    for summary in summaries:
+    for summary in summaries.values():
         summary["warmup_s"] = sum(
             r.first_call_s or 0.0 for r in ordered if r.backend == summary["name"]
         )
@@ -596,27 +625,46 @@ def run_benchmark(
         },
         "peak_gflops": {settings.dtype: peak},
         "cases": [_case_summary(c, settings.dtype) for c in cases],
-        "backends": summaries,
+        "backends": [summaries[name] for name in backends],
         "results": [dataclasses.asdict(r) for r in ordered],
     }
+
+
+def _repeats_per_pass(settings: BenchSettings) -> list[int]:
+    """``settings.repeats`` shared out over the passes, e.g. 7 over 3 -> [3, 2, 2]."""
+    passes = min(settings.passes, settings.repeats)
+    share, extra = divmod(settings.repeats, passes)
+    return [share + (i < extra) for i in range(passes)]
 
 
 def _run_backend(
     job: dict,
     cases: Sequence[BenchCase],
+    keys: Sequence[tuple[int, str]],
     settings: BenchSettings,
     isolate: bool,
     named_explicitly: bool,
     rows: dict[tuple[int, str, str], Row],
+    samples: dict[tuple[int, str, str], tuple[list[float], list[float]]],
     progress: Callable[[int, str], None],
 ) -> dict:
-    """Run one backend's job and file its rows; returns the backend's summary."""
+    """Run one pass of one backend's job over ``keys`` (case index, op) and file its rows,
+    merging them with earlier passes' (:func:`_merge_pass`); returns the backend's summary."""
     name = job["backend"]
     summary: dict = {"name": name, "status": "ok", "reason": None, "load_s": None,
                      "thread_pools": None}
+    filed: set[tuple[int, str]] = set()
 
-    def file_row(index: int, row: Row) -> None:
-        rows[(index, row.op, name)] = row
+    def file_row(index: int, row: Row, times: list[float], cpu_times: list[float]) -> None:
+        key = (index, row.op, name)
+        earlier = rows.get(key)
+        if earlier is None or row.status != "ok":  # the first result, or a failure, stands
+            rows[key], samples[key] = row, (list(times), list(cpu_times))
+        else:
+            _merge_pass(earlier, row)
+            samples[key][0].extend(times)
+            samples[key][1].extend(cpu_times)
+        filed.add((index, row.op))
         progress(1, f"{name} {row.case} {row.op}")
 
     def emit(event: dict) -> None:
@@ -627,7 +675,8 @@ def _run_backend(
         elif event["event"] == "status":
             progress(0, event["text"])
         else:
-            file_row(event["case_index"], Row(**event["row"]))
+            file_row(event["case_index"], Row(**event["row"]), event["times"],
+                     event["cpu_times"])
 
     try:
         if isolate:
@@ -641,11 +690,27 @@ def _run_backend(
         reason = f"backend unavailable: {summary['reason']}"
     else:
         status, reason = "error", summary["reason"]
-    for index, case in enumerate(cases):
-        for op in settings.ops:
-            if (index, op, name) not in rows:
-                file_row(index, Row(case.name, op, name, status, reason))
+    for index, op in keys:
+        if (index, op) not in filed:
+            file_row(index, Row(cases[index].name, op, name, status, reason), [], [])
     return summary
+
+
+def _merge_pass(row: Row, later: Row) -> None:
+    """Fold a later pass's ok row into ``row``: calls add up; memory and error take the
+    worse of the two. Times are merged from the raw samples (:func:`_set_statistics`)."""
+    row.calls = (row.calls or 0) + (later.calls or 0)
+    for field in ("memory_bytes", "max_abs_error", "error_vs_bound"):
+        values = [v for v in (getattr(row, field), getattr(later, field)) if v is not None]
+        setattr(row, field, max(values) if values else None)
+
+
+def _set_statistics(row: Row, times: list[float], cpu_times: list[float]) -> None:
+    """Median and minimum over the measurements of every pass."""
+    if row.status == "ok" and times:
+        row.median_s, row.min_s = statistics.median(times), min(times)
+        row.cpu_median_s = statistics.median(cpu_times)
+        row.repeats = len(times)
 
 
 def _add_derived(group: list[Row], flops: int, peak: float, baseline: str) -> None:

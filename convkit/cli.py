@@ -75,6 +75,9 @@ def main() -> None:
               show_default=True, help="Seconds one measurement lasts at least.")
 @click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
               help="Measurements per row; the median and minimum are reported.")
+@click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Worker processes per backend, taking turns with the other backends' "
+                   "and sharing the repeats, so a slow spell spoils no backend's figures.")
 @click.option("--naive-budget", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True,
               help="Seconds one naive call may take; slower cases are skipped for naive.")
@@ -94,6 +97,7 @@ def bench(
     baseline: str | None,
     min_time: float,
     repeats: int,
+    passes: int,
     naive_budget: float,
     in_process: bool,
     progress: bool,
@@ -126,9 +130,9 @@ def bench(
                                  param_hint="'--output'")
     settings = BenchSettings(
         ops=ops, dtype=dtype, threads=threads or usable_cores(), min_time=min_time,
-        repeats=repeats, naive_budget=naive_budget,
+        repeats=repeats, passes=passes, naive_budget=naive_budget,
     )
-    total = len(cases) * len(ops) * len(backends)
+    total = len(cases) * len(ops) * len(backends) * min(passes, repeats)
     with click.progressbar(
         length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
         item_show_func=lambda text: text,

@@ -367,8 +367,8 @@ def check_report_schema(result: dict) -> None:
     for lib in m["blas"]:
         assert set(lib) == {"library", "version", "threading", "architecture"}
     s = result["settings"]
-    assert set(s) == {"ops", "dtype", "threads", "min_time", "repeats", "naive_budget", "suite",
-                      "baseline", "isolation", "reference_backend"}
+    assert set(s) == {"ops", "dtype", "threads", "min_time", "repeats", "passes", "naive_budget",
+                      "suite", "baseline", "isolation", "reference_backend"}
     assert s["isolation"] in ("process", "in-process")
     assert set(result["peak_gflops"]) == {s["dtype"]}
     assert result["peak_gflops"][s["dtype"]] > 0
@@ -491,3 +491,66 @@ def test_matmul_peak_is_a_positive_rate():
 def test_suite_cases_survive_the_trip_to_a_worker():
     for case in QUICK_SUITE:
         assert bench.case_from_dict(json.loads(json.dumps(bench.case_to_dict(case)))) == case
+
+
+# ------------------------------------------------------------------------------ passes
+
+
+@pytest.mark.parametrize(
+    ("repeats", "passes", "shares"),
+    [(7, 3, [3, 2, 2]), (2, 3, [1, 1]), (5, 1, [5]), (6, 2, [3, 3])],
+)
+def test_repeats_are_shared_out_over_the_passes(repeats, passes, shares):
+    settings = _settings(repeats=repeats, passes=passes)
+    assert bench._repeats_per_pass(settings) == shares
+
+
+def test_backends_take_turns_and_rows_gather_every_pass(monkeypatch):
+    jobs = []
+    real = bench.run_job
+    monkeypatch.setattr(bench, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
+    result = run_benchmark([TINY], ["naive", "im2col-take"],
+                           _settings(ops=("forward",), repeats=5, passes=3), isolate=False)
+    assert [(j["backend"], j["settings"]["repeats"]) for j in jobs] == [
+        ("naive", 2), ("im2col-take", 2), ("naive", 2), ("im2col-take", 2),
+        ("naive", 1), ("im2col-take", 1)]
+    assert [j["only"] for j in jobs[:2]] == [None, None]
+    assert all([list(key) for key in j["only"]] == [[0, "forward"]] for j in jobs[2:])
+    for row in result["results"]:
+        assert row["status"] == "ok" and row["repeats"] == 5 and row["calls"] >= 5
+        assert row["min_s"] <= row["median_s"]
+
+
+def test_later_passes_measure_only_rows_that_are_still_ok(monkeypatch):
+    jobs = []
+    real = bench.run_job
+    monkeypatch.setattr(bench, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
+    convkit.register_backend("wrong", _Wrong)
+    result = run_benchmark([TINY], ["wrong"], _settings(ops=("forward", "input-grad"),
+                                                        repeats=2, passes=2), isolate=False)
+    rows = {r["op"]: r for r in result["results"]}
+    assert rows["forward"]["status"] == "error" and rows["forward"]["repeats"] == 1
+    assert rows["input-grad"]["status"] == "ok" and rows["input-grad"]["repeats"] == 2
+    assert [list(k) for k in jobs[1]["only"]] == [[0, "input-grad"]]
+
+
+def test_a_failure_in_a_later_pass_makes_the_row_an_error(monkeypatch):
+    class FailsOnSecondWorker(_Wrong):
+        """Right until the second pass replaces its forward with _Wrong's."""
+
+        def forward(self, x, weight, geom):
+            return convkit.get_backend("im2col-strided").forward(x, weight, geom)
+
+    real = bench.run_job
+
+    def second_pass_breaks(job, emit):
+        if job["only"] is not None:
+            FailsOnSecondWorker.forward = _Wrong.forward
+        return real(job, emit)
+
+    monkeypatch.setattr(bench, "run_job", second_pass_breaks)
+    convkit.register_backend("flaky", FailsOnSecondWorker)
+    result = run_benchmark([TINY], ["flaky"], _settings(ops=("forward",), repeats=2, passes=2),
+                           isolate=False)
+    (row,) = result["results"]
+    assert row["status"] == "error" and "wrong result" in row["reason"]

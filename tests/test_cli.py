@@ -203,15 +203,15 @@ def test_defaults(recorded):
     assert call["baseline"] == "naive" and call["isolate"] is True
     assert call["named_explicitly"] is False and call["suite"] == "quick"
     s = call["settings"]
-    assert (s.dtype, s.ops, s.min_time, s.repeats, s.naive_budget) == (
-        "float32", ("forward", "input-grad", "weight-grad"), 0.05, 7, 1.0)
+    assert (s.dtype, s.ops, s.min_time, s.repeats, s.passes, s.naive_budget) == (
+        "float32", ("forward", "input-grad", "weight-grad"), 0.05, 7, 3, 1.0)
 
 
 def test_every_option_reaches_the_harness(recorded):
     result = run("bench", "--format", "json", "--suite", "standard", "--case", TINY,
                  "--backend", "numba, naive", "--op", "input-grad", "--dtype", "float64",
                  "--threads", "3", "--baseline", "numba", "--min-time", "0.2",
-                 "--repeats", "4", "--naive-budget", "0.5", "--in-process")
+                 "--repeats", "4", "--passes", "2", "--naive-budget", "0.5", "--in-process")
     assert result.exit_code == 0, result.output
     (call,) = recorded
     assert call["cases"][:-1] == list(STANDARD_SUITE) and call["cases"][-1].name == "tiny"
@@ -219,8 +219,8 @@ def test_every_option_reaches_the_harness(recorded):
     assert call["baseline"] == "numba" and call["isolate"] is False
     assert call["suite"] == "standard"
     s = call["settings"]
-    assert (s.ops, s.dtype, s.threads, s.min_time, s.repeats, s.naive_budget) == (
-        ("input-grad",), "float64", 3, 0.2, 4, 0.5)
+    assert (s.ops, s.dtype, s.threads, s.min_time, s.repeats, s.passes, s.naive_budget) == (
+        ("input-grad",), "float64", 3, 0.2, 4, 2, 0.5)
 
 
 def test_case_alone_replaces_the_default_suite(recorded):
@@ -246,6 +246,7 @@ def test_case_alone_replaces_the_default_suite(recorded):
         (["--format", "xml"], "--format", "'xml' is not one of"),
         (["--threads", "0"], "--threads", "0 is not in the range x>=1"),
         (["--repeats", "0"], "--repeats", "0 is not in the range x>=1"),
+        (["--passes", "0"], "--passes", "0 is not in the range x>=1"),
         (["--min-time", "0"], "--min-time", "0.0 is not in the range x>0"),
         (["--naive-budget", "-1"], "--naive-budget", "-1.0 is not in the range x>0"),
         (["--backend", "numba", "--baseline", "naive"], "--baseline",
@@ -269,8 +270,8 @@ def test_help_documents_the_case_syntax_and_options():
     flat = " ".join(result.stdout.split())
     assert " ".join(SPEC_HELP.split()) in flat
     for option in ("--backend", "--suite", "--case", "--op", "--dtype", "--threads", "--format",
-                   "--output", "--baseline", "--min-time", "--repeats", "--naive-budget",
-                   "--in-process", "--progress"):
+                   "--output", "--baseline", "--min-time", "--repeats", "--passes",
+                   "--naive-budget", "--in-process", "--progress"):
         assert option in flat
 
 
