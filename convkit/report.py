@@ -66,8 +66,9 @@ def _header(report: dict) -> list[str]:
         dirty = ", uncommitted changes" if source["dirty"] else ""
         commit = f" (git {source['commit'][:10]}{dirty})"
     suite = f"suite {settings['suite']}, " if settings["suite"] else ""
-    isolation = ("one process per backend" if settings["isolation"] == "process"
-                 else "all backends in one process")
+    passes = min(settings["passes"], settings["repeats"])
+    isolation = (f"{passes} worker process{'es' if passes > 1 else ''} per backend, in turns"
+                 if settings["isolation"] == "process" else "all backends in one process")
     libraries = ", ".join(
         f"{name} {machine[name]}" for name in ("numpy", "numba", "torch") if machine[name]
     )

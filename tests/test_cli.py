@@ -126,6 +126,7 @@ def test_table_shows_header_rows_and_notes():
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"convkit {convkit.__version__}")
+    assert lines[0].endswith("median of 2 measurements of >= 0.1 ms, all backends in one process")
     assert lines[1].startswith("machine: ")
     assert "matmul peak (float32" in lines[2] and "GFLOP/s" in lines[2]
     header = next(i for i, line in enumerate(lines) if line.startswith("case "))
@@ -363,3 +364,10 @@ def test_check_of_a_broken_plugin_names_it(monkeypatch):
     result = run("check", "torch")
     assert result.exit_code == 1
     assert "backend 'torch'" in result.output and "failed to load" in result.output
+
+
+def test_table_header_names_the_worker_passes():
+    report = bench_json("--case", TINY, "--backend", "naive", "--in-process", "--op", "forward")
+    report["settings"].update(isolation="process", repeats=7, passes=3)
+    header = cli._FORMATTERS["table"](report).splitlines()[0]
+    assert header.endswith("3 worker processes per backend, in turns")
