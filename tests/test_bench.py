@@ -312,13 +312,6 @@ def test_worker_environment_sizes_every_thread_pool():
         assert env[var] == "3"
 
 
-def test_worker_environment_turns_off_numpy_huge_pages_unless_the_user_chose(monkeypatch):
-    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
-    assert bench._worker_env(1)["NUMPY_MADVISE_HUGEPAGE"] == "0"
-    monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
-    assert bench._worker_env(1)["NUMPY_MADVISE_HUGEPAGE"] == "1"
-
-
 def test_a_worker_that_dies_is_reported_with_its_last_words():
     events = []
     with pytest.raises(RuntimeError, match=r"exited with code 1: KeyError: 'settings'"):
