@@ -61,9 +61,14 @@ def col2im(grad_cols: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     return np.ascontiguousarray(crop(grad_xp, geom))
 
 
+def images_per_chunk(bytes_per_image: int, budget: int) -> int:
+    """How many images' temporary buffers fit in ``budget`` bytes (at least 1)."""
+    return max(1, budget // max(1, bytes_per_image))
+
+
 def batch_chunks(geom: ConvGeometry, bytes_per_image: int, budget: int) -> Iterator[slice]:
     """Slices of the batch whose temporary buffers fit in ``budget`` bytes (at least 1 image)."""
-    step = max(1, budget // max(1, bytes_per_image))
+    step = images_per_chunk(bytes_per_image, budget)
     for start in range(0, geom.batch, step):
         yield slice(start, min(start + step, geom.batch))
 

@@ -1,10 +1,9 @@
 """What the two im2col backends share: the column budget and the shortcuts that need no columns.
 
 A subclass implements the three operations on columns (``_forward_columns``,
-``_backward_input_columns``, ``_backward_weight_columns``) and says how many bytes of
-columns one image needs (``_column_bytes``). This class routes 1x1 stride-1 layers to
-:mod:`~convkit_backends._pointwise` (no columns at all) and, where it is cheaper and exact,
-a stride-1 input gradient to a forward convolution
+``_backward_input_columns``, ``_backward_weight_columns``). This class routes 1x1 stride-1
+layers to :mod:`~convkit_backends._pointwise` (no columns at all) and, where it is cheaper
+and exact, a stride-1 input gradient to a forward convolution
 (:func:`~convkit_backends._common.input_grad_as_forward`).
 """
 
@@ -19,6 +18,7 @@ from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends import _pointwise as pointwise
 from convkit_backends._common import batch_chunks, input_grad_as_forward
+from convkit_backends._workspace import column_count
 
 #: Default cap on the temporary column buffer of the im2col backends, in bytes.
 DEFAULT_COLUMN_BUDGET = 256 * 2**20
@@ -74,9 +74,9 @@ class Im2colBackend(ConvBackend):
         """Slices of the batch, each with at most ``column_budget`` bytes of columns."""
         return batch_chunks(geom, self._column_bytes(geom), self.column_budget)
 
-    @abc.abstractmethod
     def _column_bytes(self, geom: ConvGeometry) -> int:
-        """Bytes of columns one image of ``geom`` needs."""
+        """Bytes of columns one image of ``geom`` needs (both layouts hold the same)."""
+        return column_count(geom) * geom.dtype.itemsize
 
     @abc.abstractmethod
     def _forward_columns(

@@ -7,6 +7,7 @@ the available memory, and a refusal is cheaper than swapping.
 from __future__ import annotations
 
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import images_per_chunk
 
 
 def padded_bytes(geom: ConvGeometry, batch: int) -> int:
@@ -29,6 +30,6 @@ def im2col_bytes(geom: ConvGeometry, column_budget: int, column_copies: int = 1)
     :func:`convkit_backends._common.batch_chunks`.
     """
     columns = column_count(geom) * geom.dtype.itemsize
-    chunk = min(geom.batch, max(1, column_budget // max(1, columns)))
+    chunk = min(geom.batch, images_per_chunk(columns, column_budget))
     gemm_result = geom.out_channels * geom.out_size[0] * geom.out_size[1] * geom.dtype.itemsize
     return chunk * (column_copies * columns + 2 * padded_bytes(geom, 1) + gemm_result)

@@ -66,10 +66,6 @@ class Im2colStridedBackend(Im2colBackend):
             grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _column_bytes(self, geom: ConvGeometry) -> int:
-        (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
-        return geom.in_channels * kh * kw * ho * wo * geom.dtype.itemsize
-
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         return im2col_bytes(geom, self.column_budget)
 

@@ -64,9 +64,6 @@ class Im2colTakeBackend(Im2colBackend):
                 grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
-    def _column_bytes(self, geom: ConvGeometry) -> int:
-        return column_count(geom) * geom.dtype.itemsize
-
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         # Measured: np.take's columns are copied once more; the int64 indices are kept.
         return im2col_bytes(geom, self.column_budget, column_copies=2) + column_count(geom) * 8
