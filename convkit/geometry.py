@@ -116,7 +116,7 @@ def make_geometry(
     cout, cg, kh, kw = _shape4(weight_shape, weight_name, "(Cout, C / groups, kh, kw)")
     sh, sw = int_pair(stride, "stride", minimum=1)
     dh, dw = int_pair(dilation, "dilation", minimum=1)
-    groups = _positive_int(groups, "groups")
+    groups = positive_int(groups, "groups")
     if c % groups:
         raise ValueError(f"groups={groups} must divide the input channels ({c})")
     if cout % groups:
@@ -196,7 +196,8 @@ def _int(value: object, name: str) -> int:
     return int(value)
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
+    """``value`` as an int of at least 1; TypeError or ValueError naming ``name``."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be a positive int, got {value!r}")
     if value < 1:

@@ -8,7 +8,14 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
-from convkit.geometry import SUPPORTED_DTYPES, IntPair, Padding, int_pair, resolve_padding
+from convkit.geometry import (
+    SUPPORTED_DTYPES,
+    IntPair,
+    Padding,
+    int_pair,
+    positive_int,
+    resolve_padding,
+)
 from convkit.registry import resolve_backend_name
 
 __all__ = ["Conv2d"]
@@ -43,12 +50,9 @@ class Conv2d:
         dtype: DTypeLike = np.float32,
         rng: np.random.Generator | int | None = None,
     ) -> None:
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be a positive int, got {value!r}")
-            if value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        in_channels = positive_int(in_channels, "in_channels")
+        out_channels = positive_int(out_channels, "out_channels")
+        groups = positive_int(groups, "groups")
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
         if backend is not None:
