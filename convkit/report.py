@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Sequence
 
+from convkit import memory
 from convkit.bench import Row
 from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
 
@@ -150,11 +151,8 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def format_bytes(size: int | None) -> str:
-    """``size`` in B, KiB, MiB or GiB; ``'n/a'`` for None (not measurable)."""
+    """``size`` as :func:`convkit.memory.format_bytes` writes it, whole bytes below 1 KiB;
+    ``'n/a'`` for None (not measurable)."""
     if size is None:
         return "n/a"
-    for unit in ("B", "KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
+    return f"{size} B" if size < 1024 else memory.format_bytes(size)
