@@ -389,10 +389,11 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     """Measure every case x op of ``job`` on one backend, emitting events as they happen.
 
     ``job``: ``{"backend": name, "cases": [BenchCase fields], "settings": BenchSettings
-    fields, "reference_dir": path or None}``. Events: ``{"event": "loaded", "load_s",
-    "thread_pools"}`` or
-    ``{"event": "load-failed", "reason"}``, then ``{"event": "status", "text"}`` as work
-    moves on and finally ``{"event": "row", "case_index", "row": Row fields}`` per row.
+    fields, "reference_dir": path or None, "only": [[case index, op], ...] or None (all)}``.
+    Events: ``{"event": "loaded", "load_s", "thread_pools"}`` or ``{"event": "load-failed",
+    "reason"}``, then ``{"event": "status", "text"}`` as work moves on and finally
+    ``{"event": "row", "case_index", "row": Row fields, "times", "cpu_times"}`` per row,
+    with the raw measurements the parent merges across passes.
     """
     settings = BenchSettings(**{**job["settings"], "ops": tuple(job["settings"]["ops"])})
     cases = [case_from_dict(c) for c in job["cases"]]
