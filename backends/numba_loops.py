@@ -232,10 +232,9 @@ def _backward_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
     n_img, _, h, wd = x.shape
     c_out, cg, kh, kw = gw.shape
     ho, wo = gy.shape[2], gy.shape[3]
-    cog = c_out // groups
     for job in numba.prange(c_out * cg):
         o, c = job // cg, job % cg
-        ci = (o // cog) * cg + c
+        ci = _first_input_channel(o, c_out, cg, groups) + c
         taps = gw[o, c]  # (kh, kw), zeroed; image by image, so both planes stay in cache
         for n in range(n_img):
             grad, img = gy[n, o], x[n, ci]
@@ -313,10 +312,9 @@ def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
     n_img, _, hp, wp = xp.shape
     c_out, cg, kh, kw = gw.shape
     ho = gy_wide.shape[2]
-    cog = c_out // groups
     for job in numba.prange(c_out * cg):
         o, c = job // cg, job % cg
-        ci = (o // cog) * cg + c
+        ci = _first_input_channel(o, c_out, cg, groups) + c
         taps = gw[o, c]
         for n in range(n_img):
             grad = gy_wide[n, o].reshape(ho * wp)
