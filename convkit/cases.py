@@ -53,13 +53,11 @@ class BenchCase:
 
     def spec(self) -> str:
         """This case as a spec string that :func:`parse_case` reads back."""
-        padding = self.padding
-        if isinstance(padding, tuple):
-            padding = f"{padding[0]}x{padding[1]}"
         return (
             f"name={self.name},n={self.batch},c={self.in_channels},o={self.out_channels},"
             f"h={self.size[0]},w={self.size[1]},kh={self.kernel[0]},kw={self.kernel[1]},"
-            f"s={self.stride},p={padding},d={self.dilation},g={self.groups}"
+            f"s={self.stride},p={_padding_text(self.padding)},d={self.dilation},"
+            f"g={self.groups}"
         )
 
 
@@ -148,15 +146,19 @@ def parse_case(spec: str) -> BenchCase:
 def _default_name(case: BenchCase) -> str:
     """A short name such as ``n8-c64-o128-28x28-k3x3-p1``; options at their default omitted."""
     (h, w), (kh, kw) = case.size, case.kernel
-    padding = case.padding if not isinstance(case.padding, tuple) else "x".join(
-        map(str, case.padding))
+    padding = _padding_text(case.padding)
     parts = [f"n{case.batch}", f"c{case.in_channels}", f"o{case.out_channels}", f"{h}x{w}",
              f"k{kh}x{kw}"]
-    for key, value, default in (("s", case.stride, 1), ("p", padding, 0),
+    for key, value, default in (("s", case.stride, 1), ("p", padding, "0"),
                                 ("d", case.dilation, 1), ("g", case.groups, 1)):
         if value != default:
             parts.append(f"{key}{value}")
     return "-".join(parts)
+
+
+def _padding_text(padding: Padding) -> str:
+    """``padding`` as a spec writes it: ``'1'``, ``'1x2'``, ``'same'`` or ``'valid'``."""
+    return "x".join(map(str, padding)) if isinstance(padding, tuple) else str(padding)
 
 
 def _parse_padding(text: str) -> Padding:

@@ -32,6 +32,8 @@ def test_default_name_is_short_and_round_trips() -> None:
     case = parse_case("c=64, o=128, hw=28, k=3, p=same, n=8")
     assert case.name == "n8-c64-o128-28x28-k3x3-psame"
     assert parse_case(case.spec()) == case
+    assert parse_case("c=3,o=4,hw=8,k=3").name == "n1-c3-o4-8x8-k3x3"  # defaults left out
+    assert parse_case("c=3,o=4,hw=8,k=3,p=1x2").name == "n1-c3-o4-8x8-k3x3-p1x2"
 
 
 @pytest.mark.parametrize(
