@@ -25,7 +25,9 @@ The ``repeats`` are shared out over ``passes`` rounds of workers in which the ba
 turns (A B C, A B C, ...); a row's median and minimum are over the measurements of every
 pass. A slow spell of the machine, or one slow process, then spoils a share of every
 backend's measurements rather than all of one backend's; later passes measure only the rows
-that are still ok.
+that are still ok. A row whose passes' medians differ by more than :data:`UNSTEADY_SPREAD`
+is reported as unsteady (``pass_spread``): the run saw the machine change speed, so another
+run may not repeat it.
 A worker that crashes or a backend that fails to load gives error rows, never a failed run.
 """
 
@@ -81,6 +83,8 @@ REFERENCE_BACKEND = "im2col-strided"
 BUDGETED_BACKENDS = frozenset({"naive"})
 DEFAULT_BASELINE = "naive"
 STATUSES = ("ok", "skipped", "error")
+#: A row whose passes' medians differ by more than this fraction is reported as unsteady.
+UNSTEADY_SPREAD = 0.15
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ class Row:
     calls: int | None = None
     """Timed calls in all measurements together."""
     repeats: int | None = None
+    pass_spread: float | None = None
+    """How far apart the passes' medians lie: the largest over the smallest, minus 1 (0.2 is
+    20%). Above :data:`UNSTEADY_SPREAD`, the machine's speed changed during the run (or one
+    worker process ran slow), and another run may not repeat the median. None: one pass."""
     max_abs_error: float | None = None
     error_vs_bound: float | None = None
     memory_bytes: int | None = None
@@ -569,7 +577,7 @@ def run_benchmark(
             "will depend on them (fewer threads or a quiet machine give steadier figures)"
         )
     rows: dict[tuple[int, str, str], Row] = {}
-    samples: dict[tuple[int, str, str], tuple[list[float], list[float]]] = {}
+    samples: dict[tuple[int, str, str], _Samples] = {}
     summaries: dict[str, dict] = {}
     all_keys = [(index, op) for index in range(len(cases)) for op in settings.ops]
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as tmp:
@@ -594,8 +602,8 @@ def run_benchmark(
                                        named_explicitly, rows, samples, progress)
                 if name not in summaries or summary["status"] == "error":
                     summaries[name] = summary
-    for key, (times, cpu_times) in samples.items():
-        _set_statistics(rows[key], times, cpu_times)
+    for key, row_samples in samples.items():
+        _set_statistics(rows[key], row_samples)
     ordered = []
     for index, case in enumerate(cases):
         for op in settings.ops:
@@ -644,7 +652,7 @@ def _run_backend(
     isolate: bool,
     named_explicitly: bool,
     rows: dict[tuple[int, str, str], Row],
-    samples: dict[tuple[int, str, str], tuple[list[float], list[float]]],
+    samples: dict[tuple[int, str, str], _Samples],
     progress: Callable[[int, str], None],
 ) -> dict:
     """Run one pass of one backend's job over ``keys`` (case index, op) and file its rows,
@@ -658,11 +666,10 @@ def _run_backend(
         key = (index, row.op, name)
         earlier = rows.get(key)
         if earlier is None or row.status != "ok":  # the first result, or a failure, stands
-            rows[key], samples[key] = row, (list(times), list(cpu_times))
+            rows[key], samples[key] = row, _Samples()
         else:
             _merge_pass(earlier, row)
-            samples[key][0].extend(times)
-            samples[key][1].extend(cpu_times)
+        samples[key].add_pass(times, cpu_times)
         filed.add((index, row.op))
         progress(1, f"{name} {row.case} {row.op}")
 
@@ -704,12 +711,29 @@ def _merge_pass(row: Row, later: Row) -> None:
         setattr(row, field, max(values) if values else None)
 
 
-def _set_statistics(row: Row, times: list[float], cpu_times: list[float]) -> None:
-    """Median and minimum over the measurements of every pass."""
-    if row.status == "ok" and times:
-        row.median_s, row.min_s = statistics.median(times), min(times)
-        row.cpu_median_s = statistics.median(cpu_times)
-        row.repeats = len(times)
+@dataclass
+class _Samples:
+    """A row's raw measurements (seconds per call), gathered over the passes."""
+
+    times: list[float] = dataclasses.field(default_factory=list)
+    cpu_times: list[float] = dataclasses.field(default_factory=list)
+    pass_medians: list[float] = dataclasses.field(default_factory=list)
+
+    def add_pass(self, times: list[float], cpu_times: list[float]) -> None:
+        self.times += times
+        self.cpu_times += cpu_times
+        if times:
+            self.pass_medians.append(statistics.median(times))
+
+
+def _set_statistics(row: Row, samples: _Samples) -> None:
+    """Median and minimum over the measurements of every pass, and the passes' spread."""
+    if row.status == "ok" and samples.times:
+        row.median_s, row.min_s = statistics.median(samples.times), min(samples.times)
+        row.cpu_median_s = statistics.median(samples.cpu_times)
+        row.repeats = len(samples.times)
+        if len(samples.pass_medians) > 1:
+            row.pass_spread = max(samples.pass_medians) / min(samples.pass_medians) - 1
 
 
 def _add_derived(group: list[Row], flops: int, peak: float, baseline: str) -> None:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 
 from convkit import memory
-from convkit.bench import Row
+from convkit.bench import UNSTEADY_SPREAD, Row
 from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
 
 #: Row fields, in CSV column order.
@@ -50,6 +50,13 @@ def to_table(report: dict) -> str:
         lines.append(
             f"WARNING: other processes kept {busy:.1f} of the {report['machine']['cores']} "
             "cores busy during the run: times depend on them and will differ between runs"
+        )
+    unsteady = _unsteady(rows)
+    if unsteady:
+        lines.append(
+            f"WARNING: {len(unsteady)} row{'s' if len(unsteady) > 1 else ''} changed speed by "
+            f"more than {UNSTEADY_SPREAD:.0%} between passes (listed at the end): the machine's "
+            "speed changed during the run, and another run may not repeat their medians"
         )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
@@ -126,6 +133,11 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         "memory: peak bytes allocated during one call, result included "
         "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
     ]
+    unsteady = _unsteady(rows)
+    if unsteady:
+        notes.append("unsteady (largest pass median over the smallest): " + ", ".join(
+            f"{r['case']} {r['op']} {r['backend']} +{r['pass_spread']:.0%}" for r in unsteady
+        ))
     warmups = ", ".join(
         f"{b['name']} {b['warmup_s']:.2f} s" for b in report["backends"] if b["status"] == "ok"
     )
@@ -133,6 +145,12 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         notes.append(f"first calls, not in any timing (numba compiles here): {warmups}")
     notes.append(f"total time {report['duration_s']:.1f} s")
     return notes
+
+
+def _unsteady(rows: Sequence[dict]) -> list[dict]:
+    """The rows whose passes' medians lie further apart than :data:`UNSTEADY_SPREAD`."""
+    return [r for r in rows
+            if r["pass_spread"] is not None and r["pass_spread"] > UNSTEADY_SPREAD]
 
 
 def _number(value: float | None, fmt: str) -> str:

@@ -383,8 +383,8 @@ def check_report_schema(result: dict) -> None:
         assert tuple(r) == report.FIELDS
         assert r["status"] in bench.STATUSES
         assert (r["reason"] is None) == (r["status"] == "ok")
-        for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "max_abs_error",
-                    "error_vs_bound", "gflops", "peak_percent", "speedup"):
+        for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "pass_spread",
+                    "max_abs_error", "error_vs_bound", "gflops", "peak_percent", "speedup"):
             assert isinstance(r[key], num_or_none), key
         for key in ("calls", "repeats", "memory_bytes"):
             assert isinstance(r[key], (int, type(None))), key
@@ -547,3 +547,37 @@ def test_a_failure_in_a_later_pass_makes_the_row_an_error(monkeypatch):
                            isolate=False)
     (row,) = result["results"]
     assert row["status"] == "error" and "wrong result" in row["reason"]
+
+
+def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
+    # Every measurement of the second pass takes 1.5x as long as those of the first.
+    seconds_per_call = {}
+    real_run_job = bench.run_job
+
+    def run_job(job, emit):
+        seconds_per_call["now"] = 1.5e-3 if job["only"] is not None else 1e-3
+        return real_run_job(job, emit)
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    monkeypatch.setattr(bench, "_measure",
+                        lambda call, min_time: (seconds_per_call["now"], 0.0, 1))
+    result = run_benchmark([TINY], ["im2col-take"],
+                           _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
+    (row,) = result["results"]
+    assert row["pass_spread"] == pytest.approx(0.5)
+    assert row["median_s"] == pytest.approx(1.25e-3)
+    table = report.to_table(result)
+    assert "WARNING: 1 row changed speed by more than 15% between passes" in table
+    assert f"unsteady (largest pass median over the smallest): {TINY.name} forward " \
+           "im2col-take +50%" in table
+
+
+def test_passes_that_agree_leave_the_row_steady(monkeypatch):
+    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (1e-3, 0.0, 1))
+    result = run_benchmark([TINY], ["im2col-take"],
+                           _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
+    assert result["results"][0]["pass_spread"] == 0.0
+    assert "unsteady" not in report.to_table(result)
+    one_pass = run_benchmark([TINY], ["im2col-take"],
+                             _settings(ops=("forward",), repeats=4, passes=1), isolate=False)
+    assert one_pass["results"][0]["pass_spread"] is None
