@@ -1,6 +1,7 @@
 """The ``convkit`` command: a click group; each subcommand is one function below.
 
-``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit backends``
+``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit compare``
+sets two of its JSON reports side by side (:mod:`convkit.compare`), ``convkit backends``
 lists what is installed, ``convkit check`` runs the conformance suite (:mod:`convkit.testing`)
 against one backend. Results go to stdout (or ``--output``), progress to stderr.
 """
@@ -15,8 +16,9 @@ from pathlib import Path
 import click
 
 import convkit
+from convkit import compare as comparison
 from convkit import report as formats
-from convkit.bench import DEFAULT_BASELINE, BenchSettings, run_benchmark
+from convkit.bench import DEFAULT_BASELINE, SCHEMA, BenchSettings, run_benchmark
 from convkit.cases import SPEC_HELP, SUITES, BenchCase, parse_case
 from convkit.errors import BackendUnavailableError, UnknownBackendError
 from convkit.machine import usable_cores
@@ -197,6 +199,52 @@ def _cases(suite: str | None, specs: tuple[str, ...]) -> list[BenchCase]:
             raise click.BadParameter(f"two cases are named {name!r}; give one a name=...",
                                      param_hint="'--case'")
     return cases
+
+
+@main.command()
+@click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True),
+              default=comparison.DEFAULT_THRESHOLD, show_default=True,
+              help="Medians further apart than this fraction are a change (0.15 is 15%).")
+@click.option("--min-time", "min_seconds", type=click.FloatRange(min=0),
+              default=comparison.DEFAULT_MIN_SECONDS, show_default=True,
+              help="Seconds: rows whose medians are both shorter are listed, not judged.")
+@click.option("--fail-on-change", is_flag=True,
+              help="Exit with status 1 if any judged row changed beyond the threshold.")
+def compare(old: Path, new: Path, threshold: float, min_seconds: float,
+            fail_on_change: bool) -> None:
+    """Set two `convkit bench --format json` reports, OLD and NEW, side by side.
+
+    Per row that is ok in both: old and new median, new/old (below 1 is faster) and their
+    difference, |new - old| / min(old, new); '*' marks a difference beyond --threshold.
+    The last line counts the rows within it. A warning comes first when the reports were
+    made with different settings or on different machines.
+
+    \b
+    Example:
+      convkit bench --format json --output before.json
+      convkit bench --format json --output after.json
+      convkit compare before.json after.json
+    """
+    reports = [_read_report(path, name) for path, name in ((old, "OLD"), (new, "NEW"))]
+    result = comparison.compare_reports(*reports, threshold=threshold, min_seconds=min_seconds)
+    click.echo(comparison.to_text(result), nl=False)
+    if fail_on_change and result.changed:
+        sys.exit(1)
+
+
+def _read_report(path: Path, name: str) -> dict:
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"{str(path)!r} is not JSON ({exc})", param_hint=name) from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise click.BadParameter(
+            f"{str(path)!r} is not a report of `convkit bench --format json` "
+            f"(schema {SCHEMA})", param_hint=name,
+        )
+    return report
 
 
 @main.command()
