@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -59,6 +60,19 @@ def col2im(grad_cols: np.ndarray, geom: ConvGeometry) -> np.ndarray:
             cols = slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
             grad_xp[:, :, rows, cols] += grad_cols[:, :, a, b]
     return np.ascontiguousarray(crop(grad_xp, geom))
+
+
+def reuse(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array of ``shape``: in ``buffer``'s memory if that is large enough.
+
+    For the temporaries of a loop over batch chunks: the first chunk is the largest, so every
+    later one reuses its memory, which is then already mapped (fresh memory costs the kernel a
+    page fault and a page of zeros per 4 KiB) and, for small chunks, still in cache.
+    """
+    size = math.prod(shape)
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        return np.empty(shape, dtype)
+    return buffer.reshape(-1)[:size].reshape(shape)
 
 
 def images_per_chunk(bytes_per_image: int, budget: int) -> int:

@@ -22,15 +22,21 @@ from convkit_backends._workspace import column_count
 
 #: Default cap on the temporary column buffer of the im2col backends, in bytes.
 DEFAULT_COLUMN_BUDGET = 256 * 2**20
+#: Columns per batch chunk when the budget allows more (but at least one image's): a chunk
+#: this small is still in the last-level cache when the GEMM reads what the copy wrote, and
+#: one buffer serves every chunk. Measured on a 64-channel 3x3 layer at 56x56, batch 8
+#: (7 MiB of columns per image), one thread: 19 ms in 1-image chunks, 24.5 ms in one.
+CACHE_CHUNK_BYTES = 8 * 2**20
 
 
 class Im2colBackend(ConvBackend):
-    """Base of the im2col backends. ``column_budget``: bytes of columns per batch chunk.
+    """Base of the im2col backends. ``column_budget``: most bytes of columns per batch chunk.
 
-    The batch is processed in chunks of images whose columns fit in the budget (at least one
-    image per chunk); the weight gradient accumulates across chunks. Set it per instance,
-    ``Im2colStridedBackend(column_budget=64 * 2**20)``, or on the instance the registry hands
-    out, ``convkit.get_backend("im2col-strided").column_budget = 64 * 2**20``.
+    The batch is processed in chunks of images whose columns fit in :attr:`chunk_bytes`, the
+    budget or :data:`CACHE_CHUNK_BYTES` if that is smaller (at least one image per chunk),
+    reusing one buffer; the weight gradient accumulates across chunks. Set the budget per
+    instance, ``Im2colStridedBackend(column_budget=4 * 2**20)``, or on the instance the
+    registry hands out, ``convkit.get_backend("im2col-strided").column_budget = 4 * 2**20``.
     """
 
     def __init__(self, column_budget: int = DEFAULT_COLUMN_BUDGET) -> None:
@@ -70,9 +76,15 @@ class Im2colBackend(ConvBackend):
             return pointwise.backward_weight(x, grad_output, geom)
         return self._backward_weight_columns(x, grad_output, geom)
 
+    @property
+    def chunk_bytes(self) -> int:
+        """Bytes of columns per batch chunk: ``column_budget``, at most
+        :data:`CACHE_CHUNK_BYTES` (a chunk holds at least one image whatever its size)."""
+        return min(self.column_budget, CACHE_CHUNK_BYTES)
+
     def _chunks(self, geom: ConvGeometry) -> Iterator[slice]:
-        """Slices of the batch, each with at most ``column_budget`` bytes of columns."""
-        return batch_chunks(geom, self._column_bytes(geom), self.column_budget)
+        """Slices of the batch, each with at most :attr:`chunk_bytes` of columns."""
+        return batch_chunks(geom, self._column_bytes(geom), self.chunk_bytes)
 
     def _column_bytes(self, geom: ConvGeometry) -> int:
         """Bytes of columns one image of ``geom`` needs (both layouts hold the same)."""

@@ -22,14 +22,14 @@ def column_count(geom: ConvGeometry) -> int:
     return geom.in_channels * kh * kw * ho * wo
 
 
-def im2col_bytes(geom: ConvGeometry, column_budget: int, column_copies: int = 1) -> int:
-    """The largest batch chunk's columns (``column_copies`` of them), padded input (or its
-    gradient) and its crop, and GEMM result.
+def im2col_bytes(geom: ConvGeometry, chunk_bytes: int) -> int:
+    """The largest batch chunk's columns, padded input (or its gradient) and its crop, and
+    GEMM result.
 
-    Chunks hold as many images as fit ``column_budget`` (at least one), as in
+    Chunks hold as many images' columns as fit ``chunk_bytes`` (at least one), as in
     :func:`convkit_backends._common.batch_chunks`.
     """
     columns = column_count(geom) * geom.dtype.itemsize
-    chunk = min(geom.batch, images_per_chunk(columns, column_budget))
+    chunk = min(geom.batch, images_per_chunk(columns, chunk_bytes))
     gemm_result = geom.out_channels * geom.out_size[0] * geom.out_size[1] * geom.dtype.itemsize
-    return chunk * (column_copies * columns + 2 * padded_bytes(geom, 1) + gemm_result)
+    return chunk * (columns + 2 * padded_bytes(geom, 1) + gemm_result)

@@ -2,8 +2,8 @@
 
 Columns are laid out ``(groups, Cg*kh*kw, N*Ho*Wo)`` so that each group is a single long
 GEMM (a batched matmul over groups) in all three operations, and the weight gradient sums
-over the whole batch inside BLAS. The batch is processed in chunks whose columns fit in
-``column_budget`` bytes (see :class:`~convkit_backends._im2col.Im2colBackend`); the weight
+over a chunk's images inside BLAS. The batch is processed in chunks whose columns fit in
+``chunk_bytes`` (see :class:`~convkit_backends._im2col.Im2colBackend`); the weight
 gradient accumulates across chunks.
 
 The 1x1 and stride-1 input-gradient shortcuts, which need no columns, live in the base class
@@ -18,6 +18,7 @@ from convkit.geometry import ConvGeometry
 from convkit_backends._common import (
     col2im,
     pad,
+    reuse,
     window_view,
 )
 from convkit_backends._im2col import Im2colBackend
@@ -32,10 +33,12 @@ class Im2colStridedBackend(Im2colBackend):
     ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
         w = _grouped_weight(weight, geom)  # (G, Cog, K)
+        cols = y_part = None
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
-            cols = _columns(x[part], sub)  # (G, K, n*P)
-            y_part = np.matmul(w, cols)  # (G, Cog, n*P) == (Cout, n, Ho, Wo)
+            cols = _columns(x[part], sub, cols)  # (G, K, n*P)
+            y_part = reuse(y_part, (*w.shape[:2], cols.shape[2]), geom.dtype)
+            np.matmul(w, cols, out=y_part)  # (G, Cog, n*P) == (Cout, n, Ho, Wo)
             y[part] = y_part.reshape(geom.out_channels, sub.batch, *geom.out_size).transpose(
                 1, 0, 2, 3
             )
@@ -60,21 +63,27 @@ class Im2colStridedBackend(Im2colBackend):
         cog = geom.out_channels // geom.groups
         k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
         grad_w = np.zeros((geom.groups, cog, k), geom.dtype)
+        cols = None
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
-            cols = _columns(x[part], sub)  # (G, K, n*P)
+            cols = _columns(x[part], sub, cols)  # (G, K, n*P)
             grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
-        return im2col_bytes(geom, self.column_budget)
+        return im2col_bytes(geom, self.chunk_bytes)
 
 
-def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``x: (n, C, H, W)`` -> columns ``(G, Cg*kh*kw, n*Ho*Wo)`` (one copy)."""
-    view = window_view(pad(x, geom), geom)  # (n, C, kh, kw, Ho, Wo)
+def _columns(
+    x: np.ndarray, geom: ConvGeometry, buffer: np.ndarray | None = None
+) -> np.ndarray:
+    """``x: (n, C, H, W)`` -> columns ``(G, Cg*kh*kw, n*Ho*Wo)`` (one copy, into ``buffer``
+    if it is large enough: see :func:`~convkit_backends._common.reuse`)."""
+    view = window_view(pad(x, geom), geom).transpose(1, 2, 3, 0, 4, 5)  # (C, kh, kw, n, Ho, Wo)
+    cols = reuse(buffer, view.shape, geom.dtype)
+    np.copyto(cols, view)
     k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
-    return view.transpose(1, 2, 3, 0, 4, 5).reshape(geom.groups, k, -1)
+    return cols.reshape(geom.groups, k, -1)
 
 
 def _grouped_weight(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
 ``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
-processed in chunks whose columns fit in ``column_budget`` bytes (see
+processed in chunks whose columns fit in ``chunk_bytes`` (see
 :class:`~convkit_backends._im2col.Im2colBackend`).
 
 The 1x1 and stride-1 input-gradient shortcuts, which need no columns, live in the base class
@@ -19,6 +19,7 @@ from convkit.geometry import ConvGeometry
 from convkit_backends._common import (
     col2im,
     pad,
+    reuse,
 )
 from convkit_backends._im2col import Im2colBackend
 from convkit_backends._workspace import column_count, im2col_bytes
@@ -32,9 +33,10 @@ class Im2colTakeBackend(Im2colBackend):
     ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
         w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
+        cols = None
         for part in self._chunks(geom):
-            cols = _columns(x[part], geom)  # (n, G, K, P)
-            y[part] = np.matmul(w, cols).reshape(-1, *geom.output_shape[1:])
+            cols = _columns(x[part], geom, cols)  # (n, G, K, P)
+            np.matmul(w, cols, out=y[part].reshape(*cols.shape[:2], w.shape[1], -1))
         return y
 
     def _backward_input_columns(
@@ -57,23 +59,31 @@ class Im2colTakeBackend(Im2colBackend):
         grad_w = np.zeros(
             (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
         )
+        cols = None
         for part in self._chunks(geom):
-            cols = _columns(x[part], geom)  # (n, G, K, P)
+            cols = _columns(x[part], geom, cols)  # (n, G, K, P)
             grad_y = _per_group(grad_output[part], geom)  # (n, G, Cog, P)
             for cols_n, grad_y_n in zip(cols, grad_y, strict=True):
                 grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
         return grad_w.reshape(geom.weight_shape)
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
-        # Measured: np.take's columns are copied once more; the int64 indices are kept.
-        return im2col_bytes(geom, self.column_budget, column_copies=2) + column_count(geom) * 8
+        # The int64 indices are kept (cached) besides the columns.
+        return im2col_bytes(geom, self.chunk_bytes) + column_count(geom) * 8
 
 
-def _columns(x: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``."""
+def _columns(
+    x: np.ndarray, geom: ConvGeometry, buffer: np.ndarray | None = None
+) -> np.ndarray:
+    """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``, into ``buffer`` if it is
+    large enough (see :func:`~convkit_backends._common.reuse`)."""
     xp = pad(x, geom)
     flat = xp.reshape(xp.shape[0], -1)  # (n, C*Hp*Wp)
-    cols = np.take(flat, _gather_indices(*_index_key(geom)), axis=1)
+    indices = _gather_indices(*_index_key(geom))
+    cols = reuse(buffer, (xp.shape[0], indices.size), geom.dtype)
+    # mode="clip" (the indices are in range by construction): with the default "raise",
+    # np.take gathers into a temporary and copies that into ``out``
+    np.take(flat, indices, axis=1, out=cols, mode="clip")
     return cols.reshape(xp.shape[0], geom.groups, _taps_per_group(geom), -1)
 
 

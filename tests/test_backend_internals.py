@@ -24,7 +24,7 @@ from convkit.testing import (
     check_against_naive,
     error_bound,
 )
-from convkit_backends._im2col import DEFAULT_COLUMN_BUDGET
+from convkit_backends._im2col import CACHE_CHUNK_BYTES, DEFAULT_COLUMN_BUDGET
 from convkit_backends.im2col_strided import Im2colStridedBackend
 from convkit_backends.im2col_take import Im2colTakeBackend
 
@@ -167,6 +167,26 @@ def test_column_budget_is_configurable(backend_cls) -> None:
     per_image = backend._column_bytes(geom.with_batch(1))
     backend.column_budget = 3 * per_image - 1  # room for 2 images, not 3
     assert [p.stop - p.start for p in backend._chunks(geom)] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("backend_cls", IM2COL_BACKENDS, ids=lambda c: c.__name__)
+def test_chunks_stay_cache_sized_under_a_larger_budget(backend_cls) -> None:
+    geom = CHUNK_CASE.geometry("float64")
+    per_image = backend_cls()._column_bytes(geom.with_batch(1))
+    backend = backend_cls(column_budget=100 * per_image)
+    assert backend.chunk_bytes == min(100 * per_image, CACHE_CHUNK_BYTES)
+    backend.column_budget = CACHE_CHUNK_BYTES + 1
+    assert backend.chunk_bytes == CACHE_CHUNK_BYTES
+
+
+def test_reuse_hands_out_the_buffer_while_it_is_large_enough() -> None:
+    from convkit_backends._common import reuse
+
+    first = reuse(None, (2, 3, 4), np.float32)
+    smaller = reuse(first, (5, 4), np.float32)
+    assert smaller.shape == (5, 4) and np.shares_memory(smaller, first)
+    assert not np.shares_memory(reuse(first, (5, 5), np.float32), first)  # too small
+    assert not np.shares_memory(reuse(first, (2, 3), np.float64), first)  # other dtype
 
 
 @pytest.mark.parametrize("backend_cls", IM2COL_BACKENDS, ids=lambda c: c.__name__)
