@@ -172,37 +172,95 @@ def _forward_unit_stride(xp, w, y, dh, dw, groups, length):
             out[i, :] = acc[i * wp:i * wp + wo]
 
 
-@_jit
-def _forward_3x3(xp, w, y, dh, dw, groups, length):
-    """:func:`_forward_unit_stride` for 3x3 kernels: all nine taps in one pass per channel.
+@jit(inline="always")
+def _chunk(t: int, chunks: int, jobs: int):
+    """Jobs ``[lo, hi)`` of chunk ``t`` when ``jobs`` are cut into ``chunks`` contiguous runs."""
+    return t * jobs // chunks, (t + 1) * jobs // chunks
 
-    Nine multiply-adds per store instead of one: the loop is bound by arithmetic, not by
-    reading and writing the accumulator.
+
+@jit(inline="always")
+def _copy_into(dst, src, top: int, left: int):
+    """``dst[top:top + H, left:left + W] = src`` for ``src: (H, W)``, row by row (vectorised)."""
+    h, wd = src.shape
+    for i in range(h):
+        d, s = dst[top + i, left:left + wd], src[i]
+        for j in range(wd):
+            d[j] = s[j]
+
+
+@jit(inline="always")
+def _copy_rows(dst, wide):
+    """``dst[i, j] = wide[i*Wp + j]``: the ``(H, W)`` real columns of a flat ``(H, Wp)`` plane."""
+    h, wd = dst.shape
+    wp = wide.shape[0] // h
+    for i in range(h):
+        d, s = dst[i], wide[i * wp:]
+        for j in range(wd):
+            d[j] = s[j]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _taps_3x3(acc, s, k, length: int, r1: int, r2: int, b1: int, b2: int, add: bool):
+    """``acc[p] (+)= sum k[a, b] * s[p + (r1, r2)[a] + (b1, b2)[b]]`` for ``p < length``.
+
+    ``acc``, ``s``: flat planes; ``k: (3, 3)``; the offsets with index 0 are 0. One view per
+    tap, indexed by ``p`` alone: offsets in the index defeat vectorising. ``add`` False
+    overwrites ``acc`` (no zeroing pass, no accumulator load).
     """
-    n_img, _, hp, wp = xp.shape
+    s00, s01, s02 = s[0:], s[b1:], s[b2:]
+    s10, s11, s12 = s[r1:], s[r1 + b1:], s[r1 + b2:]
+    s20, s21, s22 = s[r2:], s[r2 + b1:], s[r2 + b2:]
+    k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
+    k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
+    k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+    if add:
+        for p in range(length):
+            acc[p] += (k00 * s00[p] + k01 * s01[p] + k02 * s02[p]
+                       + k10 * s10[p] + k11 * s11[p] + k12 * s12[p]
+                       + k20 * s20[p] + k21 * s21[p] + k22 * s22[p])
+    else:
+        for p in range(length):
+            acc[p] = (k00 * s00[p] + k01 * s01[p] + k02 * s02[p]
+                      + k10 * s10[p] + k11 * s11[p] + k12 * s12[p]
+                      + k20 * s20[p] + k21 * s21[p] + k22 * s22[p])
+
+
+@_jit
+def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
+    """Stride-1 3x3 forward from the unpadded ``x``: all nine taps in one pass per channel.
+
+    Jobs are (image, output channel) in order, cut into one contiguous run per thread. A
+    thread pads the ``Cg`` input planes of the image and group it works on into its own
+    ``(Cg, Hp, Wp)`` scratch (zero border written once; the next output channels of that
+    group reuse it), so the input is read once and no padded copy of it is made. Output
+    ``(i, j)`` is computed at ``i*Wp + j`` of an ``(Ho, Wp)`` scratch plane, as in
+    :func:`_forward_unit_stride`, and its ``Wo`` real columns are copied to ``y``.
+    """
+    n_img, _, h, wd = x.shape
     c_out, cg = w.shape[:2]
-    ho, wo = y.shape[2], y.shape[3]
+    ho, cog = y.shape[2], c_out // groups
     r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
-    for job in numba.prange(n_img * c_out):
-        n, o, c0 = _output_job(job, c_out, cg, groups)
-        acc = np.zeros(ho * wp, y.dtype)
-        for c in range(cg):
-            s = xp[n, c0 + c].reshape(hp * wp)
-            # one view per tap, indexed by p >= 0 only: offsets in the index defeat vectorising
-            s00, s01, s02 = s[0:], s[b1:], s[b2:]
-            s10, s11, s12 = s[r1:], s[r1 + b1:], s[r1 + b2:]
-            s20, s21, s22 = s[r2:], s[r2 + b1:], s[r2 + b2:]
-            k = w[o, c]
-            k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
-            k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
-            k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
-            for p in range(length):
-                acc[p] += (k00 * s00[p] + k01 * s01[p] + k02 * s02[p]
-                           + k10 * s10[p] + k11 * s11[p] + k12 * s12[p]
-                           + k20 * s20[p] + k21 * s21[p] + k22 * s22[p])
-        out = y[n, o]
-        for i in range(ho):
-            out[i, :] = acc[i * wp:i * wp + wo]
+    length = ho * wp - b2  # the last row's scratch tail would read past the plane
+    padded = (hp, wp) != (h, wd)
+    jobs = n_img * c_out
+    chunks = min(threads, jobs)
+    # per-thread scratch, allocated here: arrays allocated inside prange were measured slower
+    planes = np.zeros((chunks, cg if padded else 0, hp, wp), y.dtype)
+    accs = np.empty((chunks, ho * wp), y.dtype)
+    for t in numba.prange(chunks):
+        xl, acc = planes[t], accs[t]
+        loaded = -1  # the (image, group) whose planes xl holds
+        lo, hi = _chunk(t, chunks, jobs)
+        for job in range(lo, hi):
+            n, o, c0 = _output_job(job, c_out, cg, groups)
+            if padded and n * groups + o // cog != loaded:
+                for c in range(cg):
+                    _copy_into(xl[c], x[n, c0 + c], pt, pl)
+                loaded = n * groups + o // cog
+            for c in range(cg):
+                s = (xl[c] if padded else x[n, c0 + c]).reshape(hp * wp)
+                _taps_3x3(acc, s, w[o, c], length, r1, r2, b1, b2, c > 0)
+            _copy_rows(y[n, o], acc)
 
 
 @_jit
@@ -370,9 +428,12 @@ class NumbaBackend(ConvBackend):
     @serialised_on_unsafe_layer
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        if geom.stride == (1, 1):  # scratch columns are dropped: no condition
-            kernel = _forward_3x3 if geom.kernel_size == (3, 3) else _forward_unit_stride
-            kernel(pad(x, geom), weight, y, *_unit_stride_args(geom))
+        if geom.stride == (1, 1) and geom.kernel_size == (3, 3):  # pads as it goes
+            pt, _, pl, _ = geom.padding
+            _forward_3x3(x, weight, y, pt, pl, *geom.dilation, geom.groups, *geom.padded_size,
+                         numba.get_num_threads())
+        elif geom.stride == (1, 1):  # scratch columns are dropped: no condition
+            _forward_unit_stride(pad(x, geom), weight, y, *_unit_stride_args(geom))
         elif geom.dilation == (1, 1):
             y[...] = 0
             xp = pad(x, geom)
