@@ -199,20 +199,31 @@ def _copy_rows(dst, wide):
             d[j] = s[j]
 
 
+@jit(inline="always")
+def _tap_views(s, r1: int, r2: int, b1: int, b2: int):
+    """The nine views ``s[r + b:]``, ``r`` in ``(0, r1, r2)``, ``b`` in ``(0, b1, b2)``, row-major.
+
+    One view per tap, indexed by ``p`` alone: offsets in the index defeat vectorising.
+    """
+    return (s[0:], s[b1:], s[b2:], s[r1:], s[r1 + b1:], s[r1 + b2:],
+            s[r2:], s[r2 + b1:], s[r2 + b2:])
+
+
+@jit(inline="always")
+def _tap_weights(k):
+    """The nine entries of ``k: (3, 3)``, row-major."""
+    return k[0, 0], k[0, 1], k[0, 2], k[1, 0], k[1, 1], k[1, 2], k[2, 0], k[2, 1], k[2, 2]
+
+
 @jit(inline="always", fastmath=_FLAGS)
 def _taps_3x3(acc, s, k, length: int, r1: int, r2: int, b1: int, b2: int, add: bool):
     """``acc[p] (+)= sum k[a, b] * s[p + (r1, r2)[a] + (b1, b2)[b]]`` for ``p < length``.
 
-    ``acc``, ``s``: flat planes; ``k: (3, 3)``; the offsets with index 0 are 0. One view per
-    tap, indexed by ``p`` alone: offsets in the index defeat vectorising. ``add`` False
-    overwrites ``acc`` (no zeroing pass, no accumulator load).
+    ``acc``, ``s``: flat planes; ``k: (3, 3)``; the offsets with index 0 are 0. ``add``
+    False overwrites ``acc`` (no zeroing pass, no accumulator load).
     """
-    s00, s01, s02 = s[0:], s[b1:], s[b2:]
-    s10, s11, s12 = s[r1:], s[r1 + b1:], s[r1 + b2:]
-    s20, s21, s22 = s[r2:], s[r2 + b1:], s[r2 + b2:]
-    k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
-    k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
-    k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+    k00, k01, k02, k10, k11, k12, k20, k21, k22 = _tap_weights(k)
     if add:
         for p in range(length):
             acc[p] += (k00 * s00[p] + k01 * s01[p] + k02 * s02[p]
@@ -225,16 +236,48 @@ def _taps_3x3(acc, s, k, length: int, r1: int, r2: int, b1: int, b2: int, add: b
                       + k20 * s20[p] + k21 * s21[p] + k22 * s22[p])
 
 
+@jit(inline="always", fastmath=_FLAGS)
+def _taps_3x3_pair(acc0, acc1, s, k0, k1, length: int, r1: int, r2: int, b1: int, b2: int,
+                   add: bool):
+    """:func:`_taps_3x3` for two kernels ``k0``, ``k1`` over the same ``s``.
+
+    Each input vector feeds 18 multiply-adds instead of 9: the loop is bound by arithmetic,
+    not by loads (measured 1.5x faster per output than two single passes).
+    """
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+    k00, k01, k02, k10, k11, k12, k20, k21, k22 = _tap_weights(k0)
+    l00, l01, l02, l10, l11, l12, l20, l21, l22 = _tap_weights(k1)
+    if add:  # two loops: a branch inside one was measured to stop it being vectorised
+        for p in range(length):
+            v00, v01, v02 = s00[p], s01[p], s02[p]
+            v10, v11, v12 = s10[p], s11[p], s12[p]
+            v20, v21, v22 = s20[p], s21[p], s22[p]
+            acc0[p] += (k00 * v00 + k01 * v01 + k02 * v02 + k10 * v10 + k11 * v11
+                        + k12 * v12 + k20 * v20 + k21 * v21 + k22 * v22)
+            acc1[p] += (l00 * v00 + l01 * v01 + l02 * v02 + l10 * v10 + l11 * v11
+                        + l12 * v12 + l20 * v20 + l21 * v21 + l22 * v22)
+    else:
+        for p in range(length):
+            v00, v01, v02 = s00[p], s01[p], s02[p]
+            v10, v11, v12 = s10[p], s11[p], s12[p]
+            v20, v21, v22 = s20[p], s21[p], s22[p]
+            acc0[p] = (k00 * v00 + k01 * v01 + k02 * v02 + k10 * v10 + k11 * v11
+                       + k12 * v12 + k20 * v20 + k21 * v21 + k22 * v22)
+            acc1[p] = (l00 * v00 + l01 * v01 + l02 * v02 + l10 * v10 + l11 * v11
+                       + l12 * v12 + l20 * v20 + l21 * v21 + l22 * v22)
+
+
 @_jit
 def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
-    """Stride-1 3x3 forward from the unpadded ``x``: all nine taps in one pass per channel.
+    """Stride-1 3x3 forward from the unpadded ``x``: nine taps in one pass per channel.
 
-    Jobs are (image, output channel) in order, cut into one contiguous run per thread. A
-    thread pads the ``Cg`` input planes of the image and group it works on into its own
-    ``(Cg, Hp, Wp)`` scratch (zero border written once; the next output channels of that
-    group reuse it), so the input is read once and no padded copy of it is made. Output
-    ``(i, j)`` is computed at ``i*Wp + j`` of an ``(Ho, Wp)`` scratch plane, as in
-    :func:`_forward_unit_stride`, and its ``Wo`` real columns are copied to ``y``.
+    Jobs are (image, pair of output channels of a group) in order, cut into one contiguous
+    run per thread (``threads`` runs at most). A thread pads the ``Cg`` input planes of the
+    image and group it works on into its own ``(Cg, Hp, Wp)`` scratch (zero border written
+    once; the group's next pairs reuse it), so the input is read once and no padded copy of
+    it is made. Output ``(i, j)`` is computed at ``i*Wp + j`` of an ``(Ho, Wp)`` scratch
+    plane, as in :func:`_forward_unit_stride`, and its ``Wo`` real columns are copied to
+    ``y``. A group with an odd number of outputs (depthwise: one) ends with a single one.
     """
     n_img, _, h, wd = x.shape
     c_out, cg = w.shape[:2]
@@ -242,25 +285,34 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
     r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
     length = ho * wp - b2  # the last row's scratch tail would read past the plane
     padded = (hp, wp) != (h, wd)
-    jobs = n_img * c_out
+    pairs = (cog + 1) // 2  # per group
+    jobs = n_img * groups * pairs
     chunks = min(threads, jobs)
     # per-thread scratch, allocated here: arrays allocated inside prange were measured slower
     planes = np.zeros((chunks, cg if padded else 0, hp, wp), y.dtype)
-    accs = np.empty((chunks, ho * wp), y.dtype)
+    accs = np.empty((chunks, 2, ho * wp), y.dtype)
     for t in numba.prange(chunks):
         xl, acc = planes[t], accs[t]
         loaded = -1  # the (image, group) whose planes xl holds
         lo, hi = _chunk(t, chunks, jobs)
         for job in range(lo, hi):
-            n, o, c0 = _output_job(job, c_out, cg, groups)
-            if padded and n * groups + o // cog != loaded:
+            ng, q = job // pairs, job % pairs
+            n, g = ng // groups, ng % groups
+            o, c0, two = g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+            if padded and ng != loaded:
                 for c in range(cg):
                     _copy_into(xl[c], x[n, c0 + c], pt, pl)
-                loaded = n * groups + o // cog
+                loaded = ng
             for c in range(cg):
                 s = (xl[c] if padded else x[n, c0 + c]).reshape(hp * wp)
-                _taps_3x3(acc, s, w[o, c], length, r1, r2, b1, b2, c > 0)
-            _copy_rows(y[n, o], acc)
+                if two:
+                    _taps_3x3_pair(acc[0], acc[1], s, w[o, c], w[o + 1, c], length,
+                                   r1, r2, b1, b2, c > 0)
+                else:
+                    _taps_3x3(acc[0], s, w[o, c], length, r1, r2, b1, b2, c > 0)
+            _copy_rows(y[n, o], acc[0])
+            if two:
+                _copy_rows(y[n, o + 1], acc[1])
 
 
 @_jit
