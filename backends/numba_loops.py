@@ -383,38 +383,6 @@ def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
 
 
 @_jit
-def _backward_input_3x3(gy_ext, w, gxp, dh, dw, groups):
-    """Stride-1 input gradient for 3x3 kernels, gathered: nine taps per accumulator update.
-
-    ``gy_ext: (N, Cout, M + Hp*Wp)`` holds each wide output-gradient plane (zero scratch
-    columns, see :func:`_widen`) after a zero margin ``M = 2*dh*Wp + 2*dw``, so that
-    ``gxp`` flat at ``q`` gathers tap ``(a, b)`` from ``gy_ext`` at ``M + q - a*dh*Wp - b*dw``,
-    never below 0. Finite weights only, as for :func:`_backward_input_unit_stride`.
-    """
-    n_img, c_in, hp, wp = gxp.shape
-    c_out, cg = w.shape[:2]
-    r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
-    m = r2 + b2
-    for job in numba.prange(n_img * c_in):
-        n, ci = job // c_in, job % c_in
-        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
-        acc = _zeroed_plane(gxp, n, ci)
-        for o in range(o_lo, o_hi):
-            e = gy_ext[n, o]
-            e00, e01, e02 = e[m:], e[m - b1:], e[m - b2:]  # views indexed by q >= 0 alone
-            e10, e11, e12 = e[m - r1:], e[m - r1 - b1:], e[m - r1 - b2:]
-            e20, e21, e22 = e[m - r2:], e[m - r2 - b1:], e[m - r2 - b2:]
-            k = w[o, c]
-            k00, k01, k02 = k[0, 0], k[0, 1], k[0, 2]
-            k10, k11, k12 = k[1, 0], k[1, 1], k[1, 2]
-            k20, k21, k22 = k[2, 0], k[2, 1], k[2, 2]
-            for q in range(hp * wp):
-                acc[q] += (k00 * e00[q] + k01 * e01[q] + k02 * e02[q]
-                           + k10 * e10[q] + k11 * e11[q] + k12 * e12[q]
-                           + k20 * e20[q] + k21 * e21[q] + k22 * e22[q])
-
-
-@_jit
 def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
     """Stride 1: each tap's sum is one long dot product per image (see the forward).
 
@@ -608,14 +576,13 @@ class NumbaBackend(ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        if geom.stride == (1, 1) and np.isfinite(weight).all():
+        finite_weight = geom.stride == (1, 1) and np.isfinite(weight).all()
+        if finite_weight and geom.kernel_size == (3, 3) and _padding_within_kernel(geom):
+            return _input_grad_3x3(grad_output, weight, geom)
+        if finite_weight:
             grad_xp = np.empty((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
-            if geom.kernel_size == (3, 3):
-                _backward_input_3x3(_widen(grad_output, geom, margin=True), weight, grad_xp,
-                                    *geom.dilation, geom.groups)
-            else:
-                _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
-                                            *_unit_stride_args(geom))
+            _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
+                                        *_unit_stride_args(geom))
             return np.ascontiguousarray(crop(grad_xp, geom))
         if geom.stride != (1, 1) and geom.dilation == (1, 1):
             grad_xp = np.zeros((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
@@ -650,28 +617,43 @@ class NumbaBackend(ConvBackend):
         return grad_w
 
 
+def _padding_within_kernel(geom: ConvGeometry) -> bool:
+    """True if no side is padded by more than the kernel's extent ``d*(k-1)``."""
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
+    return max(pt, pb) <= (kh - 1) * dh and max(pl, pr) <= (kw - 1) * dw
+
+
+def _input_grad_3x3(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """Stride-1 3x3 ``grad_x: (N, C, H, W)`` as :func:`_forward_3x3` of ``grad_output``.
+
+    ``grad_x[n, c, i, j] = sum w[o, c, a, b] * gy[n, o, i + pt - a*dh, j + pl - b*dw]`` is a
+    forward pass over ``gy: (N, Cout, Ho, Wo)`` with the flipped, transposed weight
+    ``(C, Cout/G, 3, 3)`` and padding ``(2*dh - pt, 2*dw - pl)`` in an ``(H + 2*dh, W + 2*dw)``
+    frame. Needs :func:`_padding_within_kernel` (else the frame would crop ``gy``) and finite
+    weights, which the frame's zeros meet.
+    """
+    (dh, dw), (pt, _, pl, _), (h, w) = geom.dilation, geom.padding, geom.in_size
+    g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+    flipped = np.ascontiguousarray(
+        weight.reshape(g, cog, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    ).reshape(geom.in_channels, cog, 3, 3)
+    grad_x = np.empty(geom.input_shape, geom.dtype)
+    _forward_3x3(grad_output, flipped, grad_x, 2 * dh - pt, 2 * dw - pl, dh, dw, g,
+                 h + 2 * dh, w + 2 * dw, numba.get_num_threads())
+    return grad_x
+
+
 def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     pt, _, pl, _ = geom.padding
     return sh, sw, pt, pl, dh, dw, geom.groups
 
 
-def _widen(grad_output: np.ndarray, geom: ConvGeometry, margin: bool = False) -> np.ndarray:
-    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns.
-
-    With ``margin``, the layout :func:`_backward_input_3x3` reads: planes flattened to
-    ``(N, Cout, M + Hp*Wp)``, the wide plane at ``[M, M + Ho*Wp)``, zeros around it.
-    """
-    (ho, wo), (hp, wp) = geom.out_size, geom.padded_size
-    if not margin:
-        wide = np.zeros((*grad_output.shape[:3], wp), geom.dtype)
-        wide[..., :wo] = grad_output
-        return wide
-    (dh, dw), (n, c_out) = geom.dilation, grad_output.shape[:2]
-    m = 2 * dh * wp + 2 * dw
-    extended = np.zeros((n, c_out, m + hp * wp), geom.dtype)
-    extended[:, :, m:m + ho * wp].reshape(n, c_out, ho, wp)[..., :wo] = grad_output
-    return extended
+def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns."""
+    wide = np.zeros((*grad_output.shape[:3], geom.padded_size[1]), geom.dtype)
+    wide[..., :geom.out_size[1]] = grad_output
+    return wide
 
 
 def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
