@@ -1,18 +1,28 @@
 """Direct convolution as numba-compiled loops: no im2col.
 
-Each kernel is parallel (``prange``) over an axis whose iterations write disjoint outputs:
+Each general kernel is parallel (``prange``) over an axis whose iterations write disjoint outputs:
 forward over (image, output channel), input gradient over (image, input channel), weight
 gradient over (output channel, input channel of the group).
 
-Stride 1 (the common case) runs on a zero-padded copy of the input with every output row
-computed ``Wp`` wide (the padded width): then each kernel tap is one long contiguous loop
-over a whole image plane, which LLVM vectorises, instead of ``Ho`` short rows. The scratch
-columns this adds are dropped in the forward pass; in the gradients they multiply zeros,
-so those kernels are used only when that cannot make a NaN (finite weights for the input
-gradient, finite inputs for the weight gradient). 3x3 kernels have their own versions that
-apply all nine taps in one pass. A larger stride without dilation is the sum of stride-1
-convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and the
-non-finite cases above, run row by row with loops clipped to the pixels inside the image.
+Stride 1 (the common case) runs with every output row computed ``Wp`` wide (the padded
+width): then each kernel tap is one long contiguous loop over a whole image plane, which
+LLVM vectorises, instead of ``Ho`` short rows. The scratch columns this adds are dropped in
+the forward pass; in the gradients they multiply zeros, so they are used only where that
+cannot make a NaN (finite weights for the input gradient, finite inputs for the weight
+gradient). General kernel sizes run on a zero-padded copy of the whole input.
+
+3x3 kernels (the common size) have their own kernels that apply all nine taps in one pass,
+for two output channels at a time (each loaded input vector feeds 18 multiply-adds). Their
+jobs are cut into one contiguous run per thread, and each thread pads the planes it works
+on into its own scratch, so the input is read once and never copied whole: forward over
+(image, pair of output channels); weight gradient over pairs of output channels, checking
+each input plane for NaN/Inf as it is padded (such a plane takes exact row sums); and the
+input gradient is the forward kernel run over the output gradient with the flipped,
+transposed weight.
+
+A larger stride without dilation is the sum of stride-1 convolutions of the input's phases
+(:func:`_phases`). Strided dilated layers, and the non-finite cases above, run row by row
+with loops clipped to the pixels inside the image.
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
 which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
