@@ -251,6 +251,8 @@ NUMBA_LONG_ROW_CASES = [
     ConvCase("3x3-dil21-pad", (2, 4, 9, 7), (6, 2, 3, 3), padding=(2, 1), dilation=(2, 1),
              groups=2),
     ConvCase("3x3-same-dil2", (1, 3, 8, 11), (2, 3, 3, 3), padding="same", dilation=2),
+    # padding beyond the kernel's extent: the input gradient cannot run as a forward pass
+    ConvCase("3x3-pad3", (2, 3, 5, 6), (5, 3, 3, 3), padding=(3, 1)),
     ConvCase("2x4-pad", (2, 3, 6, 9), (4, 3, 2, 4), padding=(1, 2)),
     ConvCase("7x7-s2-pad3", (2, 3, 13, 12), (4, 3, 7, 7), stride=2, padding=3),
     ConvCase("3x3-s2-groups", (2, 4, 9, 8), (6, 2, 3, 3), stride=2, padding=1, groups=2),
