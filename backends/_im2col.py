@@ -25,7 +25,8 @@ DEFAULT_COLUMN_BUDGET = 256 * 2**20
 #: Columns per batch chunk when the budget allows more (but at least one image's): a chunk
 #: this small is still in the last-level cache when the GEMM reads what the copy wrote, and
 #: one buffer serves every chunk. Measured on a 64-channel 3x3 layer at 56x56, batch 8
-#: (7 MiB of columns per image), one thread: 19 ms in 1-image chunks, 24.5 ms in one.
+#: (7 MiB of columns per image): 19 ms in 1-image chunks against 24.5 ms in one chunk on
+#: one thread; on two threads, alternating in one process, the two were within 6%.
 CACHE_CHUNK_BYTES = 8 * 2**20
 
 
