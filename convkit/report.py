@@ -20,6 +20,8 @@ FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))
 
 _COLUMNS = ("case", "op", "backend", "median", "min", "GFLOP/s", "%peak", "speedup",
             "max error", "memory", "status")
+#: Unsteady rows named below the table, the least steady first.
+_UNSTEADY_LISTED = 5
 _RIGHT_ALIGNED = {"median", "min", "GFLOP/s", "%peak", "speedup", "max error", "memory"}
 
 
@@ -133,11 +135,16 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         "memory: peak bytes allocated during one call, result included "
         "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
     ]
-    unsteady = _unsteady(rows)
+    unsteady = sorted(_unsteady(rows), key=lambda r: -r["pass_spread"])
     if unsteady:
-        notes.append("unsteady (largest pass median over the smallest): " + ", ".join(
-            f"{r['case']} {r['op']} {r['backend']} +{r['pass_spread']:.0%}" for r in unsteady
-        ))
+        listed = unsteady[:_UNSTEADY_LISTED]
+        more = len(unsteady) - len(listed)
+        notes.append(
+            "unsteady (largest pass median over the smallest): "
+            + ", ".join(f"{r['case']} {r['op']} {r['backend']} +{r['pass_spread']:.0%}"
+                        for r in listed)
+            + (f", and {more} more (pass_spread in JSON and CSV)" if more else "")
+        )
     warmups = ", ".join(
         f"{b['name']} {b['warmup_s']:.2f} s" for b in report["backends"] if b["status"] == "ok"
     )

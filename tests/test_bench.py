@@ -572,6 +572,21 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
            "im2col-take +50%" in table
 
 
+def test_only_the_least_steady_rows_are_named(monkeypatch):
+    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (1e-3, 0.0, 1))
+    result = run_benchmark([TINY], ["im2col-take"],
+                           _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
+    (row,) = result["results"]
+    result["results"] = [dict(row, case=f"case{i}", pass_spread=0.2 + i / 10)
+                         for i in range(8)]
+    table = report.to_table(result)
+    assert "WARNING: 8 rows changed speed by more than 15% between passes" in table
+    named = table.split("unsteady (largest pass median over the smallest): ")[1]
+    assert named.startswith("case7 forward im2col-take +90%, case6 forward")
+    assert "case3" in named and "case2" not in named
+    assert named.split("\n")[0].endswith(", and 3 more (pass_spread in JSON and CSV)")
+
+
 def test_passes_that_agree_leave_the_row_steady(monkeypatch):
     monkeypatch.setattr(bench, "_measure", lambda call, min_time: (1e-3, 0.0, 1))
     result = run_benchmark([TINY], ["im2col-take"],
