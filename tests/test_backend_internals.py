@@ -53,12 +53,14 @@ print(json.dumps({
     "caching": runtime.caching,
     "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
 }))
 """
 
 
 def _run_probe(env_updates: dict[str, str], pythonpath: Path | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_CACHE_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_CACHE_DIR")}
     env.update(env_updates)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     if pythonpath is not None:
@@ -111,13 +113,19 @@ def test_numba_without_any_writable_cache_compiles_and_warns(
     assert "compiled in every process" in result["warnings"][0]
 
 
-@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [({}, ("PASSIVE", "10000")),
+     ({"GOMP_SPINCOUNT": "5"}, ("PASSIVE", "5")),
+     ({"OMP_WAIT_POLICY": "ACTIVE"}, ("ACTIVE", None))],
+)
 def test_numba_backend_lets_idle_openmp_threads_sleep(
-    preset: str | None, expected: str
+    preset: dict[str, str], expected: tuple[str, str | None]
 ) -> None:
-    """Unless the user chose a policy, OpenMP workers sleep between kernels (no spinning)."""
-    result = _run_probe({} if preset is None else {"OMP_WAIT_POLICY": preset})
-    assert result["omp_wait_policy"] == expected
+    """Unless the user chose a policy, OpenMP workers sleep between kernels after a short
+    spin; a policy or spin count the user set stays as it is."""
+    result = _run_probe(preset)
+    assert (result["omp_wait_policy"], result["gomp_spincount"]) == expected
     assert result["correct"]
 
 
