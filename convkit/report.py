@@ -57,8 +57,9 @@ def to_table(report: dict) -> str:
     if unsteady:
         lines.append(
             f"WARNING: {len(unsteady)} row{'s' if len(unsteady) > 1 else ''} changed speed by "
-            f"more than {UNSTEADY_SPREAD:.0%} between passes (listed at the end): the machine's "
-            "speed changed during the run, and another run may not repeat their medians"
+            f"more than {UNSTEADY_SPREAD:.0%} between passes (the least steady are named "
+            "below): the machine's speed changed during the run, and another run may not "
+            "repeat their medians"
         )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
