@@ -44,15 +44,24 @@ class RowChange:
 
 @dataclass(frozen=True)
 class Comparison:
+    """The rows ok in both reports, in the old report's order, and how to judge them."""
+
     rows: list[RowChange]
-    judged: list[RowChange]
-    """The rows at least one of whose medians reaches ``min_seconds``."""
     threshold: float
     min_seconds: float
     warnings: list[str]
 
+    def judges(self, row: RowChange) -> bool:
+        """Whether ``row`` counts: at least one of its medians reaches ``min_seconds``."""
+        return max(row.old_s, row.new_s) >= self.min_seconds
+
+    @property
+    def judged(self) -> list[RowChange]:
+        return [r for r in self.rows if self.judges(r)]
+
     @property
     def changed(self) -> list[RowChange]:
+        """The judged rows whose difference exceeds ``threshold``."""
         return [r for r in self.judged if r.difference > self.threshold]
 
     def summary(self) -> str:
@@ -83,8 +92,7 @@ def compare_reports(
         for r in old["results"]
         if r["status"] == "ok" and _key(r) in new_rows
     ]
-    judged = [r for r in rows if max(r.old_s, r.new_s) >= min_seconds]
-    return Comparison(rows, judged, threshold, min_seconds, _warnings(old, new))
+    return Comparison(rows, threshold, min_seconds, _warnings(old, new))
 
 
 def to_text(comparison: Comparison) -> str:
@@ -107,7 +115,7 @@ def to_text(comparison: Comparison) -> str:
 
 
 def _difference_cell(row: RowChange, comparison: Comparison) -> str:
-    if row not in comparison.judged:
+    if not comparison.judges(row):
         return f"{row.difference:.1%}  (under {format_seconds(comparison.min_seconds)})"
     return f"{row.difference:.1%}" + (" *" if row.difference > comparison.threshold else "  ")
 
