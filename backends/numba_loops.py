@@ -20,9 +20,11 @@ each input plane for NaN/Inf as it is padded (such a plane takes exact row sums)
 input gradient is the forward kernel run over the output gradient with the flipped,
 transposed weight.
 
-A larger stride without dilation is the sum of stride-1 convolutions of the input's phases
-(:func:`_phases`). Strided dilated layers, and the non-finite cases above, run row by row
-with loops clipped to the pixels inside the image.
+The 3x3 stride-2 forward pass (ResNet's downsampling) has a kernel of the same kind
+(:func:`_forward_3x3_stride2`) that splits each thread's padded planes by row and column
+parity. Other strides without dilation, and the gradients at stride 2, are the sum of
+stride-1 convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and
+the non-finite cases above, run row by row with loops clipped to the pixels inside the image.
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
 which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
@@ -191,6 +193,16 @@ def _chunk(t: int, chunks: int, jobs: int):
 
 
 @jit(inline="always")
+def _pair_job(job: int, pairs: int, groups: int, cog: int, cg: int):
+    """Forward job ``job``, numbered (image, group, pair of output channels): its image
+    ``n``, ``(image, group)`` index ``ng``, first output ``o``, first input channel ``c0``,
+    and whether output ``o + 1`` belongs to it too (a group's last pair may be single)."""
+    ng, q = job // pairs, job % pairs
+    g = ng % groups
+    return ng // groups, ng, g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+
+
+@jit(inline="always")
 def _copy_into(dst, src, top: int, left: int):
     """``dst[top:top + H, left:left + W] = src`` for ``src: (H, W)``, row by row (vectorised)."""
     h, wd = src.shape
@@ -228,13 +240,13 @@ def _tap_weights(k):
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _taps_3x3(acc, s, k, length: int, r1: int, r2: int, b1: int, b2: int, add: bool):
-    """``acc[p] (+)= sum k[a, b] * s[p + (r1, r2)[a] + (b1, b2)[b]]`` for ``p < length``.
+def _taps_3x3(acc, views, k, length: int, add: bool):
+    """``acc[p] (+)= sum k[a, b] * views[3*a + b][p]`` for ``p < length``.
 
-    ``acc``, ``s``: flat planes; ``k: (3, 3)``; the offsets with index 0 are 0. ``add``
-    False overwrites ``acc`` (no zeroing pass, no accumulator load).
+    ``acc``: a flat plane; ``views``: the nine taps' flat inputs (:func:`_tap_views`);
+    ``k: (3, 3)``. ``add`` False overwrites ``acc`` (no zeroing pass, no accumulator load).
     """
-    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = views
     k00, k01, k02, k10, k11, k12, k20, k21, k22 = _tap_weights(k)
     if add:
         for p in range(length):
@@ -249,14 +261,13 @@ def _taps_3x3(acc, s, k, length: int, r1: int, r2: int, b1: int, b2: int, add: b
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _taps_3x3_pair(acc0, acc1, s, k0, k1, length: int, r1: int, r2: int, b1: int, b2: int,
-                   add: bool):
-    """:func:`_taps_3x3` for two kernels ``k0``, ``k1`` over the same ``s``.
+def _taps_3x3_pair(acc0, acc1, views, k0, k1, length: int, add: bool):
+    """:func:`_taps_3x3` for two kernels ``k0``, ``k1`` over the same ``views``.
 
     Each input vector feeds 18 multiply-adds instead of 9: the loop is bound by arithmetic,
     not by loads (measured 1.5x faster per output than two single passes).
     """
-    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = views
     k00, k01, k02, k10, k11, k12, k20, k21, k22 = _tap_weights(k0)
     l00, l01, l02, l10, l11, l12, l20, l21, l22 = _tap_weights(k1)
     if add:  # two loops: a branch inside one was measured to stop it being vectorised
@@ -308,9 +319,7 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
         loaded = -1  # the (image, group) whose planes xl holds
         lo, hi = _chunk(t, chunks, jobs)
         for job in range(lo, hi):
-            ng, q = job // pairs, job % pairs
-            n, g = ng // groups, ng % groups
-            o, c0, two = g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+            n, ng, o, c0, two = _pair_job(job, pairs, groups, cog, cg)
             if padded and ng != loaded:
                 for c in range(cg):
                     _copy_into(xl[c], x[n, c0 + c], pt, pl)
@@ -318,10 +327,82 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
             for c in range(cg):
                 s = (xl[c] if padded else x[n, c0 + c]).reshape(hp * wp)
                 if two:
-                    _taps_3x3_pair(acc[0], acc[1], s, w[o, c], w[o + 1, c], length,
-                                   r1, r2, b1, b2, c > 0)
+                    _taps_3x3_pair(acc[0], acc[1], _tap_views(s, r1, r2, b1, b2),
+                                   w[o, c], w[o + 1, c], length, c > 0)
                 else:
-                    _taps_3x3(acc[0], s, w[o, c], length, r1, r2, b1, b2, c > 0)
+                    _taps_3x3(acc[0], _tap_views(s, r1, r2, b1, b2), w[o, c], length, c > 0)
+            _copy_rows(y[n, o], acc[0])
+            if two:
+                _copy_rows(y[n, o + 1], acc[1])
+
+
+@jit(inline="always")
+def _copy_into_phases(dst, src, top: int, left: int):
+    """``src: (H, W)`` into a padded plane split by row and column parity, ``dst: (4, Hq,
+    Wq)``: padded pixel ``(r, col) = (top + i, left + q)`` is ``dst[2*(r % 2) + col % 2,
+    r // 2, col // 2]``. Row by row, one loop per column parity (vectorised)."""
+    h = src.shape[0]
+    for i in range(h):
+        r = top + i
+        for parity in range(2):
+            first = (parity - left) % 2  # the first column of src with this parity
+            d = dst[2 * (r % 2) + parity, r // 2, (left + first) // 2:]
+            s = src[i, first::2]
+            for k in range(s.shape[0]):
+                d[k] = s[k]
+
+
+@jit(inline="always")
+def _phase_views(phases, wq: int):
+    """The nine taps' flat inputs at stride 2 (as :func:`_tap_views` gives them at stride 1).
+
+    ``phases: (4, Hq, Wq)`` (see :func:`_copy_into_phases`): tap ``(a, b)`` of output
+    ``p = i*Wq + j`` is padded pixel ``(2i + a, 2j + b)``, entry ``p + (a//2)*Wq + b//2`` of
+    phase ``2*(a % 2) + b % 2``.
+    """
+    size = phases.shape[1] * phases.shape[2]
+    ee, eo = phases[0].reshape(size), phases[1].reshape(size)
+    oe, oo = phases[2].reshape(size), phases[3].reshape(size)
+    return (ee[0:], eo[0:], ee[1:], oe[0:], oo[0:], oe[1:],
+            ee[wq:], eo[wq:], ee[wq + 1:])
+
+
+@_jit
+def _forward_3x3_stride2(x, w, y, pt, pl, groups, hp, wp, threads):
+    """Stride-2 3x3 forward without dilation, from the unpadded ``x``: nine taps per pass.
+
+    Jobs and per-thread padding as in :func:`_forward_3x3`, with each padded plane split
+    into its four phases by row and column parity (``(4, Hq, Wq)``, ``Hq = ceil(Hp/2)``,
+    ``Wq = ceil(Wp/2)``): then every tap reads one phase at a constant offset, and output
+    ``(i, j)`` is computed at ``i*Wq + j`` of a ``(Ho, Wq)`` scratch plane whose ``Wo`` real
+    columns are copied to ``y``. Every padded pixel is read as a zero, so NaN and Inf behave
+    as in the naive backend.
+    """
+    c_out, cg = w.shape[:2]
+    ho = y.shape[2]
+    cog, hq, wq = c_out // groups, (hp + 1) // 2, (wp + 1) // 2
+    length = ho * wq - 1  # the last row's scratch tail would read past the phase
+    pairs = (cog + 1) // 2  # per group
+    jobs = x.shape[0] * groups * pairs
+    chunks = min(threads, jobs)
+    planes = np.zeros((chunks, cg, 4, hq, wq), y.dtype)  # allocated here, see _forward_3x3
+    accs = np.empty((chunks, 2, ho * wq), y.dtype)
+    for t in numba.prange(chunks):
+        xl, acc = planes[t], accs[t]
+        loaded = -1  # the (image, group) whose planes xl holds
+        lo, hi = _chunk(t, chunks, jobs)
+        for job in range(lo, hi):
+            n, ng, o, c0, two = _pair_job(job, pairs, groups, cog, cg)
+            if ng != loaded:
+                for c in range(cg):
+                    _copy_into_phases(xl[c], x[n, c0 + c], pt, pl)
+                loaded = ng
+            for c in range(cg):
+                if two:
+                    _taps_3x3_pair(acc[0], acc[1], _phase_views(xl[c], wq), w[o, c],
+                                   w[o + 1, c], length, c > 0)
+                else:
+                    _taps_3x3(acc[0], _phase_views(xl[c], wq), w[o, c], length, c > 0)
             _copy_rows(y[n, o], acc[0])
             if two:
                 _copy_rows(y[n, o + 1], acc[1])
@@ -572,6 +653,10 @@ class NumbaBackend(ConvBackend):
                          numba.get_num_threads())
         elif geom.stride == (1, 1):  # scratch columns are dropped: no condition
             _forward_unit_stride(pad(x, geom), weight, y, *_unit_stride_args(geom))
+        elif (geom.stride, geom.kernel_size, geom.dilation) == ((2, 2), (3, 3), (1, 1)):
+            pt, _, pl, _ = geom.padding
+            _forward_3x3_stride2(x, weight, y, pt, pl, geom.groups, *geom.padded_size,
+                                 numba.get_num_threads())
         elif geom.dilation == (1, 1):
             y[...] = 0
             xp = pad(x, geom)

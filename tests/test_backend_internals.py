@@ -264,6 +264,8 @@ NUMBA_LONG_ROW_CASES = [
     ConvCase("2x4-pad", (2, 3, 6, 9), (4, 3, 2, 4), padding=(1, 2)),
     ConvCase("7x7-s2-pad3", (2, 3, 13, 12), (4, 3, 7, 7), stride=2, padding=3),
     ConvCase("3x3-s2-groups", (2, 4, 9, 8), (6, 2, 3, 3), stride=2, padding=1, groups=2),
+    ConvCase("3x3-s2-depthwise-asym", (2, 3, 9, 10), (3, 1, 3, 3), stride=2, padding=(2, 1),
+             groups=3),
     ConvCase("2x3-s32", (1, 3, 11, 10), (2, 3, 2, 3), stride=(3, 2), padding=(0, 1)),
     ConvCase("1x1-s2", (2, 3, 7, 6), (4, 3, 1, 1), stride=2),
 ]
