@@ -20,10 +20,11 @@ each input plane for NaN/Inf as it is padded (such a plane takes exact row sums)
 input gradient is the forward kernel run over the output gradient with the flipped,
 transposed weight.
 
-The 3x3 stride-2 forward pass (ResNet's downsampling) has a kernel of the same kind
-(:func:`_forward_3x3_stride2`) that splits each thread's padded planes by row and column
-parity. Other strides without dilation, and the gradients at stride 2, are the sum of
-stride-1 convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and
+3x3 stride-2 layers (ResNet's downsampling) have kernels of the same kind for the forward
+pass and the weight gradient (:func:`_forward_3x3_stride2`,
+:func:`_backward_weight_3x3_stride2`), which split each thread's padded planes by row and
+column parity. Other strides without dilation, and the input gradient at stride 2, are
+sums of stride-1 convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and
 the non-finite cases above, run row by row with loops clipped to the pixels inside the image.
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
@@ -193,13 +194,22 @@ def _chunk(t: int, chunks: int, jobs: int):
 
 
 @jit(inline="always")
+def _group_pair(gq: int, pairs: int, cog: int, cg: int):
+    """Pair ``gq`` of output channels, numbered group by group (``pairs`` per group): its
+    group ``g``, first output ``o``, the group's first input channel ``c0``, and whether
+    output ``o + 1`` belongs to it too (a group's last pair may be single)."""
+    g, q = gq // pairs, gq % pairs
+    return g, g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+
+
+@jit(inline="always")
 def _pair_job(job: int, pairs: int, groups: int, cog: int, cg: int):
     """Forward job ``job``, numbered (image, group, pair of output channels): its image
-    ``n``, ``(image, group)`` index ``ng``, first output ``o``, first input channel ``c0``,
-    and whether output ``o + 1`` belongs to it too (a group's last pair may be single)."""
-    ng, q = job // pairs, job % pairs
-    g = ng % groups
-    return ng // groups, ng, g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+    ``n``, ``(image, group)`` index ``ng``, and ``o, c0, two`` as :func:`_group_pair` gives
+    them."""
+    ng = job // pairs
+    _, o, c0, two = _group_pair(job % (groups * pairs), pairs, cog, cg)
+    return ng // groups, ng, o, c0, two
 
 
 @jit(inline="always")
@@ -513,9 +523,10 @@ def _all_finite(a) -> bool:
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _dots_3x3(k, g, s, length: int, r1: int, r2: int, b1: int, b2: int):
-    """``k[a, b] += sum g[p] * s[p + (0, r1, r2)[a] + (0, b1, b2)[b]]`` for ``p < length``."""
-    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+def _dots_3x3(k, g, views, length: int):
+    """``k[a, b] += sum g[p] * views[3*a + b][p]`` for ``p < length`` (views as for
+    :func:`_taps_3x3`)."""
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = views
     t00, t01, t02, t10, t11, t12, t20, t21, t22 = _tap_weights(k)
     for p in range(length):
         gp = g[p]
@@ -534,10 +545,10 @@ def _dots_3x3(k, g, s, length: int, r1: int, r2: int, b1: int, b2: int):
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _dots_3x3_pair(k0, k1, g0, g1, s, length: int, r1: int, r2: int, b1: int, b2: int):
-    """:func:`_dots_3x3` for two output gradients ``g0``, ``g1`` against the same ``s``:
+def _dots_3x3_pair(k0, k1, g0, g1, views, length: int):
+    """:func:`_dots_3x3` for two output gradients ``g0``, ``g1`` against the same ``views``:
     each input vector feeds 18 multiply-adds instead of 9."""
-    s00, s01, s02, s10, s11, s12, s20, s21, s22 = _tap_views(s, r1, r2, b1, b2)
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = views
     t00, t01, t02, t10, t11, t12, t20, t21, t22 = _tap_weights(k0)
     u00, u01, u02, u10, u11, u12, u20, u21, u22 = _tap_weights(k1)
     for p in range(length):
@@ -617,8 +628,7 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
         for n in range(n_img):
             loaded = -1  # the group whose input planes xl holds
             for job in range(lo, hi):
-                g, q = job // pairs, job % pairs
-                o, c0, two = g * cog + 2 * q, g * cg, 2 * q + 1 < cog
+                g, o, c0, two = _group_pair(job, pairs, cog, cg)
                 if g != loaded:
                     for c in range(cg):
                         _copy_into(xl[c, :hp * wp].reshape(hp, wp), x[n, c0 + c], pt, pl)
@@ -635,10 +645,51 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
                         if two:
                             _dots_rows(gw[o + 1, c], gl1, xs, wo, dh, dw)
                     elif two:
-                        _dots_3x3_pair(gw[o, c], gw[o + 1, c], g0, g1, s, length,
-                                       r1, r2, b1, b2)
+                        _dots_3x3_pair(gw[o, c], gw[o + 1, c], g0, g1,
+                                       _tap_views(s, r1, r2, b1, b2), length)
                     else:
-                        _dots_3x3(gw[o, c], g0, s, length, r1, r2, b1, b2)
+                        _dots_3x3(gw[o, c], g0, _tap_views(s, r1, r2, b1, b2), length)
+
+
+@_jit
+def _backward_weight_3x3_stride2(x, gy, gw, pt, pl, groups, hp, wp, threads):
+    """Stride-2 3x3 weight gradient without dilation, for finite ``x`` (the caller checks).
+
+    :func:`_backward_weight_3x3` on the phase-split planes of :func:`_forward_3x3_stride2`:
+    each pair's output gradient is widened to ``(Ho, Wq)`` with zero scratch columns, which
+    meet real inputs (hence finite ``x``), and each tap's sum is one long dot product
+    against :func:`_phase_views`.
+    """
+    c_out, cg = gw.shape[:2]
+    ho = gy.shape[2]
+    cog, hq, wq = c_out // groups, (hp + 1) // 2, (wp + 1) // 2
+    length = ho * wq - 1  # the last position is a scratch column; its tap would overrun
+    pairs = (cog + 1) // 2  # per group
+    jobs = groups * pairs
+    chunks = min(threads, jobs)
+    planes = np.zeros((chunks, cg, 4, hq, wq), gw.dtype)  # allocated here, see _forward_3x3
+    wides = np.zeros((chunks, 2, ho, wq), gw.dtype)
+    for t in numba.prange(chunks):
+        xl, g0, g1 = planes[t], wides[t, 0], wides[t, 1]
+        flat0, flat1 = g0.reshape(ho * wq), g1.reshape(ho * wq)
+        lo, hi = _chunk(t, chunks, jobs)
+        for n in range(x.shape[0]):
+            loaded = -1  # the group whose input planes xl holds
+            for job in range(lo, hi):
+                g, o, c0, two = _group_pair(job, pairs, cog, cg)
+                if g != loaded:
+                    for c in range(cg):
+                        _copy_into_phases(xl[c], x[n, c0 + c], pt, pl)
+                    loaded = g
+                _copy_into(g0, gy[n, o], 0, 0)
+                if two:
+                    _copy_into(g1, gy[n, o + 1], 0, 0)
+                for c in range(cg):
+                    if two:
+                        _dots_3x3_pair(gw[o, c], gw[o + 1, c], flat0, flat1,
+                                       _phase_views(xl[c], wq), length)
+                    else:
+                        _dots_3x3(gw[o, c], flat0, _phase_views(xl[c], wq), length)
 
 
 class NumbaBackend(ConvBackend):
@@ -653,7 +704,7 @@ class NumbaBackend(ConvBackend):
                          numba.get_num_threads())
         elif geom.stride == (1, 1):  # scratch columns are dropped: no condition
             _forward_unit_stride(pad(x, geom), weight, y, *_unit_stride_args(geom))
-        elif (geom.stride, geom.kernel_size, geom.dilation) == ((2, 2), (3, 3), (1, 1)):
+        elif _is_3x3_stride2(geom):
             pt, _, pl, _ = geom.padding
             _forward_3x3_stride2(x, weight, y, pt, pl, geom.groups, *geom.padded_size,
                                  numba.get_num_threads())
@@ -701,6 +752,10 @@ class NumbaBackend(ConvBackend):
         elif geom.stride == (1, 1) and np.isfinite(x).all():
             _backward_weight_unit_stride(pad(x, geom), _widen(grad_output, geom), grad_w,
                                          *_unit_stride_args(geom))
+        elif _is_3x3_stride2(geom) and np.isfinite(x).all():
+            pt, _, pl, _ = geom.padding
+            _backward_weight_3x3_stride2(x, grad_output, grad_w, pt, pl, geom.groups,
+                                         *geom.padded_size, numba.get_num_threads())
         elif geom.stride != (1, 1) and geom.dilation == (1, 1):
             xp = pad(x, geom)
             for rows, cols, sub in _phases(geom):
@@ -710,6 +765,11 @@ class NumbaBackend(ConvBackend):
             _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
             weight_grad_padding_nan(grad_w, grad_output, geom)
         return grad_w
+
+
+def _is_3x3_stride2(geom: ConvGeometry) -> bool:
+    """The geometry of the phase-split kernels: 3x3, stride 2, no dilation."""
+    return (geom.kernel_size, geom.stride, geom.dilation) == ((3, 3), (2, 2), (1, 1))
 
 
 def _padding_within_kernel(geom: ConvGeometry) -> bool:
