@@ -300,6 +300,25 @@ def _taps_3x3_pair(acc0, acc1, views, k0, k1, length: int, add: bool):
                        + l12 * v12 + l20 * v20 + l21 * v21 + l22 * v22)
 
 
+@jit(inline="always")
+def _pair_taps(acc, views, w, o: int, c: int, two: bool, length: int):
+    """Input channel ``c``'s nine taps into ``acc[0]`` for output ``o`` and, if ``two``,
+    ``acc[1]`` for output ``o + 1`` (:func:`_taps_3x3`); channel 0 overwrites."""
+    if two:
+        _taps_3x3_pair(acc[0], acc[1], views, w[o, c], w[o + 1, c], length, c > 0)
+    else:
+        _taps_3x3(acc[0], views, w[o, c], length, c > 0)
+
+
+@jit(inline="always")
+def _store_pair(y_n, acc, o: int, two: bool):
+    """The real columns of ``acc[0]`` into output plane ``o`` of ``y_n: (Cout, Ho, Wo)``
+    and, if ``two``, of ``acc[1]`` into plane ``o + 1`` (:func:`_copy_rows`)."""
+    _copy_rows(y_n[o], acc[0])
+    if two:
+        _copy_rows(y_n[o + 1], acc[1])
+
+
 @_jit
 def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
     """Stride-1 3x3 forward from the unpadded ``x``: nine taps in one pass per channel.
@@ -336,14 +355,8 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
                 loaded = ng
             for c in range(cg):
                 s = (xl[c] if padded else x[n, c0 + c]).reshape(hp * wp)
-                if two:
-                    _taps_3x3_pair(acc[0], acc[1], _tap_views(s, r1, r2, b1, b2),
-                                   w[o, c], w[o + 1, c], length, c > 0)
-                else:
-                    _taps_3x3(acc[0], _tap_views(s, r1, r2, b1, b2), w[o, c], length, c > 0)
-            _copy_rows(y[n, o], acc[0])
-            if two:
-                _copy_rows(y[n, o + 1], acc[1])
+                _pair_taps(acc, _tap_views(s, r1, r2, b1, b2), w, o, c, two, length)
+            _store_pair(y[n], acc, o, two)
 
 
 @jit(inline="always")
@@ -408,14 +421,8 @@ def _forward_3x3_stride2(x, w, y, pt, pl, groups, hp, wp, threads):
                     _copy_into_phases(xl[c], x[n, c0 + c], pt, pl)
                 loaded = ng
             for c in range(cg):
-                if two:
-                    _taps_3x3_pair(acc[0], acc[1], _phase_views(xl[c], wq), w[o, c],
-                                   w[o + 1, c], length, c > 0)
-                else:
-                    _taps_3x3(acc[0], _phase_views(xl[c], wq), w[o, c], length, c > 0)
-            _copy_rows(y[n, o], acc[0])
-            if two:
-                _copy_rows(y[n, o + 1], acc[1])
+                _pair_taps(acc, _phase_views(xl[c], wq), w, o, c, two, length)
+            _store_pair(y[n], acc, o, two)
 
 
 @_jit
@@ -582,6 +589,16 @@ def _dots_3x3_pair(k0, k1, g0, g1, views, length: int):
     k1[2, 0], k1[2, 1], k1[2, 2] = u20, u21, u22
 
 
+@jit(inline="always")
+def _pair_dots(gw, g, views, o: int, c: int, two: bool, length: int):
+    """Add output gradient ``g[0]``'s sums with ``views`` to ``gw[o, c]`` and, if ``two``,
+    ``g[1]``'s to ``gw[o + 1, c]`` (:func:`_dots_3x3`)."""
+    if two:
+        _dots_3x3_pair(gw[o, c], gw[o + 1, c], g[0], g[1], views, length)
+    else:
+        _dots_3x3(gw[o, c], g[0], views, length)
+
+
 @jit(inline="always", fastmath=_FLAGS)
 def _dots_rows(k, g, s, wo: int, dh: int, dw: int):
     """``k[a, b] += sum g[i, j] * s[i + a*dh, j + b*dw]`` over the ``(Ho, Wo)`` real outputs.
@@ -622,8 +639,8 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
     finite = np.empty((chunks, cg), np.bool_)
     wides = np.zeros((chunks, 2, ho * wp + _STEP), gw.dtype)
     for t in numba.prange(chunks):
-        xl, ok, g0, g1 = planes[t], finite[t], wides[t, 0], wides[t, 1]
-        gl0, gl1 = g0[:ho * wp].reshape(ho, wp), g1[:ho * wp].reshape(ho, wp)
+        xl, ok, wide = planes[t], finite[t], wides[t]  # wide: (2, Ho*Wp + _STEP), flat
+        gl0, gl1 = wide[0, :ho * wp].reshape(ho, wp), wide[1, :ho * wp].reshape(ho, wp)
         lo, hi = _chunk(t, chunks, jobs)
         for n in range(n_img):
             loaded = -1  # the group whose input planes xl holds
@@ -644,11 +661,8 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
                         _dots_rows(gw[o, c], gl0, xs, wo, dh, dw)
                         if two:
                             _dots_rows(gw[o + 1, c], gl1, xs, wo, dh, dw)
-                    elif two:
-                        _dots_3x3_pair(gw[o, c], gw[o + 1, c], g0, g1,
-                                       _tap_views(s, r1, r2, b1, b2), length)
                     else:
-                        _dots_3x3(gw[o, c], g0, _tap_views(s, r1, r2, b1, b2), length)
+                        _pair_dots(gw, wide, _tap_views(s, r1, r2, b1, b2), o, c, two, length)
 
 
 @_jit
@@ -671,7 +685,7 @@ def _backward_weight_3x3_stride2(x, gy, gw, pt, pl, groups, hp, wp, threads):
     wides = np.zeros((chunks, 2, ho, wq), gw.dtype)
     for t in numba.prange(chunks):
         xl, g0, g1 = planes[t], wides[t, 0], wides[t, 1]
-        flat0, flat1 = g0.reshape(ho * wq), g1.reshape(ho * wq)
+        wide = wides[t].reshape(2, ho * wq)
         lo, hi = _chunk(t, chunks, jobs)
         for n in range(x.shape[0]):
             loaded = -1  # the group whose input planes xl holds
@@ -685,11 +699,7 @@ def _backward_weight_3x3_stride2(x, gy, gw, pt, pl, groups, hp, wp, threads):
                 if two:
                     _copy_into(g1, gy[n, o + 1], 0, 0)
                 for c in range(cg):
-                    if two:
-                        _dots_3x3_pair(gw[o, c], gw[o + 1, c], flat0, flat1,
-                                       _phase_views(xl[c], wq), length)
-                    else:
-                        _dots_3x3(gw[o, c], flat0, _phase_views(xl[c], wq), length)
+                    _pair_dots(gw, wide, _phase_views(xl[c], wq), o, c, two, length)
 
 
 class NumbaBackend(ConvBackend):
