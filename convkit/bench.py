@@ -138,6 +138,8 @@ class Row:
     calls: int | None = None
     """Timed calls in all measurements together."""
     repeats: int | None = None
+    pass_medians: list[float] | None = None
+    """The median of each pass's measurements, in the order the passes ran."""
     pass_spread: float | None = None
     """How far apart the passes' medians lie: the largest over the smallest, minus 1 (0.2 is
     20%). Above :data:`UNSTEADY_SPREAD`, the machine's speed changed during the run (or one
@@ -732,6 +734,7 @@ def _set_statistics(row: Row, samples: _Samples) -> None:
         row.median_s, row.min_s = statistics.median(samples.times), min(samples.times)
         row.cpu_median_s = statistics.median(samples.cpu_times)
         row.repeats = len(samples.times)
+        row.pass_medians = samples.pass_medians
         if len(samples.pass_medians) > 1:
             row.pass_spread = max(samples.pass_medians) / min(samples.pass_medians) - 1
 

@@ -388,6 +388,9 @@ def check_report_schema(result: dict) -> None:
             assert isinstance(r[key], num_or_none), key
         for key in ("calls", "repeats", "memory_bytes"):
             assert isinstance(r[key], (int, type(None))), key
+        assert (r["pass_medians"] is None) == (r["status"] != "ok")
+        if r["pass_medians"] is not None:
+            assert all(isinstance(m, num) for m in r["pass_medians"])
         if r["status"] == "ok":
             assert all(isinstance(r[k], num) for k in ("median_s", "min_s", "gflops"))
             assert isinstance(r["baseline"], str)
@@ -565,6 +568,7 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
     (row,) = result["results"]
     assert row["pass_spread"] == pytest.approx(0.5)
+    assert row["pass_medians"] == pytest.approx([1e-3, 1.5e-3])
     assert row["median_s"] == pytest.approx(1.25e-3)
     table = report.to_table(result)
     assert "WARNING: 1 row changed speed by more than 15% between passes" in table

@@ -149,6 +149,9 @@ def test_csv_has_one_line_per_row():
     assert len(rows) == 3 * 2
     assert {r["status"] for r in rows} == {"ok"}
     assert float(rows[0]["median_s"]) > 0
+    pass_medians = [float(v) for v in rows[0]["pass_medians"].split()]
+    assert len(pass_medians) == 2  # --repeats 2: two passes of one measurement
+    assert min(pass_medians) == float(rows[0]["min_s"])
 
 
 def test_output_file_gets_the_results_and_stdout_nothing(tmp_path):
