@@ -22,7 +22,7 @@ from convkit_backends._common import (
     reuse,
 )
 from convkit_backends._im2col import Im2colBackend
-from convkit_backends._workspace import column_count, im2col_bytes
+from convkit_backends._workspace import im2col_bytes
 
 
 class Im2colTakeBackend(Im2colBackend):
@@ -68,8 +68,9 @@ class Im2colTakeBackend(Im2colBackend):
         return grad_w.reshape(geom.weight_shape)
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
-        # The int64 indices are kept (cached) besides the columns.
-        return im2col_bytes(geom, self.chunk_bytes) + column_count(geom) * 8
+        # One channel's indices (intp) are kept (cached) besides the columns.
+        (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
+        return im2col_bytes(geom, self.chunk_bytes) + kh * kw * ho * wo * np.intp(0).itemsize
 
 
 def _columns(
@@ -78,12 +79,12 @@ def _columns(
     """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``, into ``buffer`` if it is
     large enough (see :func:`~convkit_backends._common.reuse`)."""
     xp = pad(x, geom)
-    flat = xp.reshape(xp.shape[0], -1)  # (n, C*Hp*Wp)
+    planes = xp.reshape(xp.shape[0] * xp.shape[1], -1)  # (n*C, Hp*Wp)
     indices = _gather_indices(*_index_key(geom))
-    cols = reuse(buffer, (xp.shape[0], indices.size), geom.dtype)
+    cols = reuse(buffer, (planes.shape[0], indices.size), geom.dtype)  # (n*C, kh*kw*Ho*Wo)
     # mode="clip" (the indices are in range by construction): with the default "raise",
     # np.take gathers into a temporary and copies that into ``out``
-    np.take(flat, indices, axis=1, out=cols, mode="clip")
+    np.take(planes, indices, axis=1, out=cols, mode="clip")
     return cols.reshape(xp.shape[0], geom.groups, _taps_per_group(geom), -1)
 
 
@@ -98,32 +99,27 @@ def _taps_per_group(geom: ConvGeometry) -> int:
 
 
 def _index_key(geom: ConvGeometry) -> tuple:
-    return (geom.in_channels, geom.padded_size, geom.kernel_size, geom.stride, geom.dilation,
-            geom.out_size)
+    return geom.padded_size[1], geom.kernel_size, geom.stride, geom.dilation, geom.out_size
 
 
-# The indices take as much memory as one image's columns in float64 (np.take wants intp, and
-# narrower ones would be converted on every call), so only a few geometries are kept.
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _gather_indices(
-    channels: int,
-    padded_size: tuple[int, int],
+    plane_width: int,
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     dilation: tuple[int, int],
     out_size: tuple[int, int],
 ) -> np.ndarray:
-    """Flat indices into one padded image ``(C, Hp, Wp)``, shape ``(C*kh*kw*Ho*Wo,)``.
+    """Flat indices into one padded channel plane ``(Hp, Wp)`` of width ``plane_width``,
+    shape ``(kh*kw*Ho*Wo,)``.
 
-    Ordered ``(c, a, b, i, j)``: entry ``[c, a, b, i, j]`` is the position of
-    ``xp[c, i*sh + a*dh, j*sw + b*dw]``.
+    Ordered ``(a, b, i, j)``: entry ``[a, b, i, j]`` is the position of
+    ``plane[i*sh + a*dh, j*sw + b*dw]``. One channel's indices serve every channel (they
+    stay in cache), and np.take wants them as intp.
     """
-    (hp, wp), (kh, kw), (sh, sw), (dh, dw), (ho, wo) = (
-        padded_size, kernel_size, stride, dilation, out_size
-    )
-    c = np.arange(channels)[:, None, None, None, None]
-    rows = (np.arange(kh) * dh)[None, :, None, None, None] + (np.arange(ho) * sh)[:, None]
-    cols = (np.arange(kw) * dw)[None, None, :, None, None] + np.arange(wo) * sw
-    idx = (c * hp + rows) * wp + cols
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel_size, stride, dilation, out_size
+    rows = (np.arange(kh) * dh)[:, None, None, None] + (np.arange(ho) * sh)[:, None]
+    cols = (np.arange(kw) * dw)[None, :, None, None] + np.arange(wo) * sw
+    idx = rows * plane_width + cols
     idx.setflags(write=False)
     return idx.reshape(-1)
