@@ -6,9 +6,9 @@ One *row* is one case x operation x backend. How a row is measured (:class:`Meas
    never in a timing). The naive backend's warm-up must finish within its budget, or the
    case is skipped for it.
 2. ``repeats`` measurements, with the garbage collector off: each calls back to back until
-   ``min_time`` seconds have passed and gives the time per call. The row reports their
-   median and minimum. A worker takes them in rounds over all its rows, so a burst of load
-   from elsewhere spoils one measurement of many rows, not many measurements of one row.
+   ``min_time`` seconds have passed and gives the time per call. A worker takes them in
+   rounds over all its rows, so a burst of load from elsewhere spoils one measurement of
+   many rows, not many measurements of one row.
 3. One more call, untimed, under :mod:`tracemalloc`: the peak bytes allocated during the
    call (result included). Allocations that bypass Python's and numpy's allocators are
    invisible to it: when the result's memory belongs to another library (a torch tensor)
@@ -22,12 +22,12 @@ Each backend runs in its own worker process (``python -m convkit.bench``, job as
 stdin, one JSON event per line on stdout), so one backend's thread pools cannot slow the
 next: numba's OpenMP threads were measured making a following OpenBLAS matmul 16x slower.
 The ``repeats`` are shared out over ``passes`` rounds of workers in which the backends take
-turns (A B C, A B C, ...); a row's median and minimum are over the measurements of every
-pass. A slow spell of the machine, or one slow process, then spoils a share of every
-backend's measurements rather than all of one backend's; later passes measure only the rows
-that are still ok. A row whose passes' medians differ by more than :data:`UNSTEADY_SPREAD`
-is reported as unsteady (``pass_spread``): the run saw the machine change speed, so another
-run may not repeat it.
+turns (A B C, A B C, ...); later passes measure only the rows that are still ok. A row
+reports the median of its fastest pass and the minimum of all its measurements
+(:func:`_set_statistics`): a slow spell of the machine, or one slow process, only adds time,
+so it spoils the other passes rather than the figure. A row whose passes' medians differ by
+more than :data:`UNSTEADY_SPREAD` is reported as unsteady (``pass_spread``): the run saw the
+machine change speed.
 A worker that crashes or a backend that fails to load gives error rows, never a failed run.
 """
 
@@ -98,7 +98,8 @@ class BenchSettings:
     min_time: float = 0.05
     """Shortest duration of one measurement (calls are repeated within it)."""
     repeats: int = 7
-    """Measurements per row; the row reports their median and minimum."""
+    """Measurements per row; the row reports the median of its fastest pass and the
+    minimum of all."""
     passes: int = 3
     """Worker processes per backend, run in turn with the other backends' (A B C A B C ...),
     each taking its share of the ``repeats``: a slow spell of the machine, or a slow process,
@@ -130,6 +131,7 @@ class Row:
     status: str = "ok"
     reason: str | None = None
     median_s: float | None = None
+    """The median of the measurements of the fastest pass (the pass with the lowest median)."""
     min_s: float | None = None
     cpu_median_s: float | None = None
     """Median CPU time per call of the worker process, all its threads together: on a busy
@@ -143,7 +145,7 @@ class Row:
     pass_spread: float | None = None
     """How far apart the passes' medians lie: the largest over the smallest, minus 1 (0.2 is
     20%). Above :data:`UNSTEADY_SPREAD`, the machine's speed changed during the run (or one
-    worker process ran slow), and another run may not repeat the median. None: one pass."""
+    worker process ran slow). None: one pass."""
     max_abs_error: float | None = None
     error_vs_bound: float | None = None
     memory_bytes: int | None = None
@@ -715,28 +717,36 @@ def _merge_pass(row: Row, later: Row) -> None:
 
 @dataclass
 class _Samples:
-    """A row's raw measurements (seconds per call), gathered over the passes."""
+    """A row's raw measurements (seconds per call), one list per pass."""
 
-    times: list[float] = dataclasses.field(default_factory=list)
-    cpu_times: list[float] = dataclasses.field(default_factory=list)
-    pass_medians: list[float] = dataclasses.field(default_factory=list)
+    times: list[list[float]] = dataclasses.field(default_factory=list)
+    cpu_times: list[list[float]] = dataclasses.field(default_factory=list)
 
     def add_pass(self, times: list[float], cpu_times: list[float]) -> None:
-        self.times += times
-        self.cpu_times += cpu_times
         if times:
-            self.pass_medians.append(statistics.median(times))
+            self.times.append(times)
+            self.cpu_times.append(cpu_times)
 
 
 def _set_statistics(row: Row, samples: _Samples) -> None:
-    """Median and minimum over the measurements of every pass, and the passes' spread."""
-    if row.status == "ok" and samples.times:
-        row.median_s, row.min_s = statistics.median(samples.times), min(samples.times)
-        row.cpu_median_s = statistics.median(samples.cpu_times)
-        row.repeats = len(samples.times)
-        row.pass_medians = samples.pass_medians
-        if len(samples.pass_medians) > 1:
-            row.pass_spread = max(samples.pass_medians) / min(samples.pass_medians) - 1
+    """The median of the fastest pass (lowest median), the minimum over every measurement,
+    and every pass's median with their spread.
+
+    A slow spell of the machine or a busy neighbour only ever adds time, and a pass (one
+    worker process, seconds long) mostly lies within a spell or outside it: the least
+    disturbed pass is the figure another run repeats (docs/benchmarking.md has the
+    measurements).
+    """
+    if row.status != "ok" or not samples.times:
+        return
+    medians = [statistics.median(times) for times in samples.times]
+    fastest = medians.index(min(medians))
+    row.median_s, row.pass_medians = medians[fastest], medians
+    row.cpu_median_s = statistics.median(samples.cpu_times[fastest])
+    row.min_s = min(min(times) for times in samples.times)
+    row.repeats = sum(len(times) for times in samples.times)
+    if len(medians) > 1:
+        row.pass_spread = max(medians) / min(medians) - 1
 
 
 def _add_derived(group: list[Row], flops: int, peak: float, baseline: str) -> None:

@@ -76,10 +76,11 @@ def main() -> None:
 @click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=0.05,
               show_default=True, help="Seconds one measurement lasts at least.")
 @click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
-              help="Measurements per row; the median and minimum are reported.")
+              help="Measurements per row, shared out over the passes.")
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Worker processes per backend, taking turns with the other backends' "
-                   "and sharing the repeats, so a slow spell spoils no backend's figures.")
+              help="Worker processes per backend, taking turns with the other backends'; "
+                   "a row reports the median of its fastest pass, which a slow spell of "
+                   "the machine spares.")
 @click.option("--naive-budget", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True,
               help="Seconds one naive call may take; slower cases are skipped for naive.")
@@ -106,10 +107,11 @@ def bench(
 ) -> None:
     """Time backends side by side: speed, correctness and memory.
 
-    Per layer x operation x backend: median and minimum time, GFLOP/s, percentage of this
-    machine's matmul peak, speedup over the baseline, largest error against a float64
-    reference, extra memory, and status (ok, skipped or error, with the reason). The exit
-    status is 1 if any result is an error (after all results are written).
+    Per layer x operation x backend: median time (of the fastest pass) and minimum time,
+    GFLOP/s, percentage of this machine's matmul peak, speedup over the baseline, largest
+    error against a float64 reference, extra memory, and status (ok, skipped or error, with
+    the reason). The exit status is 1 if any result is an error (after all results are
+    written).
 
     \b
     Examples:

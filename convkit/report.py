@@ -61,8 +61,8 @@ def to_table(report: dict) -> str:
         lines.append(
             f"WARNING: {len(unsteady)} row{'s' if len(unsteady) > 1 else ''} changed speed by "
             f"more than {UNSTEADY_SPREAD:.0%} between passes (the least steady are named "
-            "below): the machine's speed changed during the run, and another run may not "
-            "repeat their medians"
+            "below): the machine's speed changed during the run; each row's median is its "
+            "fastest pass's"
         )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
@@ -92,9 +92,11 @@ def _header(report: dict) -> list[str]:
     ) or "unknown"
     dtype = settings["dtype"]
     threads = f"{settings['threads']} thread{'s' if settings['threads'] > 1 else ''}"
+    measurements = f"{settings['repeats']} measurements of >= {settings['min_time'] * 1e3:g} ms"
+    median = (f"median of the fastest of {passes} passes ({measurements} in all)"
+              if passes > 1 else f"median of {measurements}")
     return [
-        f"convkit {source['version']}{commit}: {suite}{dtype}, {threads}, "
-        f"median of {settings['repeats']} measurements of >= {settings['min_time'] * 1e3:g} ms, "
+        f"convkit {source['version']}{commit}: {suite}{dtype}, {threads}, {median}, "
         f"{isolation}",
         f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
         f"Python {machine['python']}, {libraries}, BLAS {blas}",

@@ -569,11 +569,32 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
     (row,) = result["results"]
     assert row["pass_spread"] == pytest.approx(0.5)
     assert row["pass_medians"] == pytest.approx([1e-3, 1.5e-3])
-    assert row["median_s"] == pytest.approx(1.25e-3)
+    assert row["median_s"] == pytest.approx(1e-3)
     table = report.to_table(result)
     assert "WARNING: 1 row changed speed by more than 15% between passes" in table
     assert f"unsteady (largest pass median over the smallest): {TINY.name} forward " \
            "im2col-take +50%" in table
+
+
+def test_a_slow_pass_does_not_move_the_median(monkeypatch):
+    """Pass 1 runs slow (a busy spell): the row is pass 2's median, CPU time included."""
+    seconds_per_call = {}
+    real_run_job = bench.run_job
+
+    def run_job(job, emit):
+        first = job["only"] is None
+        seconds_per_call["now"] = (3e-3, 2e-3) if first else (1e-3, 0.5e-3)
+        return real_run_job(job, emit)
+
+    monkeypatch.setattr(bench, "run_job", run_job)
+    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (*seconds_per_call["now"], 1))
+    result = run_benchmark([TINY], ["im2col-take"],
+                           _settings(ops=("forward",), repeats=6, passes=2), isolate=False)
+    (row,) = result["results"]
+    assert row["pass_medians"] == pytest.approx([3e-3, 1e-3])
+    assert (row["median_s"], row["min_s"]) == pytest.approx((1e-3, 1e-3))
+    assert row["cpu_median_s"] == pytest.approx(0.5e-3)
+    assert row["repeats"] == 6
 
 
 def test_only_the_least_steady_rows_are_named(monkeypatch):

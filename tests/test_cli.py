@@ -126,7 +126,8 @@ def test_table_shows_header_rows_and_notes():
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"convkit {convkit.__version__}")
-    assert lines[0].endswith("median of 2 measurements of >= 0.1 ms, all backends in one process")
+    assert lines[0].endswith("median of the fastest of 2 passes (2 measurements of >= 0.1 ms "
+                             "in all), all backends in one process")
     assert lines[1].startswith("machine: ")
     assert "matmul peak (float32" in lines[2] and "GFLOP/s" in lines[2]
     header = next(i for i, line in enumerate(lines) if line.startswith("case "))
@@ -139,6 +140,14 @@ def test_table_shows_header_rows_and_notes():
     ]
     assert all(line.endswith("  ok") for line in body)
     assert any(line.startswith("first calls, not in any timing") for line in lines)
+
+
+def test_one_pass_reports_the_median_of_all_measurements():
+    result = run("bench", *FAST, "--passes", "1", "--case", TINY, "--backend", "im2col-take",
+                 "--in-process", "--op", "forward")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].endswith(
+        "median of 2 measurements of >= 0.1 ms, all backends in one process")
 
 
 def test_csv_has_one_line_per_row():
