@@ -103,7 +103,8 @@ class BenchSettings:
     passes: int = 3
     """Worker processes per backend, run in turn with the other backends' (A B C A B C ...),
     each taking its share of the ``repeats``: a slow spell of the machine, or a slow process,
-    then spoils a share of every backend's measurements, not all of one backend's."""
+    then spoils some passes of every backend rather than all of one backend's, and a row
+    reports the median of its fastest pass."""
     naive_budget: float = 1.0
     """Longest a budgeted (naive) backend may take for one call before the case is skipped."""
 
