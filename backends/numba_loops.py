@@ -23,9 +23,12 @@ transposed weight.
 3x3 stride-2 layers (ResNet's downsampling) have kernels of the same kind for the forward
 pass and the weight gradient (:func:`_forward_3x3_stride2`,
 :func:`_backward_weight_3x3_stride2`), which split each thread's padded planes by row and
-column parity. Other strides without dilation, and the input gradient at stride 2, are
-sums of stride-1 convolutions of the input's phases (:func:`_phases`). Strided dilated layers, and
-the non-finite cases above, run row by row with loops clipped to the pixels inside the image.
+column parity, and for the input gradient (:func:`_backward_input_3x3_stride2`), which
+computes the four parity phases of each input gradient plane from a zero-framed copy of the
+output gradient (finite weights only: the frame's zeros meet them). Other strides without
+dilation, and those layers' non-finite cases, are sums of stride-1 convolutions of the
+input's phases (:func:`_phases`). Strided dilated layers, and the non-finite cases above,
+run row by row with loops clipped to the pixels inside the image.
 
 Compiled lazily per dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`,
 which also keeps idle OpenMP threads from spinning). Accumulators take the array's dtype, so
@@ -360,18 +363,39 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
 
 
 @jit(inline="always")
+def _phase_row(phases, row, r: int, left: int, parity: int):
+    """The pixels of image row ``row: (W,)`` (padded row ``r``, first column at ``left``) whose
+    padded column has ``parity``: as ``(phase part, row part)``, views of equal length.
+
+    ``phases: (4, Hq, Wq)`` is a padded plane split by row and column parity: padded pixel
+    ``(r, col)`` is ``phases[2*(r % 2) + col % 2, r // 2, col // 2]``.
+    """
+    first = (parity - left) % 2  # the first column of the row with this parity
+    part = row[first::2]
+    start = (left + first) // 2
+    return phases[2 * (r % 2) + parity, r // 2, start:start + part.shape[0]], part
+
+
+@jit(inline="always")
 def _copy_into_phases(dst, src, top: int, left: int):
     """``src: (H, W)`` into a padded plane split by row and column parity, ``dst: (4, Hq,
-    Wq)``: padded pixel ``(r, col) = (top + i, left + q)`` is ``dst[2*(r % 2) + col % 2,
-    r // 2, col // 2]``. Row by row, one loop per column parity (vectorised)."""
-    h = src.shape[0]
-    for i in range(h):
-        r = top + i
+    Wq)`` (:func:`_phase_row`), at ``(top, left)``. Row by row, one loop per column parity
+    (vectorised)."""
+    for i in range(src.shape[0]):
         for parity in range(2):
-            first = (parity - left) % 2  # the first column of src with this parity
-            d = dst[2 * (r % 2) + parity, r // 2, (left + first) // 2:]
-            s = src[i, first::2]
+            d, s = _phase_row(dst, src[i], top + i, left, parity)
             for k in range(s.shape[0]):
+                d[k] = s[k]
+
+
+@jit(inline="always")
+def _copy_from_phases(dst, src, top: int, left: int):
+    """The inverse of :func:`_copy_into_phases`: ``dst: (H, W)`` from the padded plane
+    ``src: (4, Hq, Wq)`` split by parity, its padding left out."""
+    for i in range(dst.shape[0]):
+        for parity in range(2):
+            s, d = _phase_row(src, dst[i], top + i, left, parity)
+            for k in range(d.shape[0]):
                 d[k] = s[k]
 
 
@@ -423,6 +447,135 @@ def _forward_3x3_stride2(x, w, y, pt, pl, groups, hp, wp, threads):
             for c in range(cg):
                 _pair_taps(acc, _phase_views(xl[c], wq), w, o, c, two, length)
             _store_pair(y[n], acc, o, two)
+
+
+@jit(inline="always")
+def _frame_views(frame, wq: int):
+    """The four shifts of an output gradient plane that the stride-2 input gradient reads.
+
+    ``frame: (Hq + 1, Wq)`` holds ``gy`` at ``(1, 1)`` in zeros; entry ``p = R*Wq + C`` of
+    the views is ``gy[R - 1, C - 1]``, ``gy[R - 1, C]``, ``gy[R, C - 1]``, ``gy[R, C]``.
+    """
+    f = frame.reshape(frame.shape[0] * wq)
+    return f[0:], f[1:], f[wq:], f[wq + 1:]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _phase_sums(k, va, vb, vc, vd):
+    """One output gradient pixel's share of the four phases of a stride-2 input gradient.
+
+    Padded pixel ``(2R + p, 2C + q)`` is reached by the taps ``(a, b)`` with ``a % 2 == p``,
+    ``b % 2 == q`` from output ``(R - a//2, C - b//2)``. ``k``: the nine taps
+    (:func:`_tap_weights`); ``va, vb, vc, vd``: ``gy[R, C]``, ``gy[R, C - 1]``,
+    ``gy[R - 1, C]``, ``gy[R - 1, C - 1]``. Returns the phases ``(p, q)`` = (0, 0), (0, 1),
+    (1, 0), (1, 1).
+    """
+    k00, k01, k02, k10, k11, k12, k20, k21, k22 = k
+    return (k00 * va + k02 * vb + k20 * vc + k22 * vd, k01 * va + k21 * vc,
+            k10 * va + k12 * vb, k11 * va)
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _phase_taps_3x3(acc, views, k, length: int, add: bool):
+    """``acc[:, p] (+)= `` :func:`_phase_sums` of ``k: (3, 3)`` and ``views[::-1][p]`` for
+    ``p < length``; ``add`` False overwrites.
+
+    ``acc: (4, L)``: the flat phases (row parity, column parity) of a padded input gradient
+    plane, ``(R, C)`` at ``R*Wq + C`` as in :func:`_copy_into_phases`; ``views``:
+    :func:`_frame_views`.
+    """
+    d, c, b, a = views
+    taps = _tap_weights(k)
+    ee, eo, oe, oo = acc[0], acc[1], acc[2], acc[3]
+    if add:
+        for p in range(length):
+            see, seo, soe, soo = _phase_sums(taps, a[p], b[p], c[p], d[p])
+            ee[p] += see
+            eo[p] += seo
+            oe[p] += soe
+            oo[p] += soo
+    else:
+        for p in range(length):
+            ee[p], eo[p], oe[p], oo[p] = _phase_sums(taps, a[p], b[p], c[p], d[p])
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _phase_taps_3x3_pair(acc0, acc1, views, k0, k1, length: int, add: bool):
+    """:func:`_phase_taps_3x3` for two kernels ``k0``, ``k1`` (two input channels) over the
+    same ``views``: each loaded vector feeds 18 multiply-adds instead of 9."""
+    d, c, b, a = views
+    taps0, taps1 = _tap_weights(k0), _tap_weights(k1)
+    ee, eo, oe, oo = acc0[0], acc0[1], acc0[2], acc0[3]
+    fe, fo, pe, po = acc1[0], acc1[1], acc1[2], acc1[3]
+    if add:
+        for p in range(length):
+            va, vb, vc, vd = a[p], b[p], c[p], d[p]
+            see, seo, soe, soo = _phase_sums(taps0, va, vb, vc, vd)
+            tee, teo, toe, too = _phase_sums(taps1, va, vb, vc, vd)
+            ee[p] += see
+            eo[p] += seo
+            oe[p] += soe
+            oo[p] += soo
+            fe[p] += tee
+            fo[p] += teo
+            pe[p] += toe
+            po[p] += too
+    else:
+        for p in range(length):
+            va, vb, vc, vd = a[p], b[p], c[p], d[p]
+            ee[p], eo[p], oe[p], oo[p] = _phase_sums(taps0, va, vb, vc, vd)
+            fe[p], fo[p], pe[p], po[p] = _phase_sums(taps1, va, vb, vc, vd)
+
+
+@_jit
+def _backward_input_3x3_stride2(gy, w, gx, pt, pl, groups, threads):
+    """Stride-2 3x3 input gradient without dilation, for finite ``w`` (the caller checks).
+
+    The padded input gradient split by row and column parity (:func:`_copy_into_phases`) is
+    four stride-1 correlations of ``gy`` with the 2x2, 2x1, 1x2 and 1x1 sub-kernels of taps
+    of matching parity (:func:`_phase_taps_3x3`), all four computed in one pass over each
+    output gradient plane. Jobs are (image, pair of input channels of a group), cut into
+    one contiguous run per thread as in :func:`_forward_3x3`. A thread frames the group's
+    ``Cout/G`` output gradient planes in zeros in its own ``(Hq + 1, Wq)`` scratch (once per
+    image and group; ``Hq = ceil((pt + H)/2)`` phase rows cover the padded rows up to the
+    image's last, ``Wq`` likewise plus one scratch column), accumulates the phases of the
+    pair into ``(4, Hq, Wq)`` planes and interleaves their image pixels into ``gx``. The
+    frame's zeros meet the weights, hence finite ``w``; output gradient rows and columns
+    that reach only the bottom/right padding are not copied.
+    """
+    n_img, _, h, wd = gx.shape
+    c_out, cg = w.shape[:2]
+    cog = c_out // groups
+    hq, wq = (pt + h + 1) // 2, (pl + wd + 1) // 2 + 1
+    rows, cols = min(gy.shape[2], hq), min(gy.shape[3], wq - 1)
+    length = hq * wq - 1  # the last position is a scratch column; its tap would overrun
+    pairs = (cg + 1) // 2  # per group
+    jobs = n_img * groups * pairs
+    chunks = min(threads, jobs)
+    frames = np.zeros((chunks, cog, hq + 1, wq), gx.dtype)  # allocated here, see _forward_3x3
+    accs = np.empty((chunks, 2, 4, hq, wq), gx.dtype)
+    for t in numba.prange(chunks):
+        fl, acc0, acc1 = frames[t], accs[t, 0], accs[t, 1]
+        flat0, flat1 = acc0.reshape(4, hq * wq), acc1.reshape(4, hq * wq)
+        loaded = -1  # the (image, group) whose output gradient planes fl holds
+        lo, hi = _chunk(t, chunks, jobs)
+        for job in range(lo, hi):
+            n, ng, ci, o0, two = _pair_job(job, pairs, groups, cg, cog)
+            if ng != loaded:
+                for o in range(cog):
+                    _copy_into(fl[o], gy[n, o0 + o, :rows, :cols], 1, 1)
+                loaded = ng
+            c = ci - (ci // cg) * cg  # ci's index in its group
+            for o in range(cog):
+                views = _frame_views(fl[o], wq)
+                if two:
+                    _phase_taps_3x3_pair(flat0, flat1, views, w[o0 + o, c], w[o0 + o, c + 1],
+                                         length, o > 0)
+                else:
+                    _phase_taps_3x3(flat0, views, w[o0 + o, c], length, o > 0)
+            _copy_from_phases(gx[n, ci], acc0, pt, pl)
+            if two:
+                _copy_from_phases(gx[n, ci + 1], acc1, pt, pl)
 
 
 @_jit
@@ -732,6 +885,12 @@ class NumbaBackend(ConvBackend):
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
+        if _is_3x3_stride2(geom) and np.isfinite(weight).all():
+            grad_x = np.empty(geom.input_shape, geom.dtype)
+            pt, _, pl, _ = geom.padding
+            _backward_input_3x3_stride2(grad_output, weight, grad_x, pt, pl, geom.groups,
+                                        numba.get_num_threads())
+            return grad_x
         finite_weight = geom.stride == (1, 1) and np.isfinite(weight).all()
         if finite_weight and geom.kernel_size == (3, 3) and _padding_within_kernel(geom):
             return _input_grad_3x3(grad_output, weight, geom)

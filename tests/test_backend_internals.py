@@ -23,6 +23,7 @@ from convkit.testing import (
     assert_within_bound,
     check_against_naive,
     error_bound,
+    run_operation,
 )
 from convkit_backends._im2col import CACHE_CHUNK_BYTES, DEFAULT_COLUMN_BUDGET
 from convkit_backends.im2col_strided import Im2colStridedBackend
@@ -208,23 +209,28 @@ def test_bad_column_budget_is_rejected(backend_cls, budget, error) -> None:
 # --- numba: unit-stride kernels and their non-finite fallbacks ------------------------------
 
 
-@pytest.mark.parametrize(("kernel", "stride", "dilation"),
-                         [((3, 2), 1, (1, 2)), ((3, 3), 1, (1, 2)), ((3, 3), 2, 1)])
+@pytest.mark.parametrize(("kernel", "stride", "dilation", "padding"),
+                         [((3, 2), 1, (1, 2), 0), ((3, 3), 1, (1, 2), 0), ((3, 3), 2, 1, 0),
+                          ((3, 3), 2, 1, (1, 2))])
 @pytest.mark.parametrize("bad", ["x", "weight", "grad_output"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
 def test_numba_non_finite_values_propagate_like_naive(
-    kernel: tuple[int, int], stride: int, dilation: tuple[int, int] | int, bad: str, value: float
+    kernel: tuple[int, int], stride: int, dilation: tuple[int, int] | int,
+    padding: int | tuple[int, int], bad: str, value: float
 ) -> None:
-    """Without padding: a NaN/Inf lands where the naive backend puts it.
+    """A NaN/Inf lands where the naive backend puts it.
 
     The long-row stride-1 kernels pass zero scratch columns through the sums, which is only
     safe for finite weights (input gradient) and inputs (weight gradient); otherwise the
-    backend takes the row-by-row kernels. Both paths, and stride 2 (phases), are exercised.
+    backend takes the row-by-row kernels. Both paths, and stride 2 (phase-split kernels,
+    whose zero frames and padding meet the other operand, and the phases fallback), are
+    exercised.
     """
     from convkit_backends.naive import NaiveBackend
     from convkit_backends.numba_loops import NumbaBackend
 
-    case = ConvCase("nonfinite", (2, 3, 7, 8), (4, 3, *kernel), stride=stride, dilation=dilation)
+    case = ConvCase("nonfinite", (2, 3, 7, 8), (4, 3, *kernel), stride=stride, padding=padding,
+                    dilation=dilation)
     arrays = case.arrays("float64")
     getattr(arrays, bad)[1, 2, 2, 1] = value
     geom = case.geometry("float64")
@@ -276,6 +282,77 @@ NUMBA_LONG_ROW_CASES = [
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numba_long_row_kernels_match_naive(case: ConvCase, op: str, dtype: str) -> None:
     check_against_naive("numba", case, op, dtype)
+
+
+# --- numba: the 3x3 stride-2 input gradient on phase-split planes ------------------------
+
+# Odd and even sizes, rows no window covers (8 at padding 0), output rows that reach only
+# the bottom padding (padding 3), single and paired input channels per group, output
+# gradient planes per group from 1 (depthwise) to 5, non-contiguous operands.
+NUMBA_S2_INPUT_GRAD_CASES = [
+    ConvCase("s2-even-pad1", (2, 6, 8, 10), (4, 6, 3, 3), stride=2, padding=1),
+    ConvCase("s2-odd-uncovered", (2, 5, 8, 7), (3, 5, 3, 3), stride=2),
+    ConvCase("s2-pad3-pad2", (2, 3, 5, 6), (4, 3, 3, 3), stride=2, padding=(3, 2)),
+    ConvCase("s2-groups3", (2, 9, 7, 9), (15, 3, 3, 3), stride=2, padding=(0, 1), groups=3),
+    ConvCase("s2-depthwise-x2", (3, 4, 10, 8), (8, 1, 3, 3), stride=2, padding=1, groups=4),
+    ConvCase("s2-noncontiguous", (2, 4, 9, 6), (6, 2, 3, 3), stride=2, padding=(1, 2),
+             groups=2, noncontiguous=True),
+]
+
+
+@pytest.fixture
+def no_phases(monkeypatch: pytest.MonkeyPatch):
+    """The numba module, its stride-1 sub-problem fallback (``_phases``) made to fail."""
+    from convkit_backends import numba_loops
+
+    def refuse(geom):
+        raise AssertionError(f"the phases fallback ran for {geom}")
+
+    monkeypatch.setattr(numba_loops, "_phases", refuse)
+    return numba_loops
+
+
+@pytest.mark.parametrize("case", NUMBA_S2_INPUT_GRAD_CASES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_stride2_input_grad_kernel_matches_naive(case: ConvCase, dtype: str,
+                                                       no_phases) -> None:
+    check_against_naive("numba", case, "input-grad", dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numba_stride2_input_grad_kernel_with_unequal_padding(dtype: str, no_phases) -> None:
+    """Top/bottom and left/right padding that differ (the public API pads symmetrically):
+    the kernel reads the bottom and right padding only through ``Ho`` and ``Wo``."""
+    from dataclasses import replace
+
+    from convkit.testing import terms_per_output
+    from convkit_backends.naive import NaiveBackend
+
+    case = ConvCase("s2-unequal", (2, 4, 7, 8), (6, 2, 3, 3), stride=2, groups=2)
+    for padding in [(2, 0, 1, 3), (0, 3, 2, 0), (1, 4, 0, 1)]:
+        geom = replace(case.geometry(dtype), padding=padding)
+        rng = np.random.default_rng(len(padding) + sum(padding))
+        weight = rng.standard_normal(geom.weight_shape).astype(dtype)
+        grad_output = rng.standard_normal(geom.output_shape).astype(dtype)
+        actual = no_phases.NumbaBackend().backward_input(grad_output, weight, geom)
+        naive = NaiveBackend()
+        expected = naive.backward_input(grad_output, weight, geom)
+        magnitude = naive.backward_input(np.abs(grad_output).astype(np.float64),
+                                         np.abs(weight).astype(np.float64),
+                                         replace(geom, dtype=np.dtype(np.float64)))
+        eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+        bound = terms_per_output("input-grad", geom) * eps * magnitude + tiny
+        assert_within_bound(actual, expected, bound, f"numba input-grad padding={padding}")
+
+
+def test_numba_stride2_input_grad_takes_the_phases_for_non_finite_weights(no_phases) -> None:
+    """The kernel's zero frame would meet an Inf weight (``Inf * 0``): NaN where PyTorch has
+    none. Such weights go to the exact phases path."""
+    case = NUMBA_S2_INPUT_GRAD_CASES[0]
+    arrays = case.arrays()
+    arrays.weight[1, 2, 0, 2] = np.inf
+    with pytest.raises(AssertionError, match="the phases fallback ran"):
+        run_operation("input-grad", arrays, case, "numba")
 
 
 # --- im2col: the stride-1 input gradient as a forward convolution -------------------------
