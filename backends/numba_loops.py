@@ -216,13 +216,18 @@ def _pair_job(job: int, pairs: int, groups: int, cog: int, cg: int):
 
 
 @jit(inline="always")
+def _copy_vector(dst, src, length: int):
+    """``dst[:length] = src[:length]`` for 1-D views, as a plain loop (vectorised)."""
+    for j in range(length):
+        dst[j] = src[j]
+
+
+@jit(inline="always")
 def _copy_into(dst, src, top: int, left: int):
-    """``dst[top:top + H, left:left + W] = src`` for ``src: (H, W)``, row by row (vectorised)."""
+    """``dst[top:top + H, left:left + W] = src`` for ``src: (H, W)``, row by row."""
     h, wd = src.shape
     for i in range(h):
-        d, s = dst[top + i, left:left + wd], src[i]
-        for j in range(wd):
-            d[j] = s[j]
+        _copy_vector(dst[top + i, left:left + wd], src[i], wd)
 
 
 @jit(inline="always")
@@ -231,9 +236,7 @@ def _copy_rows(dst, wide):
     h, wd = dst.shape
     wp = wide.shape[0] // h
     for i in range(h):
-        d, s = dst[i], wide[i * wp:]
-        for j in range(wd):
-            d[j] = s[j]
+        _copy_vector(dst[i], wide[i * wp:], wd)
 
 
 @jit(inline="always")
@@ -380,12 +383,11 @@ def _phase_row(phases, row, r: int, left: int, parity: int):
 def _copy_into_phases(dst, src, top: int, left: int):
     """``src: (H, W)`` into a padded plane split by row and column parity, ``dst: (4, Hq,
     Wq)`` (:func:`_phase_row`), at ``(top, left)``. Row by row, one loop per column parity
-    (vectorised)."""
+    (:func:`_copy_vector`)."""
     for i in range(src.shape[0]):
         for parity in range(2):
             d, s = _phase_row(dst, src[i], top + i, left, parity)
-            for k in range(s.shape[0]):
-                d[k] = s[k]
+            _copy_vector(d, s, s.shape[0])
 
 
 @jit(inline="always")
@@ -395,8 +397,7 @@ def _copy_from_phases(dst, src, top: int, left: int):
     for i in range(dst.shape[0]):
         for parity in range(2):
             s, d = _phase_row(src, dst[i], top + i, left, parity)
-            for k in range(d.shape[0]):
-                d[k] = s[k]
+            _copy_vector(d, s, d.shape[0])
 
 
 @jit(inline="always")
