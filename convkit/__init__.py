@@ -18,6 +18,7 @@ from convkit.errors import (
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
 from convkit.geometry import ConvGeometry, make_geometry
 from convkit.layers import Conv2d
+from convkit.precision import get_precision, precision, set_precision
 from convkit.registry import (
     get_backend,
     list_backends,
@@ -45,10 +46,13 @@ __all__ = [
     "conv2d_input_grad",
     "conv2d_weight_grad",
     "get_backend",
+    "get_precision",
     "list_backends",
     "make_geometry",
+    "precision",
     "refresh_backends",
     "register_backend",
+    "set_precision",
     "unregister_backend",
     "use_backend",
 ]

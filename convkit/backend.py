@@ -37,6 +37,20 @@ class Capabilities:
     dilation: bool = True
     stride: bool = True
     padding: bool = True
+    error_factor: float = 1.0
+    """Its results lie within this factor times the direct-sum error bound
+    ``n * eps * sum(|terms|)`` (:func:`convkit.testing.error_bound`). 1 is an exact algorithm;
+    a fast one (Winograd, FFT) declares more and runs unasked only under the ``'fast'``
+    precision policy (:mod:`convkit.precision`)."""
+
+    def __post_init__(self) -> None:
+        if not self.error_factor >= 1.0:
+            raise ValueError(f"error_factor must be at least 1, got {self.error_factor!r}")
+
+    @property
+    def exact(self) -> bool:
+        """Whether results are as accurate as a direct sum (``error_factor`` 1)."""
+        return self.error_factor <= 1.0
 
     def unsupported_reason(self, geom: ConvGeometry) -> str | None:
         """Why ``geom`` cannot run on a backend with these capabilities, or ``None``."""
@@ -53,9 +67,11 @@ class Capabilities:
         return None
 
     def describe(self) -> str:
-        """One line for listings, e.g. ``float32, float64; groups, dilation, stride, padding``."""
+        """One line for listings, e.g. ``float32, float64; groups, dilation, stride, padding``
+        (an inexact backend's line ends with its error factor)."""
         features = [f for f in ("groups", "dilation", "stride", "padding") if getattr(self, f)]
-        return f"{', '.join(sorted(self.dtypes))}; {', '.join(features) or 'no options'}"
+        line = f"{', '.join(sorted(self.dtypes))}; {', '.join(features) or 'no options'}"
+        return line if self.exact else f"{line}; inexact (error x{self.error_factor:g})"
 
 
 class ConvBackend(abc.ABC):

@@ -148,3 +148,26 @@ def test_lost_nan_fails_the_nonfinite_checks_only() -> None:
     assert sum(report.failed.values()) == report.failed["nonfinite", "float64"]
     assert "input-grad" in report.failures[0].message
     assert "positions differ in NaN/Inf" in report.failures[0].message
+
+
+def _perturbed(error_factor: float) -> type[NaiveBackend]:
+    """A forward pass off by 3x the direct-sum bound in the worst case, declaring
+    ``error_factor``: within ``error_factor * bound`` only if the factor is at least 3."""
+
+    class Perturbed(NaiveBackend):
+        capabilities = convkit.Capabilities(error_factor=error_factor)
+
+        def forward(self, x, weight, geom):
+            y = super().forward(x, weight, geom)
+            terms = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+            return y * (1 + 3 * terms * np.finfo(geom.dtype).eps)
+
+    return Perturbed
+
+
+def test_the_declared_error_factor_scales_the_bound() -> None:
+    convkit.register_backend("perturbed-declared", _perturbed(4.0))
+    assert check_backend("perturbed-declared", dtypes=["float64"]).ok
+    convkit.register_backend("perturbed-undeclared", _perturbed(1.0))
+    report = check_backend("perturbed-undeclared", dtypes=["float64"])
+    assert report.failed["forward", "float64"] > 0
