@@ -13,7 +13,9 @@ A plugin author can run them in their own test suite::
 Errors are judged against a bound, not an arbitrary tolerance: a sum of ``n`` terms computed
 in floating point is off by at most about ``n * eps * sum(|terms|)``, so two correct
 implementations differ by at most ``n * eps * magnitude``, where ``magnitude`` is the same
-operation applied to the absolute values of its operands (:func:`error_bound`).
+operation applied to the absolute values of its operands (:func:`error_bound`), times the
+``error_factor`` an inexact backend declares. The cases, their data and the bound are
+convkit's shared vocabulary (:mod:`convkit.workload`), re-exported here.
 """
 
 from __future__ import annotations
@@ -27,82 +29,44 @@ from typing import Literal
 import numpy as np
 
 from convkit.backend import Capabilities
-from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
-from convkit.geometry import ConvGeometry, Padding, make_geometry
 from convkit.registry import get_backend
+from convkit.workload import (
+    DTYPES,
+    OPERATIONS,
+    ConvArrays,
+    ConvCase,
+    Operation,
+    error_bound,
+    run_operation,
+    terms_per_output,
+)
 
-Operation = Literal["forward", "input-grad", "weight-grad"]
-OPERATIONS: tuple[Operation, ...] = ("forward", "input-grad", "weight-grad")
-DTYPES: tuple[str, ...] = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class ConvCase:
-    """One convolution to test: shapes and parameters, no data.
-
-    input_shape: ``(N, C, H, W)``; weight_shape: ``(Cout, C / groups, kh, kw)``.
-    ``noncontiguous`` makes the arrays strided views instead of fresh C-ordered arrays.
-    """
-
-    name: str
-    input_shape: tuple[int, int, int, int]
-    weight_shape: tuple[int, int, int, int]
-    stride: int | tuple[int, int] = 1
-    padding: Padding = 0
-    dilation: int | tuple[int, int] = 1
-    groups: int = 1
-    noncontiguous: bool = False
-    source: str = field(default="convkit", compare=False)
-
-    def __str__(self) -> str:
-        return self.name
-
-    @property
-    def params(self) -> dict:
-        """Keyword arguments for conv2d and its gradients."""
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "groups": self.groups}
-
-    def geometry(self, dtype: str = "float64") -> ConvGeometry:
-        return make_geometry(self.input_shape, self.weight_shape, dtype=np.dtype(dtype),
-                             **self.params)
-
-    def arrays(self, dtype: str = "float64", seed: int = 0) -> ConvArrays:
-        """Random ``x``, ``weight`` and ``grad_output`` for this case (deterministic per name)."""
-        rng = np.random.default_rng([seed, *self.name.encode()])
-        out_shape = self.geometry(dtype).output_shape
-        make = _strided_normal if self.noncontiguous else _normal
-        return ConvArrays(
-            make(rng, self.input_shape, dtype),
-            make(rng, self.weight_shape, dtype),
-            make(rng, out_shape, dtype),
-        )
-
-
-@dataclass(frozen=True)
-class ConvArrays:
-    """The data of one case.
-
-    x: ``(N, C, H, W)``; weight: ``(Cout, C/groups, kh, kw)``; grad_output: ``(N, Cout, Ho, Wo)``.
-    """
-
-    x: np.ndarray
-    weight: np.ndarray
-    grad_output: np.ndarray
-
-
-def _normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def _strided_normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    """A non-contiguous view: every other element of the last axis, axes 0/1 swapped."""
-    n, c, *rest = shape
-    big = rng.standard_normal((c, n, *rest[:-1], 2 * rest[-1])).astype(dtype)
-    view = big[..., ::2].swapaxes(0, 1)
-    assert not view.flags.c_contiguous
-    return view
-
+__all__ = [  # the vocabulary of convkit.workload, re-exported for plugin authors
+    "CHECK_KINDS",
+    "CONFORMANCE_CASES",
+    "DTYPES",
+    "NONFINITE_SCENARIOS",
+    "OPERATIONS",
+    "SWEEP_CASES",
+    "TORCH_SAMPLE_CASES",
+    "CheckFailure",
+    "ConformanceCheck",
+    "ConformanceReport",
+    "ConvArrays",
+    "ConvCase",
+    "Operation",
+    "assert_backend_conforms",
+    "assert_same_nonfinite",
+    "assert_within_bound",
+    "check_against_naive",
+    "check_backend",
+    "conformance_checks",
+    "error_bound",
+    "poisoned",
+    "run_operation",
+    "terms_per_output",
+    "unsupported_checks",
+]
 
 def _pt(*args: object, **kwargs: object) -> ConvCase:
     return ConvCase(*args, source="torch sample_inputs_conv2d", **kwargs)  # type: ignore[misc]
@@ -154,51 +118,6 @@ SWEEP_CASES: tuple[ConvCase, ...] = (
 )
 
 CONFORMANCE_CASES: tuple[ConvCase, ...] = TORCH_SAMPLE_CASES + SWEEP_CASES
-
-
-def run_operation(
-    op: Operation, arrays: ConvArrays, case: ConvCase, backend: str | None = None
-) -> np.ndarray:
-    """Compute ``op`` ('forward', 'input-grad' or 'weight-grad') of ``case`` with ``backend``."""
-    if op == "forward":
-        return conv2d(arrays.x, arrays.weight, backend=backend, **case.params)
-    if op == "input-grad":
-        return conv2d_input_grad(
-            arrays.x.shape, arrays.weight, arrays.grad_output, backend=backend, **case.params
-        )
-    if op == "weight-grad":
-        return conv2d_weight_grad(
-            arrays.x, arrays.weight.shape, arrays.grad_output, backend=backend, **case.params
-        )
-    raise ValueError(f"op must be one of {OPERATIONS}, got {op!r}")
-
-
-def terms_per_output(op: Operation, geom: ConvGeometry) -> int:
-    """How many products are summed into one element of ``op``'s result (an upper bound)."""
-    kh, kw = geom.kernel_size
-    if op == "forward":
-        return geom.weight_shape[1] * kh * kw
-    if op == "input-grad":
-        return geom.out_channels // geom.groups * kh * kw
-    return geom.batch * geom.out_size[0] * geom.out_size[1]
-
-
-def error_bound(
-    op: Operation, arrays: ConvArrays, case: ConvCase, backend: str = "naive"
-) -> np.ndarray:
-    """Elementwise bound on the difference between two correct results of ``op``.
-
-    ``n * eps * magnitude``: ``magnitude`` is ``op`` on ``|operands|`` in float64 (the sum of
-    absolute values of the terms), computed by ``backend``; ``n`` the number of terms,
-    ``eps`` the epsilon of the arrays' dtype.
-    """
-    dtype = arrays.x.dtype
-    absolute = ConvArrays(
-        *(np.abs(a).astype(np.float64) for a in (arrays.x, arrays.weight, arrays.grad_output))
-    )
-    magnitude = run_operation(op, absolute, case, backend)
-    n = terms_per_output(op, case.geometry(dtype.name))
-    return n * np.finfo(dtype).eps * magnitude + np.finfo(dtype).tiny
 
 
 def check_against_naive(
@@ -329,9 +248,7 @@ def _reference(op: Operation, arrays: ConvArrays, case: ConvCase) -> np.ndarray:
     A correct float32 result is within ``error_bound`` of the exact value, and the float64
     reference is ``2**29`` times closer to it, so one bound serves both dtypes.
     """
-    wide = ConvArrays(*(a.astype(np.float64) for a in (arrays.x, arrays.weight,
-                                                        arrays.grad_output)))
-    return run_operation(op, wide, case, "naive")
+    return run_operation(op, arrays.astype(np.float64), case, "naive")
 
 
 def _check_adjoint(
