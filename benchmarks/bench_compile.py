@@ -23,7 +23,7 @@ from .common import DTYPE, OPERATION_NAMES
 _FIRST_CALL = """
 import sys, time
 import convkit
-from convkit.testing import ConvCase, run_operation
+from convkit.workload import ConvCase, run_operation
 convkit.get_backend("numba")
 case = ConvCase("compile", (1, 2, 5, 5), (2, 2, 3, 3), padding=1)
 arrays = case.arrays(sys.argv[2])

@@ -5,27 +5,25 @@ holds ``asv.conf.json`` and runs it against every commit it builds, and it picks
 combination by its *index* into the lists below. So the lists must not depend on the
 installed commit (a commit that adds a case or a backend would shift every index and put
 results under the wrong names). They are read from the checkout instead: the backend names
-from ``pyproject.toml``'s entry points, the case names from ``convkit/cases.py`` (the same
-definitions ``convkit bench`` uses). What a name *means* is the installed commit's business:
-:class:`Workload` looks the case up in the installed ``convkit.cases`` and the backend in the
-installed registry, and a commit that lacks either is skipped (``NotImplementedError``).
+from ``pyproject.toml``'s entry points, the case names from ``convkit/suites.py`` (the same
+specs ``convkit bench`` uses; plain data, so reading it needs no convkit). New backends and
+cases go at the end of their lists, so earlier indices keep their names. What a name
+*means* is the installed commit's business: :class:`Workload` looks the case up in the
+installed ``convkit.cases`` and the backend in the installed registry, and a commit that
+lacks either is skipped (``NotImplementedError``). The suite needs a commit that has
+``convkit.workload`` (the shared vocabulary).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import runpy
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import tomllib
 
 from convkit import BackendUnavailableError, get_backend, list_backends
-from convkit.testing import OPERATIONS, ConvCase, run_operation
-
-if TYPE_CHECKING:
-    from convkit.cases import BenchCase
+from convkit.workload import OPERATIONS, ConvCase, run_operation
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,17 +50,15 @@ def _checkout_backends() -> tuple[str, ...]:
 
 
 def _checkout_suites() -> dict[str, tuple[str, ...]]:
-    """Case names per suite, from the checkout's ``convkit/cases.py``: ``{"quick": (...)}``."""
-    name = "_convkit_checkout_cases"
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "convkit" / "cases.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[name]
-    return {suite: tuple(case.name for case in cases) for suite, cases in module.SUITES.items()}
+    """Case names per suite, from the checkout's ``convkit/suites.py``: ``{"quick": (...)}``."""
+    suites = runpy.run_path(str(REPO_ROOT / "convkit" / "suites.py"))["SUITES"]
+    return {suite: tuple(_spec_name(spec) for spec in specs) for suite, specs in suites.items()}
+
+
+def _spec_name(spec: str) -> str:
+    """The ``name=`` of a suite's case spec (every suite case has one)."""
+    fields = dict(item.split("=", 1) for item in spec.split(","))
+    return fields["name"]
 
 
 BACKENDS: tuple[str, ...] = _checkout_backends()
@@ -106,9 +102,7 @@ class Workload:
         self.operation = operation
         self.flops = geom.flops
         """Floating-point operations of one call (each gradient costs as much as forward)."""
-        self._case = ConvCase(
-            bench_case.name, bench_case.input_shape, bench_case.weight_shape, **bench_case.params
-        )
+        self._case = bench_case
         self._arrays = self._case.arrays(DTYPE)
         self.run()
 
@@ -133,7 +127,7 @@ class Workload:
         return float(f"{self.flops / best / 1e9:.4g}")  # more digits would be noise
 
 
-def _installed_case(suite: str, case: str) -> BenchCase:
+def _installed_case(suite: str, case: str) -> ConvCase:
     """The installed commit's definition of ``case`` in ``suite`` (NotImplementedError if none)."""
     try:
         from convkit.cases import SUITES

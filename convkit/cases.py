@@ -1,115 +1,42 @@
-"""Benchmark cases: named convolution layers and the suites ``convkit bench`` and asv run.
+"""Benchmark cases: case spec strings, and the named suites ``convkit bench`` and asv run.
 
-This module is the single source of truth for what is benchmarked; both the CLI harness and
-``benchmarks/`` (asv) read :data:`SUITES`.
-
-A custom case is a spec string of ``key=value`` pairs separated by commas (see
-:data:`SPEC_HELP`), e.g. ``"n=8,c=64,o=128,hw=28,k=3,p=1"``.
+A case is a spec string of ``key=value`` pairs separated by commas (see :data:`SPEC_HELP`),
+e.g. ``"n=8,c=64,o=128,hw=28,k=3,p=1"``; :func:`parse_case` reads it into a
+:class:`~convkit.workload.ConvCase` and :func:`case_spec` writes one back. The suites are
+written as specs in :mod:`convkit.suites`; :data:`SUITES` holds them parsed. Both the CLI
+harness and ``benchmarks/`` (asv) read :data:`SUITES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
-import numpy as np
-
-from convkit.geometry import ConvGeometry, Padding, make_geometry
-
-
-@dataclass(frozen=True)
-class BenchCase:
-    """A layer to time: ``x: (batch, in_channels, *size)``, kernel ``kernel`` and options."""
-
-    name: str
-    batch: int
-    in_channels: int
-    out_channels: int
-    size: tuple[int, int]
-    kernel: tuple[int, int]
-    stride: int = 1
-    padding: Padding = 0
-    dilation: int = 1
-    groups: int = 1
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        return (self.batch, self.in_channels, *self.size)
-
-    @property
-    def weight_shape(self) -> tuple[int, int, int, int]:
-        return (self.out_channels, self.in_channels // self.groups, *self.kernel)
-
-    @property
-    def params(self) -> dict:
-        """Keyword arguments for conv2d and its gradients."""
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "groups": self.groups}
-
-    def geometry(self, dtype: str = "float32") -> ConvGeometry:
-        """The validated geometry (raises ValueError for an impossible case)."""
-        return make_geometry(self.input_shape, self.weight_shape, dtype=np.dtype(dtype),
-                             **self.params)
-
-    def spec(self) -> str:
-        """This case as a spec string that :func:`parse_case` reads back."""
-        return (
-            f"name={self.name},n={self.batch},c={self.in_channels},o={self.out_channels},"
-            f"h={self.size[0]},w={self.size[1]},kh={self.kernel[0]},kw={self.kernel[1]},"
-            f"s={self.stride},p={_padding_text(self.padding)},d={self.dilation},"
-            f"g={self.groups}"
-        )
-
-
-def _case(name: str, n: int, c: int, o: int, hw: int, k: int, **options: object) -> BenchCase:
-    return BenchCase(name, n, c, o, (hw, hw), (k, k), **options)  # type: ignore[arg-type]
-
-
-#: Small layers: the whole suite, all backends, runs in about a minute on 2 cores.
-QUICK_SUITE: tuple[BenchCase, ...] = (
-    _case("rgb32-3x3", 8, 3, 16, 32, 3, padding=1),
-    _case("mnist28-5x5", 16, 1, 8, 28, 5),
-    _case("dense28-3x3", 4, 32, 32, 28, 3, padding=1),
-    _case("strided28-3x3", 4, 32, 64, 28, 3, stride=2, padding=1),
-    _case("pointwise28-1x1", 4, 64, 64, 28, 1),
-    _case("depthwise28-3x3", 4, 64, 64, 28, 3, padding=1, groups=64),
-)
-
-#: Layers people run: ResNet-style 3x3 blocks, a strided 3x3, a pointwise 1x1, a depthwise
-#: 3x3, the 7x7 stride-2 stem, and the small RGB and MNIST layers of from-scratch tutorials.
-STANDARD_SUITE: tuple[BenchCase, ...] = (
-    _case("resnet56-3x3-64", 8, 64, 64, 56, 3, padding=1),
-    _case("resnet28-3x3-128", 8, 128, 128, 28, 3, padding=1),
-    _case("resnet14-3x3-256", 8, 256, 256, 14, 3, padding=1),
-    _case("strided56-3x3-64to128", 8, 64, 128, 56, 3, stride=2, padding=1),
-    _case("pointwise28-1x1-128to256", 8, 128, 256, 28, 1),
-    _case("depthwise56-3x3-128", 8, 128, 128, 56, 3, padding=1, groups=128),
-    _case("stem224-7x7-s2", 2, 3, 64, 224, 7, stride=2, padding=3),
-    _case("cifar32-3x3-3to32", 32, 3, 32, 32, 3, padding=1),
-    _case("mnist28-3x3-1to32", 32, 1, 32, 28, 3),
-)
-
-SUITES: dict[str, tuple[BenchCase, ...]] = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
+from convkit.geometry import IntPair, Padding
+from convkit.suites import SUITES as SUITE_SPECS
+from convkit.workload import ConvCase
 
 SPEC_HELP = (
     "comma-separated key=value: n batch, c input channels, o output channels, "
-    "hw (or h and w) input size, k (or kh and kw) kernel size, s stride, "
-    "p padding (int, HxW such as 1x2, 'same' or 'valid'), d dilation, g groups, name; "
+    "hw (or h and w) input size, k (or kh and kw) kernel size, s stride (int or HxW), "
+    "p padding (int, HxW such as 1x2, 'same' or 'valid'), d dilation (int or HxW), "
+    "g groups, name; "
     "c, o, hw and k are required. Example: n=8,c=64,o=128,hw=28,k=3,p=1"
 )
 
-_INT_KEYS = {"n", "c", "o", "hw", "h", "w", "k", "kh", "kw", "s", "d", "g"}
+_INT_KEYS = {"n", "c", "o", "hw", "h", "w", "k", "kh", "kw", "g"}
+_PAIR_KEYS = {"s", "d"}
 
 
-def parse_case(spec: str) -> BenchCase:
-    """A :class:`BenchCase` from a spec string (see :data:`SPEC_HELP`); ValueError if malformed."""
+def parse_case(spec: str) -> ConvCase:
+    """A :class:`~convkit.workload.ConvCase` from a spec string (see :data:`SPEC_HELP`);
+    ValueError if malformed."""
     fields: dict[str, str] = {}
     for item in spec.split(","):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"case spec item {item!r} is not key=value ({SPEC_HELP})")
-        if key not in _INT_KEYS | {"p", "name"}:
+        if key not in _INT_KEYS | _PAIR_KEYS | {"p", "name"}:
             raise ValueError(f"case spec has unknown key {key!r} ({SPEC_HELP})")
         if key in fields:
             raise ValueError(f"case spec gives {key!r} twice")
@@ -124,18 +51,17 @@ def parse_case(spec: str) -> BenchCase:
                                   ("k", ("kh", "kw"))):
         if required not in ints and not (alternative and set(alternative) <= ints.keys()):
             raise ValueError(f"case spec needs {required!r} ({SPEC_HELP})")
-    padding = _parse_padding(fields.get("p", "0"))
-    case = BenchCase(
+    groups = ints.get("g", 1)
+    case = ConvCase(
         name=fields.get("name", ""),
-        batch=ints.get("n", 1),
-        in_channels=ints["c"],
-        out_channels=ints["o"],
-        size=(ints.get("h", ints.get("hw", 0)), ints.get("w", ints.get("hw", 0))),
-        kernel=(ints.get("kh", ints.get("k", 0)), ints.get("kw", ints.get("k", 0))),
-        stride=ints.get("s", 1),
-        padding=padding,
-        dilation=ints.get("d", 1),
-        groups=ints.get("g", 1),
+        input_shape=(ints.get("n", 1), ints["c"], ints.get("h", ints.get("hw", 0)),
+                     ints.get("w", ints.get("hw", 0))),
+        weight_shape=(ints["o"], ints["c"] // groups if groups > 0 else ints["c"],
+                      ints.get("kh", ints.get("k", 0)), ints.get("kw", ints.get("k", 0))),
+        stride=_parse_pair("s", fields.get("s", "1")),
+        padding=_parse_padding(fields.get("p", "0")),
+        dilation=_parse_pair("d", fields.get("d", "1")),
+        groups=groups,
     )
     case.geometry()  # raises ValueError naming the bad parameter
     if not case.name:
@@ -143,14 +69,25 @@ def parse_case(spec: str) -> BenchCase:
     return case
 
 
-def _default_name(case: BenchCase) -> str:
+def case_spec(case: ConvCase) -> str:
+    """``case`` as a spec string that :func:`parse_case` reads back (``noncontiguous`` and
+    ``source`` are not part of a spec)."""
+    (n, c, h, w), (kh, kw) = case.input_shape, case.kernel
+    return (
+        f"name={case.name},n={n},c={c},o={case.out_channels},h={h},w={w},kh={kh},kw={kw},"
+        f"s={_pair_text(case.stride)},p={_padding_text(case.padding)},"
+        f"d={_pair_text(case.dilation)},g={case.groups}"
+    )
+
+
+def _default_name(case: ConvCase) -> str:
     """A short name such as ``n8-c64-o128-28x28-k3x3-p1``; options at their default omitted."""
     (h, w), (kh, kw) = case.size, case.kernel
     padding = _padding_text(case.padding)
     parts = [f"n{case.batch}", f"c{case.in_channels}", f"o{case.out_channels}", f"{h}x{w}",
              f"k{kh}x{kw}"]
-    for key, value, default in (("s", case.stride, 1), ("p", padding, "0"),
-                                ("d", case.dilation, 1), ("g", case.groups, 1)):
+    for key, value, default in (("s", _pair_text(case.stride), "1"), ("p", padding, "0"),
+                                ("d", _pair_text(case.dilation), "1"), ("g", case.groups, 1)):
         if value != default:
             parts.append(f"{key}{value}")
     return "-".join(parts)
@@ -159,6 +96,26 @@ def _default_name(case: BenchCase) -> str:
 def _padding_text(padding: Padding) -> str:
     """``padding`` as a spec writes it: ``'1'``, ``'1x2'``, ``'same'`` or ``'valid'``."""
     return "x".join(map(str, padding)) if isinstance(padding, tuple) else str(padding)
+
+
+def _pair_text(value: IntPair) -> str:
+    """A stride or dilation as a spec writes it: ``'2'``, or ``'1x2'`` where they differ."""
+    if isinstance(value, tuple):
+        return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
+    return str(value)
+
+
+def _parse_pair(key: str, text: str) -> IntPair:
+    """``'2'`` or ``'1x2'`` (rows x columns)."""
+    try:
+        parts = tuple(int(part) for part in text.split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts  # type: ignore[return-value]
+    raise ValueError(f"case spec {key}={text!r} must be an integer or HxW")
 
 
 def _parse_padding(text: str) -> Padding:
@@ -174,3 +131,9 @@ def _parse_padding(text: str) -> Padding:
     if len(parts) == 2:
         return parts  # type: ignore[return-value]
     raise ValueError(f"case spec p={text!r} must be an int, HxW, 'same' or 'valid'")
+
+
+#: The named suites as cases, in the order their specs are written (:mod:`convkit.suites`).
+SUITES: dict[str, tuple[ConvCase, ...]] = {
+    suite: tuple(parse_case(spec) for spec in specs) for suite, specs in SUITE_SPECS.items()
+}

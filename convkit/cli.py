@@ -1,7 +1,7 @@
 """The ``convkit`` command: a click group; each subcommand is one function below.
 
 ``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit compare``
-sets two of its JSON reports side by side (:mod:`convkit.compare`), ``convkit backends``
+sets two of its JSON reports side by side (:mod:`convkit.bench.compare`), ``convkit backends``
 lists what is installed, ``convkit check`` runs the conformance suite (:mod:`convkit.testing`)
 against one backend. Results go to stdout (or ``--output``), progress to stderr.
 """
@@ -16,10 +16,16 @@ from pathlib import Path
 import click
 
 import convkit
-from convkit import compare as comparison
-from convkit import report as formats
-from convkit.bench import DEFAULT_BASELINE, SCHEMA, BenchSettings, run_benchmark
-from convkit.cases import SPEC_HELP, SUITES, BenchCase, parse_case
+from convkit.bench import (
+    DEFAULT_BASELINE,
+    BenchSettings,
+    ReportError,
+    read_report,
+    run_benchmark,
+)
+from convkit.bench import compare as comparison
+from convkit.bench import table as formats
+from convkit.cases import SPEC_HELP, SUITES, parse_case
 from convkit.errors import BackendUnavailableError, UnknownBackendError
 from convkit.machine import usable_cores
 from convkit.registry import (
@@ -29,7 +35,9 @@ from convkit.registry import (
     get_backend,
     list_backends,
 )
-from convkit.testing import DTYPES, OPERATIONS, check_backend
+from convkit.testing import check_backend
+from convkit.text import format_table
+from convkit.workload import DTYPES, OPERATIONS, ConvCase
 
 _FORMATTERS = {"table": formats.to_table, "json": formats.to_json, "csv": formats.to_csv}
 _FORMAT_NAMES = list(_FORMATTERS)
@@ -188,7 +196,7 @@ def _comma_list(spec: str, allowed: Sequence[str], option: str, what: str) -> li
     return names
 
 
-def _cases(suite: str | None, specs: tuple[str, ...]) -> list[BenchCase]:
+def _cases(suite: str | None, specs: tuple[str, ...]) -> list[ConvCase]:
     cases = list(SUITES[suite]) if suite else []
     for spec in specs:
         try:
@@ -238,15 +246,9 @@ def compare(old: Path, new: Path, threshold: float, min_seconds: float,
 
 def _read_report(path: Path, name: str) -> dict:
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise click.BadParameter(f"{str(path)!r} is not JSON ({exc})", param_hint=name) from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        raise click.BadParameter(
-            f"{str(path)!r} is not a report of `convkit bench --format json` "
-            f"(schema {SCHEMA})", param_hint=name,
-        )
-    return report
+        return read_report(path)
+    except ReportError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 @main.command()
@@ -272,14 +274,14 @@ def backends(fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(entries, indent=2))
         return
-    rows = [("backend", "status", "distribution", "supports / reason")]
-    for e in entries:
-        name = f"{e['name']} (default)" if e["default"] else e["name"]
-        status = "available" if e["available"] else "unavailable"
-        rows.append((name, status, e["distribution"], e["supports"] or e["reason"]))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        click.echo("  ".join([*(v.ljust(w) for v, w in zip(r, widths, strict=False)), r[3]]))
+    rows = [
+        (f"{e['name']} (default)" if e["default"] else e["name"],
+         "available" if e["available"] else "unavailable",
+         e["distribution"], e["supports"] or e["reason"])
+        for e in entries
+    ]
+    for line in format_table(("backend", "status", "distribution", "supports / reason"), rows):
+        click.echo(line)
 
 
 @main.command()

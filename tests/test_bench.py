@@ -15,10 +15,22 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import convkit
-from convkit import bench, machine, report
+from convkit import machine
 from convkit.backend import Capabilities, ConvBackend
-from convkit.bench import BenchSettings, Row, measure_row, run_benchmark, run_job
-from convkit.cases import QUICK_SUITE, parse_case
+from convkit.bench import (
+    BenchSettings,
+    Row,
+    measure,
+    measure_row,
+    results,
+    run_benchmark,
+    run_job,
+    runner,
+    stats,
+    worker,
+)
+from convkit.bench import table as report
+from convkit.cases import SUITES, parse_case
 
 TINY = parse_case("name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1")
 TINY_GROUPED = parse_case("name=tiny-grouped,n=1,c=4,o=4,hw=5,k=2,g=2,p=same")
@@ -69,7 +81,7 @@ def registered():
 @pytest.fixture
 def references(tmp_path):
     """Reference files for TINY (every op) in float32, as the parent writes them."""
-    bench.write_references([TINY], _settings(), tmp_path)
+    runner.write_references([TINY], _settings(), tmp_path)
     return tmp_path
 
 
@@ -99,7 +111,7 @@ def test_settings_default_to_every_op_and_usable_core():
 def test_measure_row_reports_times_error_and_memory(op, references):
     backend = convkit.get_backend("im2col-strided")
     row = measure_row(backend, TINY, op, _settings(repeats=3),
-                      references / bench._reference_name(0, op))
+                      references / worker.reference_name(0, op))
     assert row.status == "ok" and row.reason is None
     assert 0 < row.min_s <= row.median_s
     assert row.cpu_median_s > 0
@@ -115,9 +127,9 @@ def test_one_measurement_lasts_min_time():
     clock, cpu_clock = iter(range(100)), iter(range(0, 100, 2))
     calls = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
-        mp.setattr(bench.time, "process_time", lambda: float(next(cpu_clock)))
-        per_call, cpu_per_call, count = bench._measure(lambda: calls.append(1), min_time=4.5)
+        mp.setattr(measure.time, "perf_counter", lambda: float(next(clock)))
+        mp.setattr(measure.time, "process_time", lambda: float(next(cpu_clock)))
+        per_call, cpu_per_call, count = measure.measure_calls(lambda: calls.append(1), min_time=4.5)
     assert (per_call, count) == (1.0, 5) and len(calls) == 5  # 5 ticks reach 4.5 s
     assert cpu_per_call == 2 / 5  # the CPU clock is read once before and once after
 
@@ -157,14 +169,14 @@ def test_unsupported_configuration_is_skipped_with_the_reason(registered):
 
 def test_naive_over_budget_is_skipped_for_every_op_of_the_case(monkeypatch):
     calls = []
-    real = bench.run_operation
+    real = measure.run_operation
     monkeypatch.setattr(
-        bench, "run_operation", lambda op, arrays, case, name: calls.append((case.name, op))
+        measure, "run_operation", lambda op, arrays, case, name: calls.append((case.name, op))
         or real(op, arrays, case, name)
     )
     big = parse_case("name=big,n=32,c=4,o=4,hw=64,k=3")  # ~1 s per naive call, tiny ~1 ms
     events = []
-    job = {"backend": "naive", "cases": [bench.case_to_dict(big), bench.case_to_dict(TINY)],
+    job = {"backend": "naive", "cases": [worker.case_to_dict(big), worker.case_to_dict(TINY)],
            "settings": {**FAST, "ops": ["forward", "weight-grad"], "dtype": "float32",
                         "threads": 1, "naive_budget": 0.25},
            "reference_dir": None}
@@ -182,13 +194,13 @@ def test_naive_over_budget_is_skipped_for_every_op_of_the_case(monkeypatch):
 
 def test_worker_takes_measurements_in_rounds_over_all_rows(monkeypatch):
     calls = []
-    real = bench.run_operation
+    real = measure.run_operation
     monkeypatch.setattr(
-        bench, "run_operation", lambda op, arrays, case, name: calls.append(op)
+        measure, "run_operation", lambda op, arrays, case, name: calls.append(op)
         or real(op, arrays, case, name)
     )
     events = []
-    job = {"backend": "im2col-take", "cases": [bench.case_to_dict(TINY)],
+    job = {"backend": "im2col-take", "cases": [worker.case_to_dict(TINY)],
            "settings": {"ops": ["forward", "weight-grad"], "dtype": "float32", "threads": 1,
                         "min_time": 1e-12, "repeats": 3, "naive_budget": 1.0},
            "reference_dir": None}
@@ -210,32 +222,32 @@ def test_budget_interrupts_a_call_instead_of_waiting_for_it():
         time.sleep(5)
         finished.append(True)
 
-    with pytest.raises(bench._OverBudget):
-        bench._first_call(slow, 0.05)
+    with pytest.raises(measure._OverBudget):
+        measure._first_call(slow, 0.05)
     assert finished == []
 
 
 def test_traced_call_counts_numpy_allocations_and_admits_invisible_ones():
-    result, size = bench.traced_call(lambda: np.ones(10**6))
+    result, size = measure.traced_call(lambda: np.ones(10**6))
     assert result.shape == (10**6,)
     assert size >= 8 * 10**6
     preallocated = np.ones(10**6)
-    _, hidden = bench.traced_call(lambda: preallocated)  # nothing allocated that we can see
+    _, hidden = measure.traced_call(lambda: preallocated)  # nothing allocated that we can see
     assert hidden is None
-    _, view = bench.traced_call(lambda: np.ones((4, 10)).T[1:])  # a view of numpy's memory
+    _, view = measure.traced_call(lambda: np.ones((4, 10)).T[1:])  # a view of numpy's memory
     assert view is not None and view >= 320
 
 
 def test_memory_of_torch_results_is_not_available():
     torch = pytest.importorskip("torch")
-    _, size = bench.traced_call(lambda: torch.ones(4).numpy())  # tiny: the size test passes
+    _, size = measure.traced_call(lambda: torch.ones(4).numpy())  # tiny: the size test passes
     assert size is None
 
 
 def test_limit_threads_applies_to_blas_and_numba_and_restores():
     numba = pytest.importorskip("numba")
     before = numba.get_num_threads()
-    with bench.limit_threads(1):
+    with machine.limit_threads(1):
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
@@ -268,7 +280,7 @@ def test_baseline_falls_back_to_the_slowest_backend_that_ran():
     rows = [Row("c", "forward", "naive", "skipped", "too slow"),
             Row("c", "forward", "a", median_s=2.0), Row("c", "forward", "b", median_s=1.0),
             Row("c", "forward", "wrong", "error", "wrong result", median_s=9.0)]
-    bench._add_derived(rows, flops=4 * 10**9, peak=10.0, baseline="naive")
+    stats.add_derived(rows, flops=4 * 10**9, peak=10.0, baseline="naive")
     assert [r.baseline for r in rows] == [None, "a", "a", "a"]
     assert [r.speedup for r in rows] == [None, 1.0, 2.0, pytest.approx(2 / 9)]
     assert [r.gflops for r in rows] == [None, 2.0, 4.0, pytest.approx(4 / 9)]
@@ -306,7 +318,7 @@ def test_threads_setting_reaches_every_pool_in_the_worker_process():
 
 
 def test_worker_environment_sizes_every_thread_pool():
-    env = bench._worker_env(3)
+    env = runner._worker_env(3)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "NUMBA_NUM_THREADS"):
         assert env[var] == "3"
@@ -315,7 +327,7 @@ def test_worker_environment_sizes_every_thread_pool():
 def test_a_worker_that_dies_is_reported_with_its_last_words():
     events = []
     with pytest.raises(RuntimeError, match=r"exited with code 1: KeyError: 'settings'"):
-        bench._run_worker_process({"backend": "naive"}, 1, events.append)
+        runner._run_worker_process({"backend": "naive"}, 1, events.append)
     assert events == []
 
 
@@ -323,7 +335,7 @@ def test_dead_worker_becomes_error_rows(monkeypatch):
     def die(job, threads, emit):
         raise RuntimeError("worker process exited with code -11: Segmentation fault")
 
-    monkeypatch.setattr(bench, "_run_worker_process", die)
+    monkeypatch.setattr(runner, "_run_worker_process", die)
     result = run_benchmark([TINY], ["naive"], _settings(ops=("forward", "input-grad")))
     assert [r["status"] for r in result["results"]] == ["error", "error"]
     assert all("code -11" in r["reason"] for r in result["results"])
@@ -381,7 +393,7 @@ def check_report_schema(result: dict) -> None:
     assert len(rows) == len(result["cases"]) * len(s["ops"]) * len(result["backends"])
     for r in rows:
         assert tuple(r) == report.FIELDS
-        assert r["status"] in bench.STATUSES
+        assert r["status"] in results.STATUSES
         assert (r["reason"] is None) == (r["status"] == "ok")
         for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "pass_spread",
                     "max_abs_error", "error_vs_bound", "gflops", "peak_percent", "speedup"):
@@ -419,35 +431,17 @@ def test_busy_machine_is_reported_at_the_start(monkeypatch):
     # Snapshots: the run's start, around the matmul peak (50 s of others' CPU in well under
     # 50 s), then none at the end (not measurable).
     snapshots = iter([(0.0, 0.0), (0.0, 0.0), (50.0, 0.0)])
-    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(snapshots, None))
+    monkeypatch.setattr(runner, "cpu_seconds", lambda: next(snapshots, None))
     warnings = []
     run_benchmark([TINY], ["im2col-take"], _settings(ops=("forward",), threads=1),
                   isolate=False, on_warning=warnings.append)
     (warning,) = warnings
     assert warning.startswith("other processes are keeping") and "cores busy" in warning
     quiet = iter([(0.0, 0.0), (0.0, 0.0), (0.0, 0.0)])
-    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(quiet, None))
+    monkeypatch.setattr(runner, "cpu_seconds", lambda: next(quiet, None))
     run_benchmark([TINY], ["im2col-take"], _settings(ops=("forward",), threads=1),
                   isolate=False, on_warning=warnings.append)
     assert len(warnings) == 1
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(None, "-"), (2.5e-7, "250 ns"), (1.234e-4, "123 us"), (0.01234, "12.3 ms"),
-     (0.1234, "123 ms"), (1.5, "1.5 s"), (250.0, "250 s")],
-)
-def test_format_seconds(seconds, text):
-    assert report.format_seconds(seconds) == text
-
-
-@pytest.mark.parametrize(
-    ("size", "text"),
-    [(None, "n/a"), (512, "512 B"), (2048, "2.0 KiB"), (3 * 2**20, "3.0 MiB"),
-     (5 * 2**30, "5.0 GiB")],
-)
-def test_format_bytes(size, text):
-    assert report.format_bytes(size) == text
 
 
 # ------------------------------------------------------------------------------ machine
@@ -485,8 +479,8 @@ def test_matmul_peak_is_a_positive_rate():
 
 
 def test_suite_cases_survive_the_trip_to_a_worker():
-    for case in QUICK_SUITE:
-        assert bench.case_from_dict(json.loads(json.dumps(bench.case_to_dict(case)))) == case
+    for case in SUITES["quick"]:
+        assert worker.case_from_dict(json.loads(json.dumps(worker.case_to_dict(case)))) == case
 
 
 # ------------------------------------------------------------------------------ passes
@@ -498,13 +492,13 @@ def test_suite_cases_survive_the_trip_to_a_worker():
 )
 def test_repeats_are_shared_out_over_the_passes(repeats, passes, shares):
     settings = _settings(repeats=repeats, passes=passes)
-    assert bench._repeats_per_pass(settings) == shares
+    assert stats.repeats_per_pass(settings) == shares
 
 
 def test_backends_take_turns_and_rows_gather_every_pass(monkeypatch):
     jobs = []
-    real = bench.run_job
-    monkeypatch.setattr(bench, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
+    real = runner.run_job
+    monkeypatch.setattr(runner, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
     result = run_benchmark([TINY], ["naive", "im2col-take"],
                            _settings(ops=("forward",), repeats=5, passes=3), isolate=False)
     assert [(j["backend"], j["settings"]["repeats"]) for j in jobs] == [
@@ -519,8 +513,8 @@ def test_backends_take_turns_and_rows_gather_every_pass(monkeypatch):
 
 def test_later_passes_measure_only_rows_that_are_still_ok(monkeypatch):
     jobs = []
-    real = bench.run_job
-    monkeypatch.setattr(bench, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
+    real = runner.run_job
+    monkeypatch.setattr(runner, "run_job", lambda job, emit: jobs.append(job) or real(job, emit))
     convkit.register_backend("wrong", _Wrong)
     result = run_benchmark([TINY], ["wrong"], _settings(ops=("forward", "input-grad"),
                                                         repeats=2, passes=2), isolate=False)
@@ -537,14 +531,14 @@ def test_a_failure_in_a_later_pass_makes_the_row_an_error(monkeypatch):
         def forward(self, x, weight, geom):
             return convkit.get_backend("im2col-strided").forward(x, weight, geom)
 
-    real = bench.run_job
+    real = runner.run_job
 
     def second_pass_breaks(job, emit):
         if job["only"] is not None:
             FailsOnSecondWorker.forward = _Wrong.forward
         return real(job, emit)
 
-    monkeypatch.setattr(bench, "run_job", second_pass_breaks)
+    monkeypatch.setattr(runner, "run_job", second_pass_breaks)
     convkit.register_backend("flaky", FailsOnSecondWorker)
     result = run_benchmark([TINY], ["flaky"], _settings(ops=("forward",), repeats=2, passes=2),
                            isolate=False)
@@ -555,14 +549,14 @@ def test_a_failure_in_a_later_pass_makes_the_row_an_error(monkeypatch):
 def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
     # Every measurement of the second pass takes 1.5x as long as those of the first.
     seconds_per_call = {}
-    real_run_job = bench.run_job
+    real_run_job = runner.run_job
 
     def run_job(job, emit):
         seconds_per_call["now"] = 1.5e-3 if job["only"] is not None else 1e-3
         return real_run_job(job, emit)
 
-    monkeypatch.setattr(bench, "run_job", run_job)
-    monkeypatch.setattr(bench, "_measure",
+    monkeypatch.setattr(runner, "run_job", run_job)
+    monkeypatch.setattr(measure, "measure_calls",
                         lambda call, min_time: (seconds_per_call["now"], 0.0, 1))
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
@@ -579,15 +573,16 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
 def test_a_slow_pass_does_not_move_the_median(monkeypatch):
     """Pass 1 runs slow (a busy spell): the row is pass 2's median, CPU time included."""
     seconds_per_call = {}
-    real_run_job = bench.run_job
+    real_run_job = runner.run_job
 
     def run_job(job, emit):
         first = job["only"] is None
         seconds_per_call["now"] = (3e-3, 2e-3) if first else (1e-3, 0.5e-3)
         return real_run_job(job, emit)
 
-    monkeypatch.setattr(bench, "run_job", run_job)
-    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (*seconds_per_call["now"], 1))
+    monkeypatch.setattr(runner, "run_job", run_job)
+    monkeypatch.setattr(measure, "measure_calls",
+                        lambda call, min_time: (*seconds_per_call["now"], 1))
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=6, passes=2), isolate=False)
     (row,) = result["results"]
@@ -598,7 +593,7 @@ def test_a_slow_pass_does_not_move_the_median(monkeypatch):
 
 
 def test_only_the_least_steady_rows_are_named(monkeypatch):
-    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (1e-3, 0.0, 1))
+    monkeypatch.setattr(measure, "measure_calls", lambda call, min_time: (1e-3, 0.0, 1))
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
     (row,) = result["results"]
@@ -613,7 +608,7 @@ def test_only_the_least_steady_rows_are_named(monkeypatch):
 
 
 def test_passes_that_agree_leave_the_row_steady(monkeypatch):
-    monkeypatch.setattr(bench, "_measure", lambda call, min_time: (1e-3, 0.0, 1))
+    monkeypatch.setattr(measure, "measure_calls", lambda call, min_time: (1e-3, 0.0, 1))
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
     assert result["results"][0]["pass_spread"] == 0.0

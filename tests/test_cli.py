@@ -17,7 +17,7 @@ from test_bench import check_report_schema
 
 import convkit
 from convkit import cli
-from convkit.cases import QUICK_SUITE, SPEC_HELP, STANDARD_SUITE
+from convkit.cases import SPEC_HELP, SUITES
 
 TINY = "name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1"
 FAST = ["--min-time", "0.0001", "--repeats", "2", "--threads", "1", "--no-progress"]
@@ -183,10 +183,10 @@ def test_progress_goes_to_stderr_only():
 
 
 def test_busy_machine_warning_goes_to_stderr_at_once(monkeypatch):
-    from convkit import bench
+    from convkit.bench import runner
 
     snapshots = iter([(0.0, 0.0), (0.0, 0.0), (50.0, 0.0)])
-    monkeypatch.setattr(bench, "cpu_seconds", lambda: next(snapshots, None))
+    monkeypatch.setattr(runner, "cpu_seconds", lambda: next(snapshots, None))
     result = run("bench", *FAST, "--case", TINY, "--backend", "im2col-take", "--in-process",
                  "--op", "forward", "--format", "csv")
     assert result.exit_code == 0, result.output
@@ -211,7 +211,7 @@ def test_unavailable_backend_in_all_is_skipped_and_named_in_the_table(monkeypatc
 def test_defaults(recorded):
     assert run("bench", "--format", "json").exit_code == 0
     (call,) = recorded
-    assert call["cases"] == list(QUICK_SUITE)
+    assert call["cases"] == list(SUITES["quick"])
     assert call["backends"] == convkit.list_backends()
     assert call["baseline"] == "naive" and call["isolate"] is True
     assert call["named_explicitly"] is False and call["suite"] == "quick"
@@ -227,7 +227,7 @@ def test_every_option_reaches_the_harness(recorded):
                  "--repeats", "4", "--passes", "2", "--naive-budget", "0.5", "--in-process")
     assert result.exit_code == 0, result.output
     (call,) = recorded
-    assert call["cases"][:-1] == list(STANDARD_SUITE) and call["cases"][-1].name == "tiny"
+    assert call["cases"][:-1] == list(SUITES["standard"]) and call["cases"][-1].name == "tiny"
     assert call["backends"] == ["numba", "naive"] and call["named_explicitly"] is True
     assert call["baseline"] == "numba" and call["isolate"] is False
     assert call["suite"] == "standard"

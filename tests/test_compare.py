@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from convkit.bench import SCHEMA
+from convkit.bench.compare import compare_reports, to_text
 from convkit.cli import main
-from convkit.compare import compare_reports, to_text
 
 SETTINGS = {"dtype": "float32", "threads": 2, "min_time": 0.05, "repeats": 7, "passes": 3}
 

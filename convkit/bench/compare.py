@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from convkit.report import format_seconds
+from convkit.text import format_seconds, format_table
 
 #: Default: medians further apart than this are a change (the bench issue's own criterion).
 DEFAULT_THRESHOLD = 0.15
@@ -100,16 +100,12 @@ def to_text(comparison: Comparison) -> str:
     summary."""
     lines = [f"warning: {w}" for w in comparison.warnings]
     header = ("case", "op", "backend", "old", "new", "new/old", "difference")
-    cells = [header] + [
+    cells = [
         (r.case, r.op, r.backend, format_seconds(r.old_s), format_seconds(r.new_s),
          f"{r.ratio:.2f}", _difference_cell(r, comparison))
         for r in comparison.rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        left = [value.ljust(width) for value, width in zip(row[:3], widths, strict=False)]
-        right = [value.rjust(width) for value, width in zip(row[3:], widths[3:], strict=True)]
-        lines.append("  ".join(left + right).rstrip())
+    lines += format_table(header, cells, right=header[3:])
     lines += ["", comparison.summary()]
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,6 @@
 """Benchmark reports as text: a table for people, JSON and CSV for programs.
 
-Every function takes the dictionary :func:`convkit.bench.run_benchmark` returns.
+Every function takes the dictionary :func:`convkit.bench.runner.run_benchmark` returns.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import io
 import json
 from collections.abc import Sequence
 
-from convkit import memory
-from convkit.bench import UNSTEADY_SPREAD, Row
+from convkit.bench.results import UNSTEADY_SPREAD, Row
 from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
+from convkit.text import format_bytes, format_seconds, format_table
 
 #: Row fields, in CSV column order.
 FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))
@@ -67,7 +67,7 @@ def to_table(report: dict) -> str:
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
     lines.append("")
-    lines += _grid([_cells(r) for r in rows])
+    lines += format_table(_COLUMNS, [_cells(r) for r in rows], right=_RIGHT_ALIGNED)
     lines.append("")
     lines += _notes(report, rows, settings)
     return "\n".join(lines) + "\n"
@@ -117,18 +117,6 @@ def _cells(row: dict) -> list[str]:
     ]
 
 
-def _grid(cells: list[list[str]]) -> list[str]:
-    widths = [max(len(c[i]) for c in [list(_COLUMNS), *cells]) for i in range(len(_COLUMNS))]
-    lines = []
-    for line in [list(_COLUMNS), *cells]:
-        parts = [
-            value.rjust(width) if name in _RIGHT_ALIGNED else value.ljust(width)
-            for name, value, width in zip(_COLUMNS, line, widths, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return lines
-
-
 def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
     baseline = settings["baseline"]
     fallbacks = sorted({f"{r['case']} {r['op']}" for r in rows
@@ -168,22 +156,3 @@ def _unsteady(rows: Sequence[dict]) -> list[dict]:
 
 def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
-
-
-def format_seconds(seconds: float | None) -> str:
-    """``seconds`` with a unit that keeps 3-4 significant digits, e.g. ``'1.23 ms'``."""
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            value = seconds / scale
-            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{seconds * 1e9:.0f} ns"
-
-
-def format_bytes(size: int | None) -> str:
-    """``size`` as :func:`convkit.memory.format_bytes` writes it, whole bytes below 1 KiB;
-    ``'n/a'`` for None (not measurable)."""
-    if size is None:
-        return "n/a"
-    return f"{size} B" if size < 1024 else memory.format_bytes(size)

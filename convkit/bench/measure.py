@@ -1,0 +1,233 @@
+"""Measuring one row (one case x operation on one backend) inside a worker process.
+
+How a row is measured (:class:`Measurement`):
+
+1. A warm-up call, timed on its own (``first_call_s``: numba's compilation lands here,
+   never in a timing). A budgeted (naive) backend's warm-up must finish within its budget,
+   or the case is skipped for it.
+2. Measurements, with the garbage collector off: each calls back to back until ``min_time``
+   seconds have passed and gives the time per call (:func:`measure_calls`).
+3. One more call, untimed, under :mod:`tracemalloc`: the peak bytes allocated during the
+   call (result included). Allocations that bypass Python's and numpy's allocators are
+   invisible to it: when the result's memory belongs to another library (a torch tensor)
+   or the traced peak is smaller than the result itself, the row says ``None`` (n/a)
+   rather than a wrong number (:func:`traced_call`).
+4. That call's result against the float64 reference the parent computed: the largest
+   absolute error, and that error relative to the error bound of
+   :func:`convkit.workload.error_bound` (above 1 means a wrong result, and the row is an
+   error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import signal
+import statistics
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from convkit.backend import ConvBackend
+from convkit.bench.results import BUDGETED_BACKENDS, BenchSettings, Row
+from convkit.errors import UnsupportedConfigurationError
+from convkit.workload import ConvCase, Operation, run_operation
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class Measurement:
+    """One row in the making: :meth:`start` (the warm-up call), :meth:`time_once` per round,
+    then :meth:`finish` (medians, memory, error). A failure at any step ends the row with
+    status skipped or error and the reason; later steps then do nothing."""
+
+    def __init__(
+        self, backend: ConvBackend, case: ConvCase, op: Operation, settings: BenchSettings
+    ) -> None:
+        self.row = Row(case.name, op, backend.name)
+        self.settings = settings
+        self.budget = settings.naive_budget if backend.name in BUDGETED_BACKENDS else None
+        self.times: list[float] = []
+        self.cpu_times: list[float] = []
+        self.over_budget = False
+        self._call: Callable[[], np.ndarray] | None = None
+        self._calls = 0
+        self._backend, self._case = backend, case
+
+    @property
+    def running(self) -> bool:
+        return self.row.status == "ok" and self._call is not None
+
+    def start(self) -> None:
+        """The warm-up call (within the budget, if any)."""
+        backend, case, op = self._backend, self._case, self.row.op
+        reason = backend.capabilities.unsupported_reason(case.geometry(self.settings.dtype))
+        if reason is not None:
+            self.end("skipped", reason)
+            return
+        arrays = case.arrays(self.settings.dtype)
+
+        def call() -> np.ndarray:
+            return run_operation(op, arrays, case, backend.name)
+
+        def warm_up() -> None:
+            self.row.first_call_s = _first_call(call, self.budget)
+            self._call = call
+
+        self._attempt(warm_up)
+
+    def time_once(self) -> None:
+        """One measurement: calls back to back until ``min_time`` has passed."""
+        if self.running:
+            call = self._call
+            self._attempt(lambda: self._add(*measure_calls(call, self.settings.min_time)))
+
+    def _add(self, seconds_per_call: float, cpu_seconds_per_call: float, calls: int) -> None:
+        self.times.append(seconds_per_call)
+        self.cpu_times.append(cpu_seconds_per_call)
+        self._calls += calls
+
+    def finish(self, reference: Path | None) -> Row:
+        """Medians, then memory and error from one more call; ``reference`` is an ``.npz``
+        from :func:`convkit.bench.runner.write_references` (None: no error column)."""
+        if not self.running:
+            return self.row
+        row = self.row
+        row.median_s, row.min_s = statistics.median(self.times), min(self.times)
+        row.cpu_median_s = statistics.median(self.cpu_times)
+        row.calls, row.repeats = self._calls, len(self.times)
+        outcome: list[np.ndarray] = []
+        call = self._call
+
+        def traced() -> None:
+            result, row.memory_bytes = traced_call(call)
+            outcome.append(result)
+
+        self._attempt(traced)
+        if outcome and reference is not None:
+            with np.load(reference) as ref:
+                err = np.abs(outcome[0].astype(np.float64) - ref["reference"])
+                row.max_abs_error = float(err.max())
+                row.error_vs_bound = float((err / ref["bound"]).max())
+            if not row.error_vs_bound <= 1:  # also NaN
+                self.end(
+                    "error",
+                    f"wrong result: max error {row.max_abs_error:.3g} is "
+                    f"{row.error_vs_bound:.3g}x the {self.settings.dtype} error bound",
+                )
+        return row
+
+    def end(self, status: str, reason: str) -> None:
+        self.row.status, self.row.reason = status, reason
+
+    def _attempt(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except _OverBudget:
+            self.over_budget = True
+            self.end("skipped",
+                     f"one call takes over {self.budget:g} s, the budget for {self.row.backend}")
+        except UnsupportedConfigurationError as exc:
+            self.end("skipped", str(exc))
+        except Exception as exc:  # a failing backend is a result, not a crash of the run
+            self.end("error", f"{type(exc).__name__}: {exc}")
+
+def measure_row(
+    backend: ConvBackend,
+    case: ConvCase,
+    op: Operation,
+    settings: BenchSettings,
+    reference: Path | None,
+) -> Row:
+    """Measure ``op`` of ``case`` on ``backend`` on its own (see the module docstring)."""
+    m = Measurement(backend, case, op, settings)
+    m.start()
+    for _ in range(settings.repeats):
+        m.time_once()
+    return m.finish(reference)
+
+def _first_call(call: Callable[[], object], budget: float | None) -> float:
+    """Seconds the first call took; raises _OverBudget past ``budget`` seconds."""
+    start = time.perf_counter()
+    with _time_limit(budget):
+        call()
+    elapsed = time.perf_counter() - start
+    if budget is not None and elapsed > budget:
+        raise _OverBudget
+    return elapsed
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (SIGALRM; Python code only, main thread only)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise _OverBudget
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+def measure_calls(call: Callable[[], object], min_time: float) -> tuple[float, float, int]:
+    """Call back to back, garbage collector off, until ``min_time`` seconds have passed.
+
+    Returns (seconds per call, CPU seconds of this process per call, calls). Checking the
+    clock after each call keeps a measurement near ``min_time`` however the machine's load
+    changes, unlike a call count calibrated beforehand.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        calls = 0
+        cpu_start = time.process_time()
+        start = now = time.perf_counter()
+        while now - start < min_time:
+            call()
+            calls += 1
+            now = time.perf_counter()
+        return (now - start) / calls, (time.process_time() - cpu_start) / calls, calls
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+def traced_call(call: Callable[[], np.ndarray]) -> tuple[np.ndarray, int | None]:
+    """``call()``'s result and the peak bytes traced while it ran, or None for a result
+    whose memory tracemalloc cannot see (owned by another library, e.g. a torch tensor)."""
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = call()
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    # The result was allocated during the call: seeing less means allocations were hidden.
+    visible = _numpy_owned(result) and peak >= result.nbytes
+    return result, (peak if visible else None)
+
+
+def _numpy_owned(a: np.ndarray) -> bool:
+    """Whether ``a``'s memory was allocated by numpy (and so reported to tracemalloc)."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.base is None

@@ -1,0 +1,114 @@
+"""What a benchmark run is asked for and what it produces: the settings, one result row,
+the report's schema, and reading a saved report back.
+
+Times are in seconds throughout; a report is the JSON-ready dict
+:func:`convkit.bench.runner.run_benchmark` returns (``tests/test_bench.py`` checks every key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from convkit.machine import usable_cores
+from convkit.workload import DTYPES, OPERATIONS, Operation
+
+SCHEMA = "convkit-bench/1"
+#: The backend that computes the float64 reference (checked against naive and PyTorch by
+#: the conformance tests, and fast enough for every suite).
+REFERENCE_BACKEND = "im2col-strided"
+#: Backends too slow for big cases: each case gets a time budget for one call.
+BUDGETED_BACKENDS = frozenset({"naive"})
+DEFAULT_BASELINE = "naive"
+STATUSES = ("ok", "skipped", "error")
+#: A row whose passes' medians differ by more than this fraction is reported as unsteady.
+UNSTEADY_SPREAD = 0.15
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How to measure. Times are in seconds."""
+
+    ops: tuple[Operation, ...] = OPERATIONS
+    dtype: str = "float32"
+    threads: int = dataclasses.field(default_factory=usable_cores)
+    """BLAS, OpenMP, numba and torch threads in each worker."""
+    min_time: float = 0.05
+    """Shortest duration of one measurement (calls are repeated within it)."""
+    repeats: int = 7
+    """Measurements per row; the row reports the median of its fastest pass and the
+    minimum of all."""
+    passes: int = 3
+    """Worker processes per backend, run in turn with the other backends' (A B C A B C ...),
+    each taking its share of the ``repeats``: a slow spell of the machine, or a slow process,
+    then spoils some passes of every backend rather than all of one backend's, and a row
+    reports the median of its fastest pass."""
+    naive_budget: float = 1.0
+    """Longest a budgeted (naive) backend may take for one call before the case is skipped."""
+
+    def __post_init__(self) -> None:
+        for op in self.ops:
+            if op not in OPERATIONS:
+                raise ValueError(f"ops: {op!r} is not one of {', '.join(OPERATIONS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("threads", "repeats", "passes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("min_time", "naive_budget"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
+
+@dataclass
+class Row:
+    """The measurement of one case x operation x backend (times in seconds)."""
+
+    case: str
+    op: str
+    backend: str
+    status: str = "ok"
+    reason: str | None = None
+    median_s: float | None = None
+    """The median of the measurements of the fastest pass (the pass with the lowest median)."""
+    min_s: float | None = None
+    cpu_median_s: float | None = None
+    """Median CPU time per call of the worker process, all its threads together: on a busy
+    machine it tells time spent computing from time spent waiting for a core."""
+    first_call_s: float | None = None
+    calls: int | None = None
+    """Timed calls in all measurements together."""
+    repeats: int | None = None
+    pass_medians: list[float] | None = None
+    """The median of each pass's measurements, in the order the passes ran."""
+    pass_spread: float | None = None
+    """How far apart the passes' medians lie: the largest over the smallest, minus 1 (0.2 is
+    20%). Above :data:`UNSTEADY_SPREAD`, the machine's speed changed during the run (or one
+    worker process ran slow). None: one pass."""
+    max_abs_error: float | None = None
+    error_vs_bound: float | None = None
+    memory_bytes: int | None = None
+    # Filled in by the parent from all rows of the run:
+    gflops: float | None = None
+    peak_percent: float | None = None
+    baseline: str | None = None
+    speedup: float | None = None
+
+
+class ReportError(ValueError):
+    """A file that is not a report of ``convkit bench --format json``."""
+
+
+def read_report(path: Path) -> dict:
+    """The report saved at ``path``; :class:`ReportError` if it is not JSON or not a report
+    of this schema (:data:`SCHEMA`)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{str(path)!r} is not JSON ({exc})") from None
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        raise ReportError(
+            f"{str(path)!r} is not a report of `convkit bench --format json` (schema {SCHEMA})"
+        )
+    return report
