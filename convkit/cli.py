@@ -8,9 +8,13 @@ against one backend. Results go to stdout (or ``--output``), progress to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
@@ -83,8 +87,9 @@ def main() -> None:
 )
 @click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=0.05,
               show_default=True, help="Seconds one measurement lasts at least.")
-@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True,
-              help="Measurements per row, shared out over the passes.")
+@click.option("--repeats", type=click.IntRange(min=1), default=9, show_default=True,
+              help="Measurements per row, shared out over the passes (compare's test needs "
+                   "5 or more in each report).")
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
               help="Worker processes per backend, taking turns with the other backends'; "
                    "a row reports the median of its fastest pass, which a slow spell of "
@@ -145,29 +150,57 @@ def bench(
         repeats=repeats, passes=passes, naive_budget=naive_budget,
     )
     total = len(cases) * len(ops) * len(backends) * min(passes, repeats)
-    with click.progressbar(
-        length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
-        item_show_func=lambda text: text,
-    ) as bar:
-        result = run_benchmark(
-            cases, backends, settings,
-            baseline=baseline or DEFAULT_BASELINE,
-            isolate=not in_process,
-            named_explicitly=backend_spec.strip() != "all",
-            suite=suite,
-            on_progress=bar.update,
-            on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
-        )
+    try:
+        with _sigterm_ends_run(), click.progressbar(
+            length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
+            item_show_func=lambda text: text,
+        ) as bar:
+            result = run_benchmark(
+                cases, backends, settings,
+                baseline=baseline or DEFAULT_BASELINE,
+                isolate=not in_process,
+                named_explicitly=backend_spec.strip() != "all",
+                suite=suite,
+                on_progress=bar.update,
+                on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
+            )
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: every worker ended, no report written", err=True)
+        sys.exit(130)
     text = _FORMATTERS[fmt](result)
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        _write_atomically(output, text)
         click.echo(f"wrote {len(result['results'])} results to {output}", err=True)
     errors = sum(row["status"] == "error" for row in result["results"])
     if errors:
         click.echo(f"{errors} of {len(result['results'])} results are errors", err=True)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_ends_run() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the block, so that a run ends the same way
+    (its workers ended, nothing written) whether it is interrupted or terminated."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that ``path`` only ever holds a whole report: a
+    temporary file beside it, renamed over it once complete."""
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent,
+                                     prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
 
 
 def _backend_names(spec: str) -> list[str]:
@@ -211,25 +244,33 @@ def _cases(suite: str | None, specs: tuple[str, ...]) -> list[ConvCase]:
     return cases
 
 
+_COMPARE_FORMATTERS = {"text": comparison.to_text, "json": comparison.to_json,
+                       "markdown": comparison.to_markdown}
+
+
 @main.command()
 @click.argument("old", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True),
               default=comparison.DEFAULT_THRESHOLD, show_default=True,
-              help="Medians further apart than this fraction are a change (0.15 is 15%).")
-@click.option("--min-time", "min_seconds", type=click.FloatRange(min=0),
-              default=comparison.DEFAULT_MIN_SECONDS, show_default=True,
-              help="Seconds: rows whose medians are both shorter are listed, not judged.")
+              help="Smallest difference of the medians that counts as a change (0.1 is 10%).")
+@click.option("--alpha", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              default=comparison.DEFAULT_ALPHA, show_default=True,
+              help="A change also needs the Mann-Whitney U test's p-value below this.")
+@click.option("--format", "fmt", type=click.Choice(list(_COMPARE_FORMATTERS)), default="text",
+              show_default=True)
 @click.option("--fail-on-change", is_flag=True,
-              help="Exit with status 1 if any judged row changed beyond the threshold.")
-def compare(old: Path, new: Path, threshold: float, min_seconds: float,
+              help="Exit with status 1 if any row is judged slower or faster.")
+def compare(old: Path, new: Path, threshold: float, alpha: float, fmt: str,
             fail_on_change: bool) -> None:
-    """Set two `convkit bench --format json` reports, OLD and NEW, side by side.
+    """Judge every row of two `convkit bench --format json` reports, OLD and NEW.
 
-    Per row that is ok in both: old and new median, new/old (below 1 is faster) and their
-    difference, |new - old| / min(old, new); '*' marks a difference beyond --threshold.
-    The last line counts the rows within it. A warning comes first when the reports were
-    made with different settings or on different machines.
+    Per row: old and new median, new/old (below 1 is faster), the p-value of a two-sided
+    Mann-Whitney U test on the rows' raw samples, and the verdict: slower or faster (p below
+    --alpha and medians at least --threshold apart), no change, or not judged (too few
+    samples for the test, with the reason). The last line counts each verdict. A warning
+    comes first when the reports were made with different settings or on different
+    machines.
 
     \b
     Example:
@@ -238,8 +279,8 @@ def compare(old: Path, new: Path, threshold: float, min_seconds: float,
       convkit compare before.json after.json
     """
     reports = [_read_report(path, name) for path, name in ((old, "OLD"), (new, "NEW"))]
-    result = comparison.compare_reports(*reports, threshold=threshold, min_seconds=min_seconds)
-    click.echo(comparison.to_text(result), nl=False)
+    result = comparison.compare_reports(*reports, threshold=threshold, alpha=alpha)
+    click.echo(_COMPARE_FORMATTERS[fmt](result), nl=False)
     if fail_on_change and result.changed:
         sys.exit(1)
 

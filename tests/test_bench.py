@@ -353,7 +353,7 @@ def check_report_schema(result: dict) -> None:
     str_or_none = (str, type(None))
     num = (int, float)
     num_or_none = (int, float, type(None))
-    assert result["schema"] == "convkit-bench/1"
+    assert result["schema"] == "convkit-bench/2"
     assert set(result) == {"schema", "convkit", "machine", "started", "duration_s",
                            "background_load", "settings", "peak_gflops", "cases", "backends",
                            "results"}
@@ -373,7 +373,7 @@ def check_report_schema(result: dict) -> None:
         assert set(lib) == {"library", "version", "threading", "architecture"}
     s = result["settings"]
     assert set(s) == {"ops", "dtype", "threads", "min_time", "repeats", "passes", "naive_budget",
-                      "suite", "baseline", "isolation", "reference_backend"}
+                      "suite", "baseline", "isolation", "reference_backend", "placement"}
     assert s["isolation"] in ("process", "in-process")
     assert set(result["peak_gflops"]) == {s["dtype"]}
     assert result["peak_gflops"][s["dtype"]] > 0
@@ -401,8 +401,15 @@ def check_report_schema(result: dict) -> None:
         for key in ("calls", "repeats", "memory_bytes"):
             assert isinstance(r[key], (int, type(None))), key
         assert (r["pass_medians"] is None) == (r["status"] != "ok")
+        assert (r["samples"] is None) == (r["status"] != "ok")
         if r["pass_medians"] is not None:
             assert all(isinstance(m, num) for m in r["pass_medians"])
+            assert len(r["samples"]) == len(r["pass_medians"])
+            assert sum(map(len, r["samples"])) == r["repeats"]
+            assert all(isinstance(t, float) for times in r["samples"] for t in times)
+        assert isinstance(r["pass_p_value"], num_or_none)
+        ci = r["median_ci_s"]
+        assert ci is None or (len(ci) == 2 and ci[0] <= ci[1])
         if r["status"] == "ok":
             assert all(isinstance(r[k], num) for k in ("median_s", "min_s", "gflops"))
             assert isinstance(r["baseline"], str)
@@ -559,15 +566,17 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
     monkeypatch.setattr(measure, "measure_calls",
                         lambda call, min_time: (seconds_per_call["now"], 0.0, 1))
     result = run_benchmark([TINY], ["im2col-take"],
-                           _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
+                           _settings(ops=("forward",), repeats=10, passes=2), isolate=False)
     (row,) = result["results"]
     assert row["pass_spread"] == pytest.approx(0.5)
     assert row["pass_medians"] == pytest.approx([1e-3, 1.5e-3])
     assert row["median_s"] == pytest.approx(1e-3)
+    assert row["pass_p_value"] < 0.01
+    assert row["samples"] == [[1e-3] * 5, [1.5e-3] * 5]
     table = report.to_table(result)
-    assert "WARNING: 1 row changed speed by more than 15% between passes" in table
-    assert f"unsteady (largest pass median over the smallest): {TINY.name} forward " \
-           "im2col-take +50%" in table
+    assert "WARNING: 1 row changed speed by more than 15% between passes, beyond" in table
+    assert (f"unsteady (passes differ, Kruskal-Wallis p < 0.01; largest pass median over the "
+            f"smallest): {TINY.name} forward im2col-take +50%") in table
 
 
 def test_a_slow_pass_does_not_move_the_median(monkeypatch):
@@ -597,14 +606,26 @@ def test_only_the_least_steady_rows_are_named(monkeypatch):
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
     (row,) = result["results"]
-    result["results"] = [dict(row, case=f"case{i}", pass_spread=0.2 + i / 10)
+    result["results"] = [dict(row, case=f"case{i}", pass_spread=0.2 + i / 10, pass_p_value=1e-3)
                          for i in range(8)]
     table = report.to_table(result)
     assert "WARNING: 8 rows changed speed by more than 15% between passes" in table
-    named = table.split("unsteady (largest pass median over the smallest): ")[1]
+    named = table.split("largest pass median over the smallest): ")[1]
     assert named.startswith("case7 forward im2col-take +90%, case6 forward")
     assert "case3" in named and "case2" not in named
-    assert named.split("\n")[0].endswith(", and 3 more (pass_spread in JSON and CSV)")
+    assert named.split("\n")[0].endswith(
+        ", and 3 more (pass_spread, pass_p_value in JSON and CSV)")
+
+
+def test_a_spread_within_the_noise_is_not_unsteady(monkeypatch):
+    # Both passes draw from one noisy distribution: their medians differ by chance.
+    draws = iter([1.0e-3, 2.0e-3, 1.1e-3, 1.9e-3, 1.5e-3, 1.4e-3] * 2)
+    monkeypatch.setattr(measure, "measure_calls", lambda call, min_time: (next(draws), 0.0, 1))
+    result = run_benchmark([TINY], ["im2col-take"],
+                           _settings(ops=("forward",), repeats=6, passes=2), isolate=False)
+    (row,) = result["results"]
+    assert row["pass_spread"] > 0.15 and row["pass_p_value"] > 0.01
+    assert "unsteady" not in report.to_table(result)
 
 
 def test_passes_that_agree_leave_the_row_steady(monkeypatch):
@@ -616,3 +637,54 @@ def test_passes_that_agree_leave_the_row_steady(monkeypatch):
     one_pass = run_benchmark([TINY], ["im2col-take"],
                              _settings(ops=("forward",), repeats=4, passes=1), isolate=False)
     assert one_pass["results"][0]["pass_spread"] is None
+
+
+# ------------------------------------------------------------------- placement and statistics
+
+
+def test_each_measurement_gets_a_fresh_placement_of_the_same_data():
+    arrays = TINY.arrays("float32")
+    rng = np.random.default_rng(0)
+    copies = [measure.placed(arrays, rng) for _ in range(20)]
+    offsets = set()
+    for copy in copies:
+        for original, placed_array in zip((arrays.x, arrays.weight, arrays.grad_output),
+                                          (copy.x, copy.weight, copy.grad_output), strict=True):
+            np.testing.assert_array_equal(placed_array, original)
+            assert placed_array.dtype == original.dtype and placed_array.flags.c_contiguous
+            assert not np.shares_memory(placed_array, original)
+        base = copy.x.base
+        while base.base is not None:
+            base = base.base
+        offset = copy.x.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        assert offset % measure.PLACEMENT_STEP == 0 and offset < measure.PLACEMENT_RANGE
+        offsets.add(offset)
+    assert len(offsets) > 5  # 64 possible offsets, 20 draws
+
+
+def test_measurements_run_on_the_placed_inputs(monkeypatch):
+    seen = []
+    real = measure.run_operation
+    monkeypatch.setattr(measure, "run_operation",
+                        lambda op, arrays, case, name: seen.append(id(arrays.x))
+                        or real(op, arrays, case, name))
+    m = measure.Measurement(convkit.get_backend("im2col-take"), TINY, "forward",
+                            _settings(min_time=1e-9))
+    m.start()
+    for _ in range(3):
+        m.time_once()
+    assert len(set(seen[1:])) == 3  # the warm-up's inputs, then a new copy per measurement
+
+
+@pytest.mark.parametrize(("n", "ranks"), [(5, None), (6, (1, 6)), (9, (2, 8)), (30, (10, 21))])
+def test_median_interval_is_the_order_statistic_interval(n, ranks):
+    values = [float(v) for v in range(n, 0, -1)]  # unsorted on purpose
+    interval = stats.median_interval(values)
+    assert interval == (None if ranks is None else [float(r) for r in ranks])
+
+
+def test_empty_batch_is_measured_not_a_crash():
+    empty = parse_case("name=empty,n=0,c=3,o=4,hw=8,k=3")
+    result = run_benchmark([empty], ["im2col-take"], _settings(threads=1), isolate=False)
+    assert [r["status"] for r in result["results"]] == ["ok"] * 3
+    assert all(r["max_abs_error"] == 0.0 for r in result["results"])

@@ -15,7 +15,10 @@ from pathlib import Path
 from convkit.machine import usable_cores
 from convkit.workload import DTYPES, OPERATIONS, Operation
 
-SCHEMA = "convkit-bench/1"
+SCHEMA = "convkit-bench/2"
+#: Schemas :func:`read_report` accepts: /1 reports have no raw ``samples`` (compare lists
+#: their rows as not judged).
+READABLE_SCHEMAS = ("convkit-bench/1", SCHEMA)
 #: The backend that computes the float64 reference (checked against naive and PyTorch by
 #: the conformance tests, and fast enough for every suite).
 REFERENCE_BACKEND = "im2col-strided"
@@ -23,8 +26,14 @@ REFERENCE_BACKEND = "im2col-strided"
 BUDGETED_BACKENDS = frozenset({"naive"})
 DEFAULT_BASELINE = "naive"
 STATUSES = ("ok", "skipped", "error")
-#: A row whose passes' medians differ by more than this fraction is reported as unsteady.
+#: A row whose passes' medians differ by more than this fraction, and significantly
+#: (:data:`UNSTEADY_P`), is reported as unsteady.
 UNSTEADY_SPREAD = 0.15
+#: The Kruskal-Wallis p-value across a row's passes below which they differ beyond noise.
+UNSTEADY_P = 0.01
+#: How the inputs of each measurement are placed in memory (the report's settings say it).
+PLACEMENT = ("each measurement on a fresh copy of the inputs at a random offset "
+             "(0-4032 bytes in 64-byte steps)")
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class BenchSettings:
     """BLAS, OpenMP, numba and torch threads in each worker."""
     min_time: float = 0.05
     """Shortest duration of one measurement (calls are repeated within it)."""
-    repeats: int = 7
+    repeats: int = 9
     """Measurements per row; the row reports the median of its fastest pass and the
     minimum of all."""
     passes: int = 3
@@ -60,6 +69,7 @@ class BenchSettings:
         for name in ("min_time", "naive_budget"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive seconds, got {getattr(self, name)}")
+
 
 @dataclass
 class Row:
@@ -84,8 +94,18 @@ class Row:
     """The median of each pass's measurements, in the order the passes ran."""
     pass_spread: float | None = None
     """How far apart the passes' medians lie: the largest over the smallest, minus 1 (0.2 is
-    20%). Above :data:`UNSTEADY_SPREAD`, the machine's speed changed during the run (or one
-    worker process ran slow). None: one pass."""
+    20%). None: one pass."""
+    pass_p_value: float | None = None
+    """Kruskal-Wallis p-value of the passes' measurements: below :data:`UNSTEADY_P` (and a
+    spread above :data:`UNSTEADY_SPREAD`) the passes differ beyond their noise, and the row
+    is unsteady: the machine's speed changed during the run (or one worker ran slow).
+    None: fewer than two passes of two measurements."""
+    median_ci_s: list[float] | None = None
+    """A distribution-free confidence interval ``[low, high]`` of at least 95% for the median
+    of all measurements (order statistics); None below 6 measurements."""
+    samples: list[list[float]] | None = None
+    """Every measurement (seconds per call), one list per pass in the order the passes ran:
+    the raw data every figure above is derived from."""
     max_abs_error: float | None = None
     error_vs_bound: float | None = None
     memory_bytes: int | None = None
@@ -102,13 +122,14 @@ class ReportError(ValueError):
 
 def read_report(path: Path) -> dict:
     """The report saved at ``path``; :class:`ReportError` if it is not JSON or not a report
-    of this schema (:data:`SCHEMA`)."""
+    of a schema in :data:`READABLE_SCHEMAS`."""
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportError(f"{str(path)!r} is not JSON ({exc})") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+    if not isinstance(report, dict) or report.get("schema") not in READABLE_SCHEMAS:
         raise ReportError(
-            f"{str(path)!r} is not a report of `convkit bench --format json` (schema {SCHEMA})"
+            f"{str(path)!r} is not a report of `convkit bench --format json` "
+            f"(schema {' or '.join(READABLE_SCHEMAS)})"
         )
     return report

@@ -11,9 +11,11 @@ crashes or a backend that fails to load gives error rows, never a failed run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,7 @@ import numpy as np
 
 from convkit.bench.results import (
     DEFAULT_BASELINE,
+    PLACEMENT,
     REFERENCE_BACKEND,
     SCHEMA,
     BenchSettings,
@@ -136,6 +139,7 @@ def run_benchmark(
             "baseline": baseline,
             "isolation": "process" if isolate else "in-process",
             "reference_backend": REFERENCE_BACKEND,
+            "placement": PLACEMENT,
         },
         "peak_gflops": {settings.dtype: peak},
         "cases": [_case_summary(c, settings.dtype) for c in cases],
@@ -241,25 +245,47 @@ def _worker_env(threads: int) -> dict[str, str]:
 
 def _run_worker_process(job: dict, threads: int, emit: Callable[[dict], None]) -> None:
     """Run ``job`` in ``python -m convkit.bench.worker``; raise RuntimeError if the worker
-    dies."""
+    dies.
+
+    The worker leads a process group of its own, so a Ctrl-C at the terminal reaches only
+    this process; whatever ends this function early (KeyboardInterrupt, the SystemExit of
+    SIGTERM, an error) ends the whole group before it propagates: no worker outlives a run.
+    """
     with (
         tempfile.TemporaryFile("w+", encoding="utf-8") as stderr,
         subprocess.Popen(
             [sys.executable, "-m", "convkit.bench.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-            env=_worker_env(threads), text=True, encoding="utf-8",
+            env=_worker_env(threads), text=True, encoding="utf-8", start_new_session=True,
         ) as proc,
     ):
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(job))
-        proc.stdin.close()
-        for line in proc.stdout:
-            emit(json.loads(line))
-        code = proc.wait()
+        try:
+            proc.stdin.write(json.dumps(job))
+            proc.stdin.close()
+            for line in proc.stdout:
+                emit(json.loads(line))
+            code = proc.wait()
+        except BaseException:
+            _end_process_group(proc)
+            raise
         if code != 0:
             stderr.seek(0)
             lines = stderr.read().strip().splitlines() or ["(no output)"]
             raise RuntimeError(f"worker process exited with code {code}: {lines[-1]}")
+
+
+def _end_process_group(proc: subprocess.Popen, grace_s: float = 2.0) -> None:
+    """SIGTERM to ``proc``'s process group, SIGKILL after ``grace_s`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
 
 def _case_summary(case: ConvCase, dtype: str) -> dict:
     geom = case.geometry(dtype)

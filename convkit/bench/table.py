@@ -11,18 +11,20 @@ import io
 import json
 from collections.abc import Sequence
 
-from convkit.bench.results import UNSTEADY_SPREAD, Row
+from convkit.bench.results import UNSTEADY_P, UNSTEADY_SPREAD, Row
+from convkit.bench.stats import is_unsteady
 from convkit.machine import BUSY_CORES, PEAK_MATRIX_SIZE
 from convkit.text import format_bytes, format_seconds, format_table
 
 #: Row fields, in CSV column order.
 FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Row))
 
-_COLUMNS = ("case", "op", "backend", "median", "min", "GFLOP/s", "%peak", "speedup",
+_COLUMNS = ("case", "op", "backend", "median", "min", "spread", "GFLOP/s", "%peak", "speedup",
             "max error", "memory", "status")
 #: Unsteady rows named below the table, the least steady first.
 _UNSTEADY_LISTED = 5
-_RIGHT_ALIGNED = {"median", "min", "GFLOP/s", "%peak", "speedup", "max error", "memory"}
+_RIGHT_ALIGNED = {"median", "min", "spread", "GFLOP/s", "%peak", "speedup", "max error",
+                  "memory"}
 
 
 def to_json(report: dict) -> str:
@@ -31,15 +33,25 @@ def to_json(report: dict) -> str:
 
 
 def to_csv(report: dict) -> str:
-    """One line per row, columns :data:`FIELDS`; an empty cell for a missing value, and the
-    ``pass_medians`` separated by spaces."""
+    """One line per row, columns :data:`FIELDS`; an empty cell for a missing value, lists
+    (``pass_medians``, ``median_ci_s``) separated by spaces, and the ``samples`` of each pass
+    separated by spaces with `` | `` between passes."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in report["results"]:
-        medians = row["pass_medians"]
-        writer.writerow({**row, "pass_medians": medians and " ".join(map(repr, medians))})
+        samples = row.get("samples")
+        writer.writerow({
+            **row,
+            "pass_medians": _spaced(row["pass_medians"]),
+            "median_ci_s": _spaced(row.get("median_ci_s")),
+            "samples": samples and " | ".join(_spaced(times) for times in samples),
+        })
     return out.getvalue()
+
+
+def _spaced(values: list[float] | None) -> str | None:
+    return values and " ".join(map(repr, values))
 
 
 def to_table(report: dict) -> str:
@@ -56,13 +68,13 @@ def to_table(report: dict) -> str:
             f"WARNING: other processes kept {busy:.1f} of the {report['machine']['cores']} "
             "cores busy during the run: times depend on them and will differ between runs"
         )
-    unsteady = _unsteady(rows)
+    unsteady = [r for r in rows if is_unsteady(r)]
     if unsteady:
         lines.append(
             f"WARNING: {len(unsteady)} row{'s' if len(unsteady) > 1 else ''} changed speed by "
-            f"more than {UNSTEADY_SPREAD:.0%} between passes (the least steady are named "
-            "below): the machine's speed changed during the run; each row's median is its "
-            "fastest pass's"
+            f"more than {UNSTEADY_SPREAD:.0%} between passes, beyond their noise (the least "
+            "steady are named below): the machine's speed changed during the run; each "
+            "row's median is its fastest pass's"
         )
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
@@ -109,7 +121,7 @@ def _cells(row: dict) -> list[str]:
     status = row["status"] if row["reason"] is None else f"{row['status']}: {row['reason']}"
     return [
         row["case"], row["op"], row["backend"],
-        format_seconds(row["median_s"]), format_seconds(row["min_s"]),
+        format_seconds(row["median_s"]), format_seconds(row["min_s"]), _spread(row),
         _number(row["gflops"], "{:.2f}"), _number(row["peak_percent"], "{:.1f}"),
         _number(row["speedup"], "{:.2f}x"), _number(row["max_abs_error"], "{:.1e}"),
         format_bytes(row["memory_bytes"]) if row["median_s"] is not None else "-",
@@ -117,11 +129,19 @@ def _cells(row: dict) -> list[str]:
     ]
 
 
+def _spread(row: dict) -> str:
+    """The slowest measurement over the fastest, minus 1, as a percentage."""
+    times = [t for one_pass in row.get("samples") or [] for t in one_pass]
+    return f"{max(times) / min(times) - 1:.0%}" if times else "-"
+
+
 def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
     baseline = settings["baseline"]
     fallbacks = sorted({f"{r['case']} {r['op']}" for r in rows
                         if r["baseline"] is not None and r["baseline"] != baseline})
     notes = [
+        f"each row: {settings.get('placement', 'one placement of the inputs')}; spread: the "
+        "slowest measurement over the fastest (placements, passes and noise together)",
         f"speedup: the baseline's median / this median; baseline {baseline}"
         + (f", else the slowest backend ({', '.join(fallbacks)})" if fallbacks else ""),
         f"%peak: GFLOP/s as a percentage of the matmul peak; max error: against a float64 "
@@ -129,15 +149,16 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         "memory: peak bytes allocated during one call, result included "
         "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
     ]
-    unsteady = sorted(_unsteady(rows), key=lambda r: -r["pass_spread"])
+    unsteady = sorted((r for r in rows if is_unsteady(r)), key=lambda r: -r["pass_spread"])
     if unsteady:
         listed = unsteady[:_UNSTEADY_LISTED]
         more = len(unsteady) - len(listed)
         notes.append(
-            "unsteady (largest pass median over the smallest): "
+            f"unsteady (passes differ, Kruskal-Wallis p < {UNSTEADY_P:g}; largest pass median "
+            "over the smallest): "
             + ", ".join(f"{r['case']} {r['op']} {r['backend']} +{r['pass_spread']:.0%}"
                         for r in listed)
-            + (f", and {more} more (pass_spread in JSON and CSV)" if more else "")
+            + (f", and {more} more (pass_spread, pass_p_value in JSON and CSV)" if more else "")
         )
     warmups = ", ".join(
         f"{b['name']} {b['warmup_s']:.2f} s" for b in report["backends"] if b["status"] == "ok"
@@ -146,12 +167,6 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         notes.append(f"first calls, not in any timing (numba compiles here): {warmups}")
     notes.append(f"total time {report['duration_s']:.1f} s")
     return notes
-
-
-def _unsteady(rows: Sequence[dict]) -> list[dict]:
-    """The rows whose passes' medians lie further apart than :data:`UNSTEADY_SPREAD`."""
-    return [r for r in rows
-            if r["pass_spread"] is not None and r["pass_spread"] > UNSTEADY_SPREAD]
 
 
 def _number(value: float | None, fmt: str) -> str:
