@@ -29,9 +29,11 @@ from convkit.bench import (
 )
 from convkit.bench import compare as comparison
 from convkit.bench import table as formats
+from convkit.bench.overview import to_overview
 from convkit.cases import SPEC_HELP, SUITES, parse_case
 from convkit.errors import BackendUnavailableError, UnknownBackendError
 from convkit.machine import usable_cores
+from convkit.networks import DEFAULT_BATCH, DEFAULT_IMAGE_SIZE, NETWORKS, network_cases
 from convkit.registry import (
     DEFAULT_BACKEND,
     backend_infos,
@@ -43,7 +45,8 @@ from convkit.testing import check_backend
 from convkit.text import format_table
 from convkit.workload import DTYPES, OPERATIONS, ConvCase
 
-_FORMATTERS = {"table": formats.to_table, "json": formats.to_json, "csv": formats.to_csv}
+_FORMATTERS = {"table": to_overview, "rows": formats.to_rows_table, "json": formats.to_json,
+               "csv": formats.to_csv}
 _FORMAT_NAMES = list(_FORMATTERS)
 
 
@@ -60,9 +63,15 @@ def main() -> None:
          "(see `convkit backends`).",
 )
 @click.option(
-    "--suite", type=click.Choice(sorted(SUITES)), default=None,
-    help="Named suite of layers.  [default: quick; none when --case is given]",
+    "--suite", type=click.Choice([*SUITES, *NETWORKS]), default=None,
+    help="Named suite of layers, or a network's convolutions (resnet50, mobilenetv2, vgg16, "
+         "convnext-t: the report then gives the network's totals).  [default: quick; none "
+         "when --case is given]",
 )
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help=f"Images per batch for a network suite.  [default: {DEFAULT_BATCH}]")
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help=f"Image side in pixels for a network suite.  [default: {DEFAULT_IMAGE_SIZE}]")
 @click.option(
     "--case", "case_specs", multiple=True, metavar="SPEC",
     help=f"A custom layer to time (repeatable; with --suite, added to it). SPEC is "
@@ -77,7 +86,9 @@ def main() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Threads for BLAS, numba and torch.  [default: all usable cores]")
 @click.option("--format", "fmt", type=click.Choice(_FORMAT_NAMES), default="table",
-              show_default=True)
+              show_default=True,
+              help="table: layers as rows, backends as columns, the fastest named; rows: "
+                   "every figure of every row; json: the whole report; csv: the rows.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the results to FILE instead of stdout.")
 @click.option(
@@ -104,6 +115,8 @@ def main() -> None:
 def bench(
     backend_spec: str,
     suite: str | None,
+    batch: int | None,
+    image_size: int | None,
     case_specs: tuple[str, ...],
     op_spec: str,
     dtype: str,
@@ -120,23 +133,27 @@ def bench(
 ) -> None:
     """Time backends side by side: speed, correctness and memory.
 
-    Per layer x operation x backend: median time (of the fastest pass) and minimum time,
-    GFLOP/s, percentage of this machine's matmul peak, speedup over the baseline, largest
-    error against a float64 reference, extra memory, and status (ok, skipped or error, with
-    the reason). The exit status is 1 if any result is an error (after all results are
-    written).
+    The default table has a line per layer and operation: every backend's median time, the
+    fastest convkit backend, and how much faster it is than the default backend and than
+    PyTorch (where torch is installed); a network suite adds the network's totals.
+    `--format rows` shows every figure of every layer x operation x backend: median and
+    minimum time, spread, GFLOP/s, percentage of this machine's matmul peak, speedup over
+    the baseline, largest error against a float64 reference, extra memory, and status (ok,
+    skipped or error, with the reason). The exit status is 1 if any result is an error
+    (after all results are written).
 
     \b
     Examples:
       convkit bench                                  # quick suite, every backend
       convkit bench --backend im2col-strided,numba --suite standard
+      convkit bench --suite resnet50 --batch 8 --image-size 224
       convkit bench --case n=8,c=64,o=128,hw=28,k=3,p=1 --op forward --format json
     """
     backends = _backend_names(backend_spec)
     ops = _operations(op_spec)
     if suite is None and not case_specs:
         suite = "quick"
-    cases = _cases(suite, case_specs)
+    cases, counts = _cases(suite, case_specs, batch, image_size)
     if baseline is not None and baseline not in backends:
         raise click.BadParameter(
             f"{baseline!r} is not among the benchmarked backends ({', '.join(backends)})",
@@ -161,6 +178,7 @@ def bench(
                 isolate=not in_process,
                 named_explicitly=backend_spec.strip() != "all",
                 suite=suite,
+                counts=counts,
                 on_progress=bar.update,
                 on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
             )
@@ -229,19 +247,37 @@ def _comma_list(spec: str, allowed: Sequence[str], option: str, what: str) -> li
     return names
 
 
-def _cases(suite: str | None, specs: tuple[str, ...]) -> list[ConvCase]:
-    cases = list(SUITES[suite]) if suite else []
+def _cases(
+    suite: str | None, specs: tuple[str, ...], batch: int | None, image_size: int | None
+) -> tuple[list[ConvCase], list[int] | None]:
+    """The cases to time and, for a network suite, how often each occurs in the network."""
+    counts = None
+    if suite in NETWORKS:
+        try:
+            layers = network_cases(suite, batch or DEFAULT_BATCH,
+                                   image_size or DEFAULT_IMAGE_SIZE)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--image-size'") from None
+        cases, counts = [case for case, _ in layers], [count for _, count in layers]
+    else:
+        for name, value in (("--batch", batch), ("--image-size", image_size)):
+            if value is not None:
+                raise click.BadParameter(f"applies to network suites only ({', '.join(NETWORKS)})",
+                                         param_hint=f"'{name}'")
+        cases = list(SUITES[suite]) if suite else []
     for spec in specs:
         try:
             cases.append(parse_case(spec))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--case'") from None
+        if counts is not None:
+            counts.append(1)
     names = [case.name for case in cases]
     for name in names:
         if names.count(name) > 1:
             raise click.BadParameter(f"two cases are named {name!r}; give one a name=...",
                                      param_hint="'--case'")
-    return cases
+    return cases, counts
 
 
 _COMPARE_FORMATTERS = {"text": comparison.to_text, "json": comparison.to_json,

@@ -340,7 +340,7 @@ def test_dead_worker_becomes_error_rows(monkeypatch):
     assert [r["status"] for r in result["results"]] == ["error", "error"]
     assert all("code -11" in r["reason"] for r in result["results"])
     assert result["backends"][0]["status"] == "error"
-    table = report.to_table(result)
+    table = report.to_rows_table(result)
     assert "worker failed: naive (worker process exited with code -11" in table
     assert table.count("error: worker process exited") == 2  # its rows stay in the table
 
@@ -356,7 +356,7 @@ def check_report_schema(result: dict) -> None:
     assert result["schema"] == "convkit-bench/2"
     assert set(result) == {"schema", "convkit", "machine", "started", "duration_s",
                            "background_load", "settings", "peak_gflops", "cases", "backends",
-                           "results"}
+                           "results", "summary", "totals"}
     assert result["background_load"] is None or result["background_load"] >= 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result["started"])
     assert isinstance(result["duration_s"], float)
@@ -373,13 +373,15 @@ def check_report_schema(result: dict) -> None:
         assert set(lib) == {"library", "version", "threading", "architecture"}
     s = result["settings"]
     assert set(s) == {"ops", "dtype", "threads", "min_time", "repeats", "passes", "naive_budget",
-                      "suite", "baseline", "isolation", "reference_backend", "placement"}
+                      "suite", "baseline", "isolation", "reference_backend", "placement",
+                      "default_backend"}
     assert s["isolation"] in ("process", "in-process")
     assert set(result["peak_gflops"]) == {s["dtype"]}
     assert result["peak_gflops"][s["dtype"]] > 0
     for case in result["cases"]:
         assert set(case) == {"name", "spec", "input_shape", "weight_shape", "output_shape",
-                             "stride", "padding", "dilation", "groups", "flops"}
+                             "stride", "padding", "dilation", "groups", "flops", "count"}
+        assert isinstance(case["count"], int) and case["count"] >= 1
         assert parse_case(case["spec"]).name == case["name"]
         assert isinstance(case["flops"], int) and len(case["padding"]) == 4
     for b in result["backends"]:
@@ -391,6 +393,11 @@ def check_report_schema(result: dict) -> None:
             assert b["thread_pools"] is None
     rows = result["results"]
     assert len(rows) == len(result["cases"]) * len(s["ops"]) * len(result["backends"])
+    assert len(result["summary"]) == len(result["cases"]) * len(s["ops"])
+    for line in result["summary"]:
+        assert set(line) == {"case", "op", "fastest", "median_s", "vs_default", "vs_torch"}
+    totals = result["totals"]
+    assert totals is None or set(totals) == {"forward_s", "training_step_s"}
     for r in rows:
         assert tuple(r) == report.FIELDS
         assert r["status"] in results.STATUSES
@@ -427,11 +434,11 @@ def test_table_warns_when_other_processes_kept_the_machine_busy():
                            isolate=False)
     warning = "WARNING: other processes kept 1.5 of the"
     result["background_load"] = 1.5
-    assert warning in report.to_table(result)
+    assert warning in report.to_rows_table(result)
     result["background_load"] = 0.0
-    assert "other processes kept" not in report.to_table(result)
+    assert "other processes kept" not in report.to_rows_table(result)
     result["background_load"] = None  # not measurable here
-    assert "other processes kept" not in report.to_table(result)
+    assert "other processes kept" not in report.to_rows_table(result)
 
 
 def test_busy_machine_is_reported_at_the_start(monkeypatch):
@@ -573,7 +580,7 @@ def test_passes_that_disagree_mark_the_row_unsteady(monkeypatch):
     assert row["median_s"] == pytest.approx(1e-3)
     assert row["pass_p_value"] < 0.01
     assert row["samples"] == [[1e-3] * 5, [1.5e-3] * 5]
-    table = report.to_table(result)
+    table = report.to_rows_table(result)
     assert "WARNING: 1 row changed speed by more than 15% between passes, beyond" in table
     assert (f"unsteady (passes differ, Kruskal-Wallis p < 0.01; largest pass median over the "
             f"smallest): {TINY.name} forward im2col-take +50%") in table
@@ -608,7 +615,7 @@ def test_only_the_least_steady_rows_are_named(monkeypatch):
     (row,) = result["results"]
     result["results"] = [dict(row, case=f"case{i}", pass_spread=0.2 + i / 10, pass_p_value=1e-3)
                          for i in range(8)]
-    table = report.to_table(result)
+    table = report.to_rows_table(result)
     assert "WARNING: 8 rows changed speed by more than 15% between passes" in table
     named = table.split("largest pass median over the smallest): ")[1]
     assert named.startswith("case7 forward im2col-take +90%, case6 forward")
@@ -625,7 +632,7 @@ def test_a_spread_within_the_noise_is_not_unsteady(monkeypatch):
                            _settings(ops=("forward",), repeats=6, passes=2), isolate=False)
     (row,) = result["results"]
     assert row["pass_spread"] > 0.15 and row["pass_p_value"] > 0.01
-    assert "unsteady" not in report.to_table(result)
+    assert "unsteady" not in report.to_rows_table(result)
 
 
 def test_passes_that_agree_leave_the_row_steady(monkeypatch):
@@ -633,7 +640,7 @@ def test_passes_that_agree_leave_the_row_steady(monkeypatch):
     result = run_benchmark([TINY], ["im2col-take"],
                            _settings(ops=("forward",), repeats=4, passes=2), isolate=False)
     assert result["results"][0]["pass_spread"] == 0.0
-    assert "unsteady" not in report.to_table(result)
+    assert "unsteady" not in report.to_rows_table(result)
     one_pass = run_benchmark([TINY], ["im2col-take"],
                              _settings(ops=("forward",), repeats=4, passes=1), isolate=False)
     assert one_pass["results"][0]["pass_spread"] is None

@@ -120,9 +120,29 @@ def test_errors_are_reported_in_full_and_set_the_exit_status():
     assert "1 of 6 results are errors" in result.stderr
 
 
-def test_table_shows_header_rows_and_notes():
+def test_default_table_names_the_fastest_backend_per_layer():
     result = run("bench", *FAST, "--case", TINY, "--case", "name=wide,c=2,o=2,hw=9,k=2",
-                 "--backend", "naive,im2col-take", "--in-process", "--op", "forward")
+                 "--backend", "naive,im2col-take", "--in-process", "--op", "forward,input-grad")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("case "))
+    assert lines[header].split() == ["case", "op", "naive", "im2col-take", "fastest", "vs",
+                                     "default", "vs", "torch"]
+    body = [line.split() for line in lines[header + 1:header + 5]]
+    assert [cells[:2] for cells in body] == [["tiny", "forward"], ["tiny", "input-grad"],
+                                            ["wide", "forward"], ["wide", "input-grad"]]
+    report = json.loads(run("bench", *FAST, "--case", TINY, "--backend", "naive,im2col-take",
+                            "--in-process", "--op", "forward", "--format", "json").stdout)
+    (summary,) = report["summary"]
+    medians = {r["backend"]: r["median_s"] for r in report["results"]}
+    assert summary["fastest"] == min(medians, key=medians.__getitem__)
+    assert any("fastest: the quickest convkit backend" in line for line in lines)
+
+
+def test_rows_table_shows_header_rows_and_notes():
+    result = run("bench", *FAST, "--case", TINY, "--case", "name=wide,c=2,o=2,hw=9,k=2",
+                 "--backend", "naive,im2col-take", "--in-process", "--op", "forward",
+                 "--format", "rows")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"convkit {convkit.__version__}")
@@ -383,3 +403,28 @@ def test_table_header_names_the_worker_passes():
     report["settings"].update(isolation="process", repeats=7, passes=3)
     header = cli._FORMATTERS["table"](report).splitlines()[0]
     assert header.endswith("3 worker processes per backend, in turns")
+
+
+def test_network_suite_reports_totals():
+    result = run("bench", *FAST, "--suite", "vgg16", "--image-size", "32", "--backend",
+                 "im2col-take", "--in-process", "--op", "forward", "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sum(case["count"] for case in report["cases"]) == 13
+    medians = {r["case"]: r["median_s"] for r in report["results"]}
+    expected = sum(case["count"] * medians[case["name"]] for case in report["cases"])
+    assert report["totals"]["forward_s"]["im2col-take"] == pytest.approx(expected)
+    assert report["totals"]["training_step_s"]["im2col-take"] is None  # no gradients ran
+    table = run("bench", *FAST, "--suite", "vgg16", "--image-size", "32", "--backend",
+                "im2col-take", "--in-process", "--op", "forward").stdout
+    assert "network (13 convolutions)" in table and "forward pass" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--suite", "quick", "--batch", "2"], "applies to network suites only"),
+     (["--suite", "convnext-t", "--image-size", "1"], "too small for cnx")],
+)
+def test_network_options_are_checked(args, message):
+    result = run("bench", *args)
+    assert result.exit_code == 2 and message in result.output

@@ -40,6 +40,7 @@ from convkit.bench.stats import (
     repeats_per_pass,
     set_statistics,
 )
+from convkit.bench.summary import fastest_per_row, network_totals
 from convkit.bench.worker import case_to_dict, reference_name, run_job
 from convkit.cases import case_spec
 from convkit.machine import (
@@ -51,6 +52,7 @@ from convkit.machine import (
     matmul_peak,
     usable_cores,
 )
+from convkit.registry import DEFAULT_BACKEND
 from convkit.workload import ConvCase, error_bound, run_operation
 
 RowKey = tuple[int, str, str]
@@ -66,6 +68,7 @@ def run_benchmark(
     isolate: bool = True,
     named_explicitly: bool = True,
     suite: str | None = None,
+    counts: Sequence[int] | None = None,
     on_progress: Callable[[int, str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> dict:
@@ -76,6 +79,8 @@ def run_benchmark(
     skipped rows if False (``--backend all`` shows unavailable backends without failing).
     ``on_progress(rows_done, text)`` is called as rows complete and as work moves on;
     ``on_warning(text)`` at once if other processes keep the machine busy at the start.
+    ``counts``: how often each case occurs in a network (:mod:`convkit.networks`); with them
+    the report's ``totals`` give the network's convolution time per backend.
     Schema: :data:`SCHEMA` (``tests/test_bench.py`` checks every key).
     """
     progress = on_progress or (lambda done, text: None)
@@ -125,6 +130,8 @@ def run_benchmark(
         summary["warmup_s"] = sum(
             r.first_call_s or 0.0 for r in ordered if r.backend == summary["name"]
         )
+    results = [dataclasses.asdict(r) for r in ordered]
+    weights = list(counts) if counts is not None else [1] * len(cases)
     return {
         "schema": SCHEMA,
         "convkit": convkit_source(),
@@ -140,11 +147,16 @@ def run_benchmark(
             "isolation": "process" if isolate else "in-process",
             "reference_backend": REFERENCE_BACKEND,
             "placement": PLACEMENT,
+            "default_backend": DEFAULT_BACKEND,
         },
         "peak_gflops": {settings.dtype: peak},
-        "cases": [_case_summary(c, settings.dtype) for c in cases],
+        "cases": [{**_case_summary(c, settings.dtype), "count": n}
+                  for c, n in zip(cases, weights, strict=True)],
         "backends": [summaries[name] for name in backends],
-        "results": [dataclasses.asdict(r) for r in ordered],
+        "results": results,
+        "summary": fastest_per_row(results, DEFAULT_BACKEND),
+        "totals": None if counts is None else network_totals(
+            results, {c.name: n for c, n in zip(cases, weights, strict=True)}, backends),
     }
 
 class _Passes:

@@ -54,9 +54,18 @@ def _spaced(values: list[float] | None) -> str | None:
     return values and " ".join(map(repr, values))
 
 
-def to_table(report: dict) -> str:
+def to_rows_table(report: dict) -> str:
     """A header on the run and the machine, one line per row, and notes on the columns."""
-    settings = report["settings"]
+    lines, rows = preamble(report)
+    lines += format_table(_COLUMNS, [_cells(r) for r in rows], right=_RIGHT_ALIGNED)
+    lines.append("")
+    lines += notes(report, rows)
+    return "\n".join(lines) + "\n"
+
+
+def preamble(report: dict) -> tuple[list[str], list[dict]]:
+    """The lines above a table (the run, the machine, warnings, backends that did not run,
+    then a blank line) and the rows worth showing (not those of uninstalled backends)."""
     unavailable = [b for b in report["backends"] if b["status"] == "unavailable"]
     failed = [b for b in report["backends"] if b["status"] == "error"]
     hidden = {b["name"] for b in unavailable}
@@ -79,10 +88,7 @@ def to_table(report: dict) -> str:
     lines += [f"not run: {b['name']} ({b['reason']})" for b in unavailable]
     lines += [f"worker failed: {b['name']} ({b['reason']})" for b in failed]
     lines.append("")
-    lines += format_table(_COLUMNS, [_cells(r) for r in rows], right=_RIGHT_ALIGNED)
-    lines.append("")
-    lines += _notes(report, rows, settings)
-    return "\n".join(lines) + "\n"
+    return lines, rows
 
 
 def _header(report: dict) -> list[str]:
@@ -135,25 +141,30 @@ def _spread(row: dict) -> str:
     return f"{max(times) / min(times) - 1:.0%}" if times else "-"
 
 
-def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
+def notes(report: dict, rows: Sequence[dict], *, columns: bool = True) -> list[str]:
+    """The lines below a table: what the columns mean (``columns``), the unsteady rows, the
+    first calls and the run's duration."""
+    settings = report["settings"]
     baseline = settings["baseline"]
     fallbacks = sorted({f"{r['case']} {r['op']}" for r in rows
                         if r["baseline"] is not None and r["baseline"] != baseline})
-    notes = [
-        f"each row: {settings.get('placement', 'one placement of the inputs')}; spread: the "
-        "slowest measurement over the fastest (placements, passes and noise together)",
-        f"speedup: the baseline's median / this median; baseline {baseline}"
-        + (f", else the slowest backend ({', '.join(fallbacks)})" if fallbacks else ""),
-        f"%peak: GFLOP/s as a percentage of the matmul peak; max error: against a float64 "
-        f"result of {settings['reference_backend']}",
-        "memory: peak bytes allocated during one call, result included "
-        "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
-    ]
+    lines = [f"each median: {settings.get('placement', 'one placement of the inputs')}"]
+    if columns:
+        lines += [
+            "spread: the slowest measurement over the fastest (placements, passes and noise "
+            "together)",
+            f"speedup: the baseline's median / this median; baseline {baseline}"
+            + (f", else the slowest backend ({', '.join(fallbacks)})" if fallbacks else ""),
+            f"%peak: GFLOP/s as a percentage of the matmul peak; max error: against a float64 "
+            f"result of {settings['reference_backend']}",
+            "memory: peak bytes allocated during one call, result included "
+            "(n/a: allocations tracemalloc cannot see, e.g. torch's)",
+        ]
     unsteady = sorted((r for r in rows if is_unsteady(r)), key=lambda r: -r["pass_spread"])
     if unsteady:
         listed = unsteady[:_UNSTEADY_LISTED]
         more = len(unsteady) - len(listed)
-        notes.append(
+        lines.append(
             f"unsteady (passes differ, Kruskal-Wallis p < {UNSTEADY_P:g}; largest pass median "
             "over the smallest): "
             + ", ".join(f"{r['case']} {r['op']} {r['backend']} +{r['pass_spread']:.0%}"
@@ -164,9 +175,9 @@ def _notes(report: dict, rows: Sequence[dict], settings: dict) -> list[str]:
         f"{b['name']} {b['warmup_s']:.2f} s" for b in report["backends"] if b["status"] == "ok"
     )
     if warmups:
-        notes.append(f"first calls, not in any timing (numba compiles here): {warmups}")
-    notes.append(f"total time {report['duration_s']:.1f} s")
-    return notes
+        lines.append(f"first calls, not in any timing (numba compiles here): {warmups}")
+    lines.append(f"total time {report['duration_s']:.1f} s")
+    return lines
 
 
 def _number(value: float | None, fmt: str) -> str:
