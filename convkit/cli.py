@@ -280,6 +280,31 @@ def _cases(
     return cases, counts
 
 
+@main.command()
+@click.argument("report", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The picture to write: FILE.png, FILE.svg, or FILE.html (self-contained).")
+def plot(report: Path, output: Path) -> None:
+    """Draw a `convkit bench --format json` REPORT: a roofline and per-layer speedups.
+
+    The roofline puts every ok row's GFLOP/s against its arithmetic intensity, under this
+    machine's measured matmul peak and copy bandwidth; the bars show how many times faster
+    the fastest convkit backend is than the default backend and than torch, per layer.
+    Needs matplotlib: pip install 'convkit[plot]'.
+    """
+    from convkit.plot import FORMATS, PlotUnavailableError, save_plot
+
+    if output.suffix.lower().lstrip(".") not in FORMATS:
+        raise click.BadParameter(f"must end in .png, .svg or .html, got {output.name!r}",
+                                 param_hint="'--output'")
+    data = _read_report(report, "REPORT")
+    try:
+        save_plot(data, output)
+    except PlotUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {output}", err=True)
+
+
 _COMPARE_FORMATTERS = {"text": comparison.to_text, "json": comparison.to_json,
                        "markdown": comparison.to_markdown}
 

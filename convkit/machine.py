@@ -160,6 +160,29 @@ def matmul_peak(dtype: str, threads: int, seconds: float = 0.5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+#: Bytes of the array :func:`copy_bandwidth` copies: far larger than any cache.
+BANDWIDTH_ARRAY_BYTES = 256 * 2**20
+
+
+def copy_bandwidth(seconds: float = 0.3) -> float:
+    """The best GB/s (1e9 bytes, read plus written) of copying a
+    ``BANDWIDTH_ARRAY_BYTES`` array, over about ``seconds`` of repeats: the memory-bandwidth
+    roof of a roofline plot (numpy copies on one thread)."""
+    n = BANDWIDTH_ARRAY_BYTES // 8
+    source = np.ones(n)
+    target = np.empty(n)
+    np.copyto(target, source)  # warm-up: the pages are mapped
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    for _ in range(100):
+        start = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - start)
+        if start > deadline:
+            break
+    return 2 * source.nbytes / best / 1e9
+
+
 @contextlib.contextmanager
 def limit_threads(threads: int) -> Iterator[None]:
     """Run the block on ``threads`` threads in BLAS/OpenMP, numba and torch (those loaded)."""

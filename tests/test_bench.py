@@ -356,7 +356,8 @@ def check_report_schema(result: dict) -> None:
     assert result["schema"] == "convkit-bench/2"
     assert set(result) == {"schema", "convkit", "machine", "started", "duration_s",
                            "background_load", "settings", "peak_gflops", "cases", "backends",
-                           "results", "summary", "totals"}
+                           "results", "summary", "totals", "bandwidth_gbs"}
+    assert result["bandwidth_gbs"] > 0
     assert result["background_load"] is None or result["background_load"] >= 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", result["started"])
     assert isinstance(result["duration_s"], float)

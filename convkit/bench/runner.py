@@ -47,6 +47,7 @@ from convkit.machine import (
     BUSY_CORES,
     background_load,
     convkit_source,
+    copy_bandwidth,
     cpu_seconds,
     machine_info,
     matmul_peak,
@@ -87,6 +88,7 @@ def run_benchmark(
     started, cpu_before = time.time(), cpu_seconds()
     peak_start, peak_cpu = time.perf_counter(), cpu_seconds()
     peak = matmul_peak(settings.dtype, settings.threads)
+    bandwidth = copy_bandwidth()
     busy = background_load(peak_cpu, cpu_seconds(), time.perf_counter() - peak_start)
     if busy is not None and busy > BUSY_CORES and on_warning is not None:
         on_warning(
@@ -150,6 +152,7 @@ def run_benchmark(
             "default_backend": DEFAULT_BACKEND,
         },
         "peak_gflops": {settings.dtype: peak},
+        "bandwidth_gbs": bandwidth,
         "cases": [{**_case_summary(c, settings.dtype), "count": n}
                   for c, n in zip(cases, weights, strict=True)],
         "backends": [summaries[name] for name in backends],
