@@ -30,6 +30,7 @@ from convkit.bench import (
 from convkit.bench import compare as comparison
 from convkit.bench import table as formats
 from convkit.bench.overview import to_overview
+from convkit.bench.runner import expected_seconds
 from convkit.cases import SPEC_HELP, SUITES, parse_case
 from convkit.errors import BackendUnavailableError, UnknownBackendError
 from convkit.machine import usable_cores
@@ -166,7 +167,9 @@ def bench(
         ops=ops, dtype=dtype, threads=threads or usable_cores(), min_time=min_time,
         repeats=repeats, passes=passes, naive_budget=naive_budget,
     )
-    total = len(cases) * len(ops) * len(backends) * min(passes, repeats)
+    # The bar counts expected milliseconds, so that its estimate of the time left holds
+    # however unequal the layers are.
+    total = max(1, round(1e3 * expected_seconds(cases, backends, settings)))
     try:
         with _sigterm_ends_run(), click.progressbar(
             length=total, label="benchmarking", file=sys.stderr, hidden=not progress,
@@ -179,7 +182,8 @@ def bench(
                 named_explicitly=backend_spec.strip() != "all",
                 suite=suite,
                 counts=counts,
-                on_progress=bar.update,
+                on_progress=lambda seconds, text: bar.update(round(1e3 * seconds), text),
+                on_notice=lambda text: click.echo(f"\n{text}", err=True),
                 on_warning=lambda text: click.echo(f"\nwarning: {text}", err=True),
             )
     except KeyboardInterrupt:

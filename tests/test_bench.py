@@ -696,3 +696,39 @@ def test_empty_batch_is_measured_not_a_crash():
     result = run_benchmark([empty], ["im2col-take"], _settings(threads=1), isolate=False)
     assert [r["status"] for r in result["results"]] == ["ok"] * 3
     assert all(r["max_abs_error"] == 0.0 for r in result["results"])
+
+
+# ------------------------------------------------------------------------------ progress
+
+
+def test_progress_adds_up_to_the_expected_seconds_weighted_by_cost():
+    big = parse_case("name=big,n=4,c=32,o=32,hw=32,k=3,p=1")
+    settings = _settings(ops=("forward", "input-grad"), repeats=4, passes=2, threads=1)
+    steps = []
+    run_benchmark([TINY, big], ["im2col-take"], settings, isolate=False,
+                  on_progress=lambda seconds, text: steps.append((seconds, text)))
+    expected = runner.expected_seconds([TINY, big], ["im2col-take"], settings)
+    assert sum(seconds for seconds, _ in steps) == pytest.approx(expected)
+    by_row = {text: seconds for seconds, text in steps if seconds > 0}
+    assert by_row["im2col-take big forward"] > by_row["im2col-take tiny forward"]
+
+
+def test_a_first_call_that_keeps_running_is_announced(monkeypatch):
+    from convkit_backends.naive import NaiveBackend
+
+    class SlowFirstCall(NaiveBackend):
+        calls = 0
+
+        def forward(self, x, weight, geom):
+            SlowFirstCall.calls += 1
+            if SlowFirstCall.calls == 1:
+                time.sleep(0.3)
+            return super().forward(x, weight, geom)
+
+    monkeypatch.setattr(worker, "SLOW_FIRST_CALL_S", 0.05)
+    convkit.register_backend("slow-start", SlowFirstCall)
+    notices = []
+    run_benchmark([TINY], ["slow-start"], _settings(ops=("forward",), threads=1),
+                  isolate=False, on_notice=notices.append)
+    assert notices == ["slow-start: the first call of tiny is still running: it compiles "
+                       "(numba compiles its kernels once per install, tens of seconds)"]

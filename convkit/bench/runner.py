@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from convkit.bench.results import (
+    BUDGETED_BACKENDS,
     DEFAULT_BASELINE,
     PLACEMENT,
     REFERENCE_BACKEND,
@@ -70,7 +71,8 @@ def run_benchmark(
     named_explicitly: bool = True,
     suite: str | None = None,
     counts: Sequence[int] | None = None,
-    on_progress: Callable[[int, str], None] | None = None,
+    on_progress: Callable[[float, str], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure every case x op x backend and return the JSON-ready report.
@@ -78,13 +80,16 @@ def run_benchmark(
     ``isolate``: one worker process per backend (False runs them in this process, for
     debugging). ``named_explicitly``: a backend that fails to load gives error rows if True,
     skipped rows if False (``--backend all`` shows unavailable backends without failing).
-    ``on_progress(rows_done, text)`` is called as rows complete and as work moves on;
+    ``on_progress(seconds, text)`` is called as rows complete (with each row's share of
+    :func:`expected_seconds`) and as work moves on (with 0); ``on_notice(text)`` with what
+    a person should see at once (a first call still compiling);
     ``on_warning(text)`` at once if other processes keep the machine busy at the start.
     ``counts``: how often each case occurs in a network (:mod:`convkit.networks`); with them
     the report's ``totals`` give the network's convolution time per backend.
     Schema: :data:`SCHEMA` (``tests/test_bench.py`` checks every key).
     """
     progress = on_progress or (lambda done, text: None)
+    notice = on_notice or (lambda text: None)
     started, cpu_before = time.time(), cpu_seconds()
     peak_start, peak_cpu = time.perf_counter(), cpu_seconds()
     peak = matmul_peak(settings.dtype, settings.threads)
@@ -95,18 +100,21 @@ def run_benchmark(
             f"other processes are keeping {busy:.1f} of {usable_cores()} cores busy: times "
             "will depend on them (fewer threads or a quiet machine give steadier figures)"
         )
-    run = _Passes(cases, isolate, named_explicitly, progress)
+    run = _Passes(cases, isolate, named_explicitly, progress, notice)
     summaries: dict[str, dict] = {}
     all_keys = [(index, op) for index in range(len(cases)) for op in settings.ops]
     with tempfile.TemporaryDirectory(prefix="convkit-bench-") as tmp:
         write_references(cases, settings, Path(tmp))
         for pass_index, repeats in enumerate(repeats_per_pass(settings)):
             pass_settings = dataclasses.replace(settings, repeats=repeats)
+            run.weights = {(index, op, name): _row_seconds(cases[index], op, name, pass_settings)
+                           for index, op in all_keys for name in backends}
             for name in backends:
                 keys = all_keys
                 if pass_index:  # later passes measure only the rows that are still ok
                     keys = [k for k in all_keys if run.rows[(*k, name)].status == "ok"]
-                    progress(len(all_keys) - len(keys), f"{name}: pass {pass_index + 1}")
+                    progress(sum(run.weights[(*k, name)] for k in all_keys if k not in keys),
+                             f"{name}: pass {pass_index + 1}")
                     if not keys:
                         continue
                 job = {
@@ -170,10 +178,13 @@ class _Passes:
         cases: Sequence[ConvCase],
         isolate: bool,
         named_explicitly: bool,
-        progress: Callable[[int, str], None],
+        progress: Callable[[float, str], None],
+        notice: Callable[[str], None],
     ) -> None:
         self.cases, self.isolate, self.named_explicitly = cases, isolate, named_explicitly
-        self.progress = progress
+        self.progress, self.notice = progress, notice
+        self.weights: dict[RowKey, float] = {}
+        """Each row's expected seconds in the current pass (its share of the progress)."""
         self.rows: dict[RowKey, Row] = {}
         self.samples: dict[RowKey, Samples] = {}
 
@@ -187,7 +198,7 @@ class _Passes:
         else:
             merge_pass(earlier, row)
         self.samples[key].add_pass(times, cpu_times)
-        self.progress(1, f"{row.backend} {row.case} {row.op}")
+        self.progress(self.weights.get(key, 0.0), f"{row.backend} {row.case} {row.op}")
 
     def run_backend(self, job: dict, keys: Sequence[tuple[int, str]], threads: int) -> dict:
         """Run one pass of one backend's job over ``keys`` (case index, op), file its rows and
@@ -206,6 +217,8 @@ class _Passes:
                 summary["status"], summary["reason"] = "unavailable", event["reason"]
             elif event["event"] == "status":
                 self.progress(0, event["text"])
+            elif event["event"] == "notice":
+                self.notice(event["text"])
             else:
                 row = Row(**event["row"])
                 self.file_row(event["case_index"], row, event["times"], event["cpu_times"])
@@ -228,6 +241,35 @@ class _Passes:
                 self.file_row(index, Row(self.cases[index].name, op, name, status, reason),
                               [], [])
         return summary
+
+
+#: The rate :func:`expected_seconds` assumes per thread (GFLOP/s), and the naive backend's.
+_NOMINAL_GFLOPS_PER_THREAD = 20.0
+_NOMINAL_NAIVE_GFLOPS = 0.5
+
+
+def _row_seconds(case: ConvCase, op: str, backend: str, settings: BenchSettings) -> float:
+    """What one pass of one row is expected to take: the warm-up and traced calls and
+    ``settings.repeats`` measurements of at least ``min_time``. Only the proportions
+    matter (a progress bar's estimate), so the call time is a nominal rate's."""
+    flops = case.geometry(settings.dtype).flops
+    if backend in BUDGETED_BACKENDS:
+        call = min(settings.naive_budget, flops / (_NOMINAL_NAIVE_GFLOPS * 1e9))
+    else:
+        call = flops / (_NOMINAL_GFLOPS_PER_THREAD * settings.threads * 1e9)
+    return 2 * call + settings.repeats * max(settings.min_time, call)
+
+
+def expected_seconds(
+    cases: Sequence[ConvCase], backends: Sequence[str], settings: BenchSettings
+) -> float:
+    """The sum of every row's expected seconds over every pass: the length of a progress
+    bar that :func:`run_benchmark`'s ``on_progress`` fills."""
+    return sum(
+        _row_seconds(case, op, name, dataclasses.replace(settings, repeats=repeats))
+        for repeats in repeats_per_pass(settings)
+        for case in cases for op in settings.ops for name in backends
+    )
 
 
 def write_references(

@@ -9,12 +9,14 @@ slower.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from convkit.backend import ConvBackend
@@ -31,9 +33,11 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     ``job``: ``{"backend": name, "cases": [ConvCase fields], "settings": BenchSettings
     fields, "reference_dir": path or None, "only": [[case index, op], ...] or None (all)}``.
     Events: ``{"event": "loaded", "load_s", "thread_pools"}`` or ``{"event": "load-failed",
-    "reason"}``, then ``{"event": "status", "text"}`` as work moves on and finally
-    ``{"event": "row", "case_index", "row": Row fields, "times", "cpu_times"}`` per row,
-    with the raw measurements the parent merges across passes.
+    "reason"}``, then ``{"event": "status", "text"}`` as work moves on, ``{"event":
+    "notice", "text"}`` for what a person should see at once (a first call that is still
+    compiling after :data:`SLOW_FIRST_CALL_S`), and finally ``{"event": "row", "case_index",
+    "row": Row fields, "times", "cpu_times"}`` per row, with the raw measurements the parent
+    merges across passes. ``emit`` may be called from a timer thread.
     """
     settings = BenchSettings(**{**job["settings"], "ops": tuple(job["settings"]["ops"])})
     cases = [case_from_dict(c) for c in job["cases"]]
@@ -78,7 +82,10 @@ def _measure_interleaved(
             if skip_reason is not None:  # the budget is per case
                 m.end("skipped", skip_reason)
             else:
-                m.start()
+                with _notice_if_slow(emit, f"{backend.name}: the first call of {case.name} is "
+                                           "still running: it compiles (numba compiles its "
+                                           "kernels once per install, tens of seconds)"):
+                    m.start()
                 if m.over_budget:
                     skip_reason = m.row.reason
             rows.append((index, m))
@@ -88,6 +95,23 @@ def _measure_interleaved(
         for _, m in rows:
             m.time_once()
     return rows
+
+#: Seconds after which a first call that is still running is announced as compiling.
+SLOW_FIRST_CALL_S = 3.0
+
+
+@contextlib.contextmanager
+def _notice_if_slow(emit: Callable[[dict], None], text: str) -> Iterator[None]:
+    """Emit a notice with ``text`` if the block is still running after
+    :data:`SLOW_FIRST_CALL_S` seconds."""
+    timer = threading.Timer(SLOW_FIRST_CALL_S, lambda: emit({"event": "notice", "text": text}))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
 
 def case_to_dict(case: ConvCase) -> dict:
     """``case`` as JSON-ready fields (:func:`case_from_dict` reads them back)."""
@@ -114,9 +138,12 @@ def worker_main() -> None:
     sys.stdout = sys.stderr
     job = json.load(sys.stdin)
 
+    lock = threading.Lock()  # a notice comes from a timer thread
+
     def emit(event: dict) -> None:
-        protocol.write(json.dumps(event) + "\n")
-        protocol.flush()
+        with lock:
+            protocol.write(json.dumps(event) + "\n")
+            protocol.flush()
 
     run_job(job, emit)
 
