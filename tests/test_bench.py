@@ -674,14 +674,18 @@ def test_measurements_run_on_the_placed_inputs(monkeypatch):
     seen = []
     real = measure.run_operation
     monkeypatch.setattr(measure, "run_operation",
-                        lambda op, arrays, case, name: seen.append(id(arrays.x))
+                        lambda op, arrays, case, name: seen.append(arrays.x)
                         or real(op, arrays, case, name))
     m = measure.Measurement(convkit.get_backend("im2col-take"), TINY, "forward",
                             _settings(min_time=1e-9))
     m.start()
     for _ in range(3):
         m.time_once()
-    assert len(set(seen[1:])) == 3  # the warm-up's inputs, then a new copy per measurement
+    # The warm-up's inputs, then a new copy per measurement (seen keeps them all alive, so
+    # no copy can reuse a freed one's memory).
+    inputs = [seen[0], *(x for i, x in enumerate(seen) if i and x is not seen[i - 1])]
+    assert len(inputs) == 4
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(inputs) for b in inputs[:i])
 
 
 @pytest.mark.parametrize(("n", "ranks"), [(5, None), (6, (1, 6)), (9, (2, 8)), (30, (10, 21))])
