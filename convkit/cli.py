@@ -405,7 +405,14 @@ def check(name: str, dtypes: tuple[str, ...], max_failures: int) -> None:
     skipped and counted. Exit status 1 if any check fails.
     """
     try:
-        report = check_backend(name, dtypes=dtypes or None, max_failures=max_failures)
+        with click.progressbar(length=1, label=f"checking {name}", file=sys.stderr) as bar:
+
+            def advance(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            report = check_backend(name, dtypes=dtypes or None, max_failures=max_failures,
+                                   on_progress=advance)
     except UnknownBackendError as exc:
         raise click.BadParameter(str(exc), param_hint="'NAME'") from None
     except BackendUnavailableError as exc:

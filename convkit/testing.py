@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -371,14 +371,19 @@ class ConformanceReport:
 
 
 def check_backend(
-    name: str, *, dtypes: Sequence[str] | None = None, max_failures: int = 5
+    name: str,
+    *,
+    dtypes: Sequence[str] | None = None,
+    max_failures: int = 5,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ConformanceReport:
     """Run the conformance suite against the installed backend ``name``.
 
     Every case of :data:`CONFORMANCE_CASES` x every operation x every dtype the backend
     declares (or ``dtypes``), compared with the naive backend in float64 within
     :func:`error_bound`, plus the adjoint identity. Cases the backend's capabilities exclude
-    are skipped and counted. Exceptions raised by the backend count as failures. Raises
+    are skipped and counted. Exceptions raised by the backend count as failures.
+    ``on_progress(done, total)`` is called after each check that runs. Raises
     :class:`~convkit.UnknownBackendError` / :class:`~convkit.BackendUnavailableError` if
     ``name`` cannot be loaded.
     """
@@ -387,7 +392,8 @@ def check_backend(
     for check, reason in unsupported_checks(capabilities, dtypes):
         report.skipped[check.kind, check.dtype] += 1
         report.skip_reasons[_reason_kind(reason)] += 1
-    for check in conformance_checks(capabilities, dtypes):
+    checks = conformance_checks(capabilities, dtypes)
+    for done, check in enumerate(checks, 1):
         try:
             check.run(name)
         except Exception as exc:  # a failed assertion or a crash of the backend
@@ -398,6 +404,8 @@ def check_backend(
                 report.failures.append(CheckFailure(check, message))
         else:
             report.passed[check.kind, check.dtype] += 1
+        if on_progress is not None:
+            on_progress(done, len(checks))
     return report
 
 

@@ -171,3 +171,11 @@ def test_the_declared_error_factor_scales_the_bound() -> None:
     convkit.register_backend("perturbed-undeclared", _perturbed(1.0))
     report = check_backend("perturbed-undeclared", dtypes=["float64"])
     assert report.failed["forward", "float64"] > 0
+
+
+def test_progress_is_reported_after_every_check() -> None:
+    seen = []
+    report = check_backend("im2col-take", dtypes=["float64"],
+                           on_progress=lambda done, total: seen.append((done, total)))
+    total = sum(report.passed.values())
+    assert seen == [(done, total) for done in range(1, total + 1)]
