@@ -92,7 +92,7 @@ def conv2d_input_grad(
         input_shape, weight.shape, stride, padding, dilation, groups, weight.dtype,
         input_name="input_shape",
     )
-    _check_grad_output(grad_output, geom)
+    _check_grad_output(grad_output, geom.output_shape)
     return _run(backend, geom, "backward_input", geom.input_shape, grad_output, weight)
 
 
@@ -119,7 +119,7 @@ def conv2d_weight_grad(
         x.shape, weight_shape, stride, padding, dilation, groups, x.dtype,
         input_name="input", weight_name="weight_shape",
     )
-    _check_grad_output(grad_output, geom)
+    _check_grad_output(grad_output, geom.output_shape)
     return _run(backend, geom, "backward_weight", geom.weight_shape, x, grad_output)
 
 
@@ -137,8 +137,9 @@ def _run(
     if reason is not None:
         raise UnsupportedConfigurationError(f"backend {backend.name!r}: {reason}")
     _check_memory(backend, method, geom, out_shape, a, b)
-    if a.size == 0 or b.size == 0:
-        # An empty batch or channel set: every sum is empty, so the result is zeros.
+    if a.size == 0 or b.size == 0 or 0 in out_shape:
+        # An empty batch or channel set: every sum is empty, so the result is zeros. (An empty
+        # result: a transposed convolution whose every output row is one no input reaches.)
         return np.zeros(out_shape, geom.dtype)
     compute: Callable[[np.ndarray, np.ndarray, ConvGeometry], object] = getattr(backend, method)
     # NaN and Inf propagate as IEEE arithmetic says; numpy's warnings about them are noise.
@@ -202,9 +203,11 @@ def _same_dtype(arr: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> N
         )
 
 
-def _check_grad_output(grad_output: np.ndarray, geom: ConvGeometry) -> None:
-    if grad_output.shape != geom.output_shape:
+def _check_grad_output(
+    grad_output: np.ndarray, shape: tuple[int, ...], what: str = "convolution"
+) -> None:
+    if grad_output.shape != shape:
         raise ValueError(
-            f"grad_output must have the convolution's output shape {geom.output_shape} "
-            f"(N, Cout, Ho, Wo), got {grad_output.shape}"
+            f"grad_output must have the {what}'s output shape {shape} (N, Cout, Ho, Wo), "
+            f"got {grad_output.shape}"
         )
