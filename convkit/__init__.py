@@ -27,6 +27,11 @@ from convkit.registry import (
     unregister_backend,
     use_backend,
 )
+from convkit.transposed import (
+    conv_transpose2d,
+    conv_transpose2d_input_grad,
+    conv_transpose2d_weight_grad,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +50,9 @@ __all__ = [
     "conv2d",
     "conv2d_input_grad",
     "conv2d_weight_grad",
+    "conv_transpose2d",
+    "conv_transpose2d_input_grad",
+    "conv_transpose2d_weight_grad",
     "get_backend",
     "get_precision",
     "list_backends",
