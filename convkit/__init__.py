@@ -17,7 +17,7 @@ from convkit.errors import (
 )
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
 from convkit.geometry import ConvGeometry, make_geometry
-from convkit.layers import Conv2d
+from convkit.layers import Conv2d, ConvTranspose2d
 from convkit.precision import get_precision, precision, set_precision
 from convkit.registry import (
     get_backend,
@@ -42,6 +42,7 @@ __all__ = [
     "Conv2d",
     "ConvBackend",
     "ConvGeometry",
+    "ConvTranspose2d",
     "ConvkitError",
     "MemoryBudgetError",
     "UnknownBackendError",

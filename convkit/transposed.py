@@ -96,12 +96,7 @@ def transposed_geometry(
     wcin, coutg, kh, kw = _shape4(weight_shape, weight_name, "(Cin, Cout / groups, kh, kw)")
     sh, sw = int_pair(stride, "stride", minimum=1)
     dh, dw = int_pair(dilation, "dilation", minimum=1)
-    if isinstance(padding, str):
-        raise ValueError(
-            f"padding must be an int or a pair of ints for a transposed convolution, got "
-            f"{padding!r} (PyTorch's conv_transpose2d does not accept 'same' or 'valid')"
-        )
-    ph, pw = int_pair(padding, "padding", minimum=0)
+    ph, pw = padding_pair(padding)
     oph, opw = output_padding_pair(output_padding, (sh, sw), (dh, dw))
     groups = positive_int(groups, "groups")
     if cin % groups:
@@ -134,6 +129,16 @@ def transposed_geometry(
     )
     assert conv.out_size == (h, w), (conv, h, w)
     return TransposedGeometry(conv, (ho, wo))
+
+
+def padding_pair(padding: IntPair) -> tuple[int, int]:
+    """``padding`` as a pair of non-negative ints; no 'same' or 'valid', as in PyTorch."""
+    if isinstance(padding, str):
+        raise ValueError(
+            f"padding must be an int or a pair of ints for a transposed convolution, got "
+            f"{padding!r} (PyTorch's conv_transpose2d does not accept 'same' or 'valid')"
+        )
+    return int_pair(padding, "padding", minimum=0)
 
 
 def output_padding_pair(

@@ -292,3 +292,36 @@ def test_every_backend_computes_it_through_backward_input() -> None:
     """No backend method was added: the interface is still the three conv2d operations."""
     assert sorted(ConvBackend.__abstractmethods__) == [
         "backward_input", "backward_weight", "forward"]
+
+
+@pytest.mark.parametrize("case", [TORCH_CASES[1], SWEEP_CASES[2]], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_matches_torch_autograd(backend: str, case: Case, dtype: str) -> None:
+    """ConvTranspose2d's forward and gradients against torch.nn.ConvTranspose2d's autograd."""
+    torch = pytest.importorskip("torch")
+    (n, cin, _, _), (_, coutg, kh, kw) = case.input_shape, case.weight_shape
+    layer = convkit.ConvTranspose2d(cin, coutg * case.groups, (kh, kw), **case.params,
+                                    backend=backend, dtype=dtype, rng=0)
+    reference = torch.nn.ConvTranspose2d(cin, coutg * case.groups, (kh, kw), **case.params,
+                                         dtype=getattr(torch, dtype))
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(layer.weight))
+        reference.bias.copy_(torch.from_numpy(layer.bias))
+    a = case.arrays(dtype)
+    a = ConvArrays(a.x, layer.weight, a.grad_output)
+    x = torch.tensor(a.x, requires_grad=True)
+    y = reference(x)
+    y.backward(torch.from_numpy(a.grad_output))
+
+    eps = np.finfo(dtype).eps
+    expected_y = y.detach().numpy()  # the bias adds one rounding to each result
+    assert_within_bound(layer(a.x), expected_y, bound("forward", a, case, backend)
+                        + 2 * eps * np.abs(expected_y), f"forward {case}")
+    assert_within_bound(layer.backward(a.grad_output), x.grad.numpy(),
+                        bound("input-grad", a, case, backend), f"input-grad {case}")
+    assert_within_bound(layer.weight_grad, reference.weight.grad.numpy(),
+                        bound("weight-grad", a, case, backend), f"weight-grad {case}")
+    terms = n * a.grad_output.shape[2] * a.grad_output.shape[3]
+    assert_within_bound(layer.bias_grad, reference.bias.grad.numpy(),
+                        rounding_bound(np.abs(a.grad_output).sum((0, 2, 3)), terms, eps.dtype),
+                        f"bias-grad {case}")
