@@ -18,6 +18,8 @@ from convkit.errors import (
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
 from convkit.geometry import ConvGeometry, make_geometry
 from convkit.layers import Conv2d, ConvTranspose2d
+from convkit.parallelism import apply_environment as _apply_thread_environment
+from convkit.parallelism import threads
 from convkit.precision import get_precision, precision, set_precision
 from convkit.registry import (
     get_backend,
@@ -34,6 +36,8 @@ from convkit.transposed import (
 )
 
 __version__ = "0.1.0"
+
+_apply_thread_environment()  # CONVKIT_NUM_THREADS: before numba or torch is loaded
 
 __all__ = [
     "BackendOutputError",
@@ -62,6 +66,7 @@ __all__ = [
     "refresh_backends",
     "register_backend",
     "set_precision",
+    "threads",
     "unregister_backend",
     "use_backend",
 ]

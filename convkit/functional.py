@@ -23,6 +23,7 @@ from convkit.geometry import (
     make_geometry,
 )
 from convkit.memory import check_fits
+from convkit.parallelism import limit_pools_loaded_since_block_began
 from convkit.registry import get_backend
 
 __all__ = ["conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
@@ -132,7 +133,8 @@ def _run(
     b: np.ndarray,
 ) -> np.ndarray:
     """Call ``backend.method(a, b, geom)`` and check that it returned ``out_shape``."""
-    backend = get_backend(backend_name)
+    backend = get_backend(backend_name)  # may import numba: a threads() block then sets it
+    limit_pools_loaded_since_block_began()
     reason = backend.capabilities.unsupported_reason(geom)
     if reason is not None:
         raise UnsupportedConfigurationError(f"backend {backend.name!r}: {reason}")
@@ -145,6 +147,7 @@ def _run(
     # NaN and Inf propagate as IEEE arithmetic says; numpy's warnings about them are noise.
     with np.errstate(invalid="ignore", over="ignore"):
         out = compute(np.ascontiguousarray(a), np.ascontiguousarray(b), geom)
+    limit_pools_loaded_since_block_began()
     _check_output(backend, method, out, out_shape, geom.dtype)
     return out  # type: ignore[return-value]
 
