@@ -54,20 +54,8 @@ def conv2d(
     geom = make_geometry(
         x.shape, weight.shape, stride, padding, dilation, groups, x.dtype, input_name="x"
     )
-    b = None
-    if bias is not None:
-        b = _float_array(bias, "bias")
-        _same_dtype(b, "bias", x, "x")
-        if b.shape != (geom.out_channels,):
-            raise ValueError(
-                f"bias must have shape ({geom.out_channels},) (one per output channel), "
-                f"got {b.shape}"
-            )
-    y = _run(backend, geom, "forward", geom.output_shape, x, weight)
-    if b is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            y += b[:, None, None]
-    return y
+    b = _checked_bias(bias, x, geom.out_channels)
+    return _add_bias(_run(backend, geom, "forward", geom.output_shape, x, weight), b)
 
 
 def conv2d_input_grad(
@@ -204,6 +192,27 @@ def _same_dtype(arr: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> N
             f"{name} has dtype {arr.dtype} but {ref_name} has {ref.dtype}; convert one of them "
             "(convkit does not mix precisions)"
         )
+
+
+def _checked_bias(bias: ArrayLike | None, x: np.ndarray, out_channels: int) -> np.ndarray | None:
+    """``bias`` as an array of shape ``(out_channels,)`` and ``x``'s dtype, or None."""
+    if bias is None:
+        return None
+    b = _float_array(bias, "bias")
+    _same_dtype(b, "bias", x, "x")
+    if b.shape != (out_channels,):
+        raise ValueError(
+            f"bias must have shape ({out_channels},) (one per output channel), got {b.shape}"
+        )
+    return b
+
+
+def _add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` plus ``b: (Cout,)`` per channel, in place (y is ours)."""
+    if b is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            y += b[:, None, None]
+    return y
 
 
 def _check_grad_output(

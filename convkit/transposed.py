@@ -27,8 +27,22 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from convkit.functional import _check_grad_output, _float_array, _run, _same_dtype
-from convkit.geometry import ConvGeometry, IntPair, _shape4, int_pair, positive_int
+from convkit.functional import (
+    _add_bias,
+    _check_grad_output,
+    _checked_bias,
+    _float_array,
+    _run,
+    _same_dtype,
+)
+from convkit.geometry import (
+    ConvGeometry,
+    IntPair,
+    _shape4,
+    check_sizes,
+    int_pair,
+    positive_int,
+)
 
 __all__ = ["conv_transpose2d", "conv_transpose2d_input_grad", "conv_transpose2d_weight_grad"]
 
@@ -106,13 +120,7 @@ def transposed_geometry(
             f"{weight_name} must have shape (Cin, Cout / groups, kh, kw) with Cin = {cin}, the "
             f"channels of {input_name}; got {weight_name}[0] = {wcin}"
         )
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{weight_name} kernel size must be at least 1x1, got {kh}x{kw}")
-    if h < 1 or w < 1:
-        raise ValueError(
-            f"{input_name} has spatial size {h}x{w}; only the batch and channel dimensions "
-            "may be 0 (as in PyTorch)"
-        )
+    check_sizes((h, w), input_name, (kh, kw), weight_name)
     ho = (h - 1) * sh - 2 * ph + dh * (kh - 1) + oph + 1
     wo = (w - 1) * sw - 2 * pw + dw * (kw - 1) + opw + 1
     if ho < 1 or wo < 1:
@@ -181,21 +189,10 @@ def conv_transpose2d(
     _same_dtype(weight, "weight", x, "x")
     geom = transposed_geometry(x.shape, weight.shape, stride, padding, output_padding, groups,
                                dilation, x.dtype)
-    b = None
-    if bias is not None:
-        b = _float_array(bias, "bias")
-        _same_dtype(b, "bias", x, "x")
-        cout = geom.output_shape[1]
-        if b.shape != (cout,):
-            raise ValueError(
-                f"bias must have shape ({cout},) (one per output channel), got {b.shape}"
-            )
+    b = _checked_bias(bias, x, geom.output_shape[1])
     conv = geom.conv
-    y = geom.pad_unreached(_run(backend, conv, "backward_input", conv.input_shape, x, weight))
-    if b is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            y += b[:, None, None]
-    return y
+    y = _run(backend, conv, "backward_input", conv.input_shape, x, weight)
+    return _add_bias(geom.pad_unreached(y), b)
 
 
 def conv_transpose2d_input_grad(
