@@ -81,6 +81,7 @@ out = {"numba_at_import": "numba" in sys.modules}
 x, w = np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3))
 def blas():
     return sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+out["blas_before"] = blas()
 with convkit.threads(1):
     convkit.conv2d(x, w, backend="numba")  # imports numba inside the block
     import numba
@@ -105,19 +106,16 @@ def run_python(script: str, **env: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def cores() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def test_numba_imported_inside_a_block_is_held_too(cores: int) -> None:
+def test_numba_imported_inside_a_block_is_held_too() -> None:
     done = run_python(FRESH_PROCESS)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout)
     assert out["numba_at_import"] is False
     assert out["numba_inside"] == out["numba_inside_later"] == 1 and out["blas_inside"] == [1]
-    assert out["numba_after"] == out["numba_pool"] == cores
-    assert out["blas_after"] == [cores]
+    assert out["numba_after"] == out["numba_pool"]  # numba's default: its whole pool
+    assert out["blas_after"] == out["blas_before"]
+    if len(os.sched_getaffinity(0)) > 1:
+        assert out["numba_pool"] > 1 and out["blas_before"] != [1]  # the block did something
 
 
 def test_convkit_num_threads_for_the_whole_process() -> None:
@@ -146,7 +144,7 @@ def test_bad_convkit_num_threads_fails_at_import(value: str) -> None:
     assert f"CONVKIT_NUM_THREADS must be a positive int (or empty), got {value!r}" in done.stderr
 
 
-def test_empty_convkit_num_threads_is_unset(cores: int) -> None:
+def test_empty_convkit_num_threads_is_unset() -> None:
     done = run_python("import convkit, os; print(os.environ.get('OMP_NUM_THREADS'))",
                       CONVKIT_NUM_THREADS="")
     assert done.returncode == 0 and done.stdout.strip() == "None"
