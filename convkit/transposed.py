@@ -5,11 +5,11 @@ one through its ``backward_input``; nothing here needs a new backend method.
 
 The convolution. ``conv_transpose2d(x, w)`` with ``x: (N, Cin, H, W)`` and
 ``w: (Cin, Cout / groups, kh, kw)`` scatters input pixel ``i`` to output rows
-``i*s - p + k*d`` (``k < kh``). That is the input gradient of the convolution :class:`
-~convkit.ConvGeometry` of an image of ``Cout`` channels by ``w`` (read as a conv2d weight:
-``Cin`` output channels), whose output is ``H x W``. Its padding is ``p`` at the top and
-``p - output_padding`` at the bottom (likewise left/right): then ``make_geometry``'s output
-size formula gives exactly ``H``, with no row left over. When ``output_padding > p`` that
+``i*s - p + k*d`` (``k < kh``). That is the input gradient of a convolution (a
+:class:`~convkit.ConvGeometry`) of an image of ``Cout`` channels by ``w`` (read as a conv2d
+weight: ``Cin`` output channels) whose output is ``H x W``. Its padding is ``p`` at the top
+and ``p - output_padding`` at the bottom (likewise left/right): then the conv2d output size
+formula gives exactly ``H``, with no row left over. When ``output_padding > p`` that
 bottom padding would be negative: the last ``output_padding - p`` rows of the transposed
 output are then reached by no input pixel (they are zero), and the convolution's image stops
 above them (bottom padding 0). The image height is therefore
