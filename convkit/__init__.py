@@ -17,7 +17,9 @@ from convkit.errors import (
 )
 from convkit.functional import conv2d, conv2d_input_grad, conv2d_weight_grad
 from convkit.geometry import ConvGeometry, make_geometry
-from convkit.layers import Conv2d
+from convkit.layers import Conv2d, ConvTranspose2d
+from convkit.parallelism import apply_environment as _apply_thread_environment
+from convkit.parallelism import threads
 from convkit.precision import get_precision, precision, set_precision
 from convkit.registry import (
     get_backend,
@@ -27,8 +29,15 @@ from convkit.registry import (
     unregister_backend,
     use_backend,
 )
+from convkit.transposed import (
+    conv_transpose2d,
+    conv_transpose2d_input_grad,
+    conv_transpose2d_weight_grad,
+)
 
 __version__ = "0.1.0"
+
+_apply_thread_environment()  # CONVKIT_NUM_THREADS: before numba or torch is loaded
 
 __all__ = [
     "BackendOutputError",
@@ -37,6 +46,7 @@ __all__ = [
     "Conv2d",
     "ConvBackend",
     "ConvGeometry",
+    "ConvTranspose2d",
     "ConvkitError",
     "MemoryBudgetError",
     "UnknownBackendError",
@@ -45,6 +55,9 @@ __all__ = [
     "conv2d",
     "conv2d_input_grad",
     "conv2d_weight_grad",
+    "conv_transpose2d",
+    "conv_transpose2d_input_grad",
+    "conv_transpose2d_weight_grad",
     "get_backend",
     "get_precision",
     "list_backends",
@@ -53,6 +66,7 @@ __all__ = [
     "refresh_backends",
     "register_backend",
     "set_precision",
+    "threads",
     "unregister_backend",
     "use_backend",
 ]

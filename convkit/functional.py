@@ -23,6 +23,7 @@ from convkit.geometry import (
     make_geometry,
 )
 from convkit.memory import check_fits
+from convkit.parallelism import limit_pools_loaded_since_block_began
 from convkit.registry import get_backend
 
 __all__ = ["conv2d", "conv2d_input_grad", "conv2d_weight_grad"]
@@ -53,20 +54,8 @@ def conv2d(
     geom = make_geometry(
         x.shape, weight.shape, stride, padding, dilation, groups, x.dtype, input_name="x"
     )
-    b = None
-    if bias is not None:
-        b = _float_array(bias, "bias")
-        _same_dtype(b, "bias", x, "x")
-        if b.shape != (geom.out_channels,):
-            raise ValueError(
-                f"bias must have shape ({geom.out_channels},) (one per output channel), "
-                f"got {b.shape}"
-            )
-    y = _run(backend, geom, "forward", geom.output_shape, x, weight)
-    if b is not None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            y += b[:, None, None]
-    return y
+    b = _checked_bias(bias, x, geom.out_channels)
+    return _add_bias(_run(backend, geom, "forward", geom.output_shape, x, weight), b)
 
 
 def conv2d_input_grad(
@@ -92,7 +81,7 @@ def conv2d_input_grad(
         input_shape, weight.shape, stride, padding, dilation, groups, weight.dtype,
         input_name="input_shape",
     )
-    _check_grad_output(grad_output, geom)
+    _check_grad_output(grad_output, geom.output_shape)
     return _run(backend, geom, "backward_input", geom.input_shape, grad_output, weight)
 
 
@@ -119,7 +108,7 @@ def conv2d_weight_grad(
         x.shape, weight_shape, stride, padding, dilation, groups, x.dtype,
         input_name="input", weight_name="weight_shape",
     )
-    _check_grad_output(grad_output, geom)
+    _check_grad_output(grad_output, geom.output_shape)
     return _run(backend, geom, "backward_weight", geom.weight_shape, x, grad_output)
 
 
@@ -132,18 +121,21 @@ def _run(
     b: np.ndarray,
 ) -> np.ndarray:
     """Call ``backend.method(a, b, geom)`` and check that it returned ``out_shape``."""
-    backend = get_backend(backend_name)
+    backend = get_backend(backend_name)  # may import numba: a threads() block then sets it
+    limit_pools_loaded_since_block_began()
     reason = backend.capabilities.unsupported_reason(geom)
     if reason is not None:
         raise UnsupportedConfigurationError(f"backend {backend.name!r}: {reason}")
     _check_memory(backend, method, geom, out_shape, a, b)
-    if a.size == 0 or b.size == 0:
-        # An empty batch or channel set: every sum is empty, so the result is zeros.
+    if a.size == 0 or b.size == 0 or 0 in out_shape:
+        # An empty batch or channel set: every sum is empty, so the result is zeros. (An empty
+        # result: a transposed convolution whose every output row is one no input reaches.)
         return np.zeros(out_shape, geom.dtype)
     compute: Callable[[np.ndarray, np.ndarray, ConvGeometry], object] = getattr(backend, method)
     # NaN and Inf propagate as IEEE arithmetic says; numpy's warnings about them are noise.
     with np.errstate(invalid="ignore", over="ignore"):
         out = compute(np.ascontiguousarray(a), np.ascontiguousarray(b), geom)
+    limit_pools_loaded_since_block_began()
     _check_output(backend, method, out, out_shape, geom.dtype)
     return out  # type: ignore[return-value]
 
@@ -202,9 +194,32 @@ def _same_dtype(arr: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> N
         )
 
 
-def _check_grad_output(grad_output: np.ndarray, geom: ConvGeometry) -> None:
-    if grad_output.shape != geom.output_shape:
+def _checked_bias(bias: ArrayLike | None, x: np.ndarray, out_channels: int) -> np.ndarray | None:
+    """``bias`` as an array of shape ``(out_channels,)`` and ``x``'s dtype, or None."""
+    if bias is None:
+        return None
+    b = _float_array(bias, "bias")
+    _same_dtype(b, "bias", x, "x")
+    if b.shape != (out_channels,):
         raise ValueError(
-            f"grad_output must have the convolution's output shape {geom.output_shape} "
-            f"(N, Cout, Ho, Wo), got {grad_output.shape}"
+            f"bias must have shape ({out_channels},) (one per output channel), got {b.shape}"
+        )
+    return b
+
+
+def _add_bias(y: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` plus ``b: (Cout,)`` per channel, in place (y is ours)."""
+    if b is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            y += b[:, None, None]
+    return y
+
+
+def _check_grad_output(
+    grad_output: np.ndarray, shape: tuple[int, ...], what: str = "convolution"
+) -> None:
+    if grad_output.shape != shape:
+        raise ValueError(
+            f"grad_output must have the {what}'s output shape {shape} (N, Cout, Ho, Wo), "
+            f"got {grad_output.shape}"
         )

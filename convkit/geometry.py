@@ -126,13 +126,7 @@ def make_geometry(
             f"{weight_name} has {cg} input channels per group, but {input_name} has {c} "
             f"channels and groups={groups}, so {weight_name}[1] must be {c // groups}"
         )
-    if kh < 1 or kw < 1:
-        raise ValueError(f"{weight_name} kernel size must be at least 1x1, got {kh}x{kw}")
-    if h < 1 or w < 1:
-        raise ValueError(
-            f"{input_name} has spatial size {h}x{w}; only the batch and channel dimensions "
-            "may be 0 (as in PyTorch)"
-        )
+    check_sizes((h, w), input_name, (kh, kw), weight_name)
     pad = resolve_padding(padding, (kh, kw), (sh, sw), (dh, dw))
     geom = ConvGeometry(
         n, c, cout, (h, w), (kh, kw), (sh, sw), pad, (dh, dw), groups, np.dtype(dtype)
@@ -145,6 +139,20 @@ def make_geometry(
             f"larger than the padded {input_name} {ph}x{pw} (padding={padding!r})"
         )
     return geom
+
+
+def check_sizes(
+    in_size: tuple[int, int], input_name: str, kernel_size: tuple[int, int], weight_name: str
+) -> None:
+    """Refuse an empty kernel or an empty image (PyTorch allows only N and C to be 0)."""
+    (h, w), (kh, kw) = in_size, kernel_size
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{weight_name} kernel size must be at least 1x1, got {kh}x{kw}")
+    if h < 1 or w < 1:
+        raise ValueError(
+            f"{input_name} has spatial size {h}x{w}; only the batch and channel dimensions "
+            "may be 0 (as in PyTorch)"
+        )
 
 
 def resolve_padding(

@@ -4,18 +4,16 @@ and the thread pools that decide how many cores a call uses.
 Benchmark results are only comparable with the context they were measured in, so the
 harness records it alongside them (:func:`machine_info`, :func:`convkit_source`,
 :func:`thread_pools`) and scales speeds by what this machine's BLAS reaches on a large
-square matrix product (:func:`matmul_peak`). :func:`limit_threads` sizes every pool at once.
+square matrix product (:func:`matmul_peak`) and a large copy (:func:`copy_bandwidth`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -181,28 +179,6 @@ def copy_bandwidth(seconds: float = 0.3) -> float:
         if start > deadline:
             break
     return 2 * source.nbytes / best / 1e9
-
-
-@contextlib.contextmanager
-def limit_threads(threads: int) -> Iterator[None]:
-    """Run the block on ``threads`` threads in BLAS/OpenMP, numba and torch (those loaded)."""
-    restore: list[Callable[[], None]] = []
-    numba = sys.modules.get("numba")
-    if numba is not None:
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        restore.append(lambda: numba.set_num_threads(previous))
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        previous_torch = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        restore.append(lambda: torch.set_num_threads(previous_torch))
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        for undo in restore:
-            undo()
 
 
 def thread_pools() -> dict[str, int]:

@@ -37,6 +37,7 @@ from convkit.workload import (
     ConvCase,
     Operation,
     error_bound,
+    rounding_bound,
     run_operation,
     terms_per_output,
 )
@@ -63,6 +64,7 @@ __all__ = [  # the vocabulary of convkit.workload, re-exported for plugin author
     "conformance_checks",
     "error_bound",
     "poisoned",
+    "rounding_bound",
     "run_operation",
     "terms_per_output",
     "unsupported_checks",

@@ -175,5 +175,11 @@ def error_bound(
     absolute = ConvArrays(*(np.abs(a) for a in (arrays.x, arrays.weight,
                                                 arrays.grad_output))).astype(np.float64)
     magnitude = run_operation(op, absolute, case, backend)
-    n = terms_per_output(op, case.geometry(dtype.name))
-    return n * np.finfo(dtype).eps * magnitude + np.finfo(dtype).tiny
+    return rounding_bound(magnitude, terms_per_output(op, case.geometry(dtype.name)), dtype)
+
+
+def rounding_bound(magnitude: np.ndarray, terms: int, dtype: np.dtype) -> np.ndarray:
+    """``terms * eps * magnitude`` (plus the smallest normal number): how far two correct
+    ``dtype`` sums of ``terms`` products may differ, ``magnitude`` being the sums of the
+    products' absolute values. :func:`error_bound` applies it to conv2d's operations."""
+    return terms * np.finfo(dtype).eps * magnitude + np.finfo(dtype).tiny

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 import convkit
 from convkit import machine
@@ -242,15 +241,6 @@ def test_memory_of_torch_results_is_not_available():
     torch = pytest.importorskip("torch")
     _, size = measure.traced_call(lambda: torch.ones(4).numpy())  # tiny: the size test passes
     assert size is None
-
-
-def test_limit_threads_applies_to_blas_and_numba_and_restores():
-    numba = pytest.importorskip("numba")
-    before = numba.get_num_threads()
-    with machine.limit_threads(1):
-        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
 
 
 # ------------------------------------------------------------------------------ whole runs

@@ -19,6 +19,9 @@ def test_readme_python_blocks_run_in_order() -> None:
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["y"].shape == (8, 16, 32, 32)
     assert namespace["layer"].weight_grad.shape == (16, 3, 3, 3)
+    assert namespace["up"].shape == (8, 3, 32, 32) and namespace["gz"].shape == (8, 16, 16, 16)
+    assert namespace["gwt"].shape == (16, 3, 4, 4)
+    assert namespace["deconv"].weight_grad.shape == (16, 3, 3, 3)
 
 
 def test_package_docstring_example() -> None:

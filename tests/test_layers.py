@@ -85,7 +85,55 @@ def test_backward_before_forward_is_an_error() -> None:
         ({"dtype": np.int32}, TypeError, "dtype"),
     ],
 )
-def test_bad_constructor_arguments(kwargs: dict, error: type, names: str) -> None:
+@pytest.mark.parametrize("layer", ["Conv2d", "ConvTranspose2d"])
+def test_bad_constructor_arguments(layer: str, kwargs: dict, error: type, names: str) -> None:
+    if layer == "ConvTranspose2d" and "same" in str(kwargs):
+        names = "padding must be an int or a pair of ints for a transposed convolution"
     args = {"in_channels": 4, "out_channels": 4, "kernel_size": 3, **kwargs}
     with pytest.raises(error, match=names):
-        convkit.Conv2d(**args)
+        getattr(convkit, layer)(**args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"padding": "valid"}, ValueError, "does not accept 'same' or 'valid'"),
+        ({"output_padding": 1}, ValueError, "smaller than either stride or dilation"),
+        ({"output_padding": 2, "stride": 2}, ValueError, "smaller than either stride"),
+        ({"output_padding": -1, "stride": 2}, ValueError, "output_padding must be non-negative"),
+        ({"output_padding": (1, 1, 1)}, ValueError, "output_padding must be an int or a pair"),
+    ],
+)
+def test_bad_transposed_constructor_arguments(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        convkit.ConvTranspose2d(4, 4, 3, **kwargs)
+
+
+def test_transposed_parameters_shapes_and_init_bound() -> None:
+    layer = convkit.ConvTranspose2d(6, 8, (3, 2), groups=2, dtype=np.float64, rng=0)
+    assert layer.weight.shape == (6, 4, 3, 2) and layer.weight.dtype == np.float64
+    assert layer.bias is not None and layer.bias.shape == (8,)
+    bound = 1 / np.sqrt(4 * 3 * 2)  # fan_in = out_channels / groups * kh * kw, as in PyTorch
+    assert np.abs(layer.weight).max() <= bound and np.abs(layer.bias).max() <= bound
+    assert np.abs(layer.weight).max() > 0.8 * bound
+    assert convkit.ConvTranspose2d(6, 8, 3, bias=False).bias is None
+    assert repr(layer).startswith("ConvTranspose2d(6, 8, kernel_size=(3, 2), stride=(1, 1), "
+                                  "padding=0, output_padding=0, groups=2")
+
+
+def test_transposed_init_matches_pytorch_distribution() -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ours = convkit.ConvTranspose2d(32, 16, 3, rng=0)
+    theirs = torch.nn.ConvTranspose2d(32, 16, 3)
+    w, b = (p.detach().numpy() for p in (theirs.weight, theirs.bias))
+    assert ours.weight.shape == w.shape == (32, 16, 3, 3) and ours.bias.shape == b.shape
+    bound = 1 / np.sqrt(16 * 9)  # both use fan_in = weight.shape[1] * kh * kw
+    assert max(np.abs(a).max() for a in (ours.weight, ours.bias, w, b)) <= bound
+    assert abs(np.abs(ours.weight).max() - np.abs(w).max()) < 0.01 * bound
+    assert abs(ours.weight.std() - w.std()) < 0.05 * w.std()
+
+
+def test_transposed_backward_before_forward_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match=r"ConvTranspose2d.backward\(\) called before forward"):
+        convkit.ConvTranspose2d(1, 1, 1).backward(np.ones((1, 1, 1, 1), np.float32))

@@ -22,7 +22,8 @@ from pathlib import Path
 from convkit.backend import ConvBackend
 from convkit.bench.measure import Measurement
 from convkit.bench.results import BenchSettings
-from convkit.machine import limit_threads, thread_pools
+from convkit.machine import thread_pools
+from convkit.parallelism import threads
 from convkit.registry import get_backend
 from convkit.workload import ConvCase
 
@@ -49,7 +50,7 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
         return
     load_s = time.perf_counter() - start
     ref_dir = Path(job["reference_dir"]) if job.get("reference_dir") else None
-    with limit_threads(settings.threads):
+    with threads(settings.threads):
         emit({"event": "loaded", "load_s": load_s, "thread_pools": thread_pools()})
         only = {tuple(key) for key in job["only"]} if job.get("only") is not None else None
         rows = _measure_interleaved(backend, cases, settings, emit, only)
