@@ -125,7 +125,7 @@ class WisdomStore:
     def _read(self) -> dict:
         try:
             text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # nothing stored yet
             return empty()
         except (OSError, UnicodeDecodeError) as exc:
             self._warn(f"cannot read {self.path} ({type(exc).__name__}: {exc}); ignoring it")
