@@ -84,6 +84,8 @@ def configured_candidates() -> tuple[str, ...] | None:
     warning), else None (every installed backend but the excluded ones)."""
     if _candidates is not None:
         return _candidates
-    value = os.environ.get(CANDIDATES_ENV, "")
+    value = os.environ.get(CANDIDATES_ENV)
+    if not value:  # the common case, on every call: keep it cheap
+        return None
     names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
     return names or None
