@@ -36,6 +36,25 @@ def _hermetic_auto(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
+@pytest.fixture
+def measuring_auto(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """auto as ``tests/test_auto*.py`` test it: a fresh wisdom directory (``tmp_path/cache``),
+    measuring on, every layer worth measuring, warnings and decisions of earlier tests
+    forgotten."""
+    from convkit import autotune
+    from convkit.autotune import candidates, keys, rules
+
+    monkeypatch.setenv("CONVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVKIT_AUTOTUNE", "on")
+    monkeypatch.setattr(rules, "TUNE_MIN_FLOPS", 0)
+    monkeypatch.setattr(candidates, "_warned", set())
+    autotune.forget()
+    yield
+    autotune.set_candidates(None)
+    autotune.forget()
+    keys.forget_environment()
+
+
 @pytest.fixture(autouse=True)
 def _no_backend_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests choose backends explicitly; a CONVKIT_BACKEND in the shell must not leak in."""

@@ -16,7 +16,7 @@ from auto_fakes import FAST, SLOW, arrays, slow_and_fast
 
 import convkit
 from convkit import autotune
-from convkit.autotune import candidates, keys, rules, store
+from convkit.autotune import keys, store
 from convkit.errors import AutotuneWarning
 
 TESTS = Path(__file__).resolve().parent
@@ -40,17 +40,7 @@ print(json.dumps({"calls": {n: f.calls["forward"] for n, f in fakes.items()},
 """
 
 
-@pytest.fixture(autouse=True)
-def _measuring_auto(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONVKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CONVKIT_AUTOTUNE", "on")
-    monkeypatch.setattr(rules, "TUNE_MIN_FLOPS", 0)
-    monkeypatch.setattr(candidates, "_warned", set())
-    autotune.forget()
-    yield
-    autotune.set_candidates(None)
-    autotune.forget()
-    keys.forget_environment()
+pytestmark = pytest.mark.usefixtures("measuring_auto")
 
 
 def wisdom(tmp_path) -> dict:
@@ -61,7 +51,7 @@ def decisions(tmp_path) -> int:
     return store.count_decisions(wisdom(tmp_path))
 
 
-def run_script(tmp_path, sizes, delay=0.02) -> subprocess.Popen:
+def run_script(tmp_path, sizes, delay=0.05) -> subprocess.Popen:
     env = {**os.environ, "CONVKIT_CACHE_DIR": str(tmp_path / "cache"), "CONVKIT_AUTOTUNE": "on",
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(sizes), str(delay)],

@@ -10,21 +10,12 @@ from auto_fakes import FAST, slow_and_fast
 from test_cli import run
 
 from convkit import autotune
-from convkit.autotune import candidates, rules
+from convkit.autotune import rules
 
 TINY = "name=tiny,c=3,o=4,hw=8,k=3"
 
 
-@pytest.fixture(autouse=True)
-def _measuring_auto(monkeypatch, tmp_path):
-    monkeypatch.setenv("CONVKIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CONVKIT_AUTOTUNE", "on")
-    monkeypatch.setattr(rules, "TUNE_MIN_FLOPS", 0)
-    monkeypatch.setattr(candidates, "_warned", set())
-    autotune.forget()
-    yield
-    autotune.set_candidates(None)
-    autotune.forget()
+pytestmark = pytest.mark.usefixtures("measuring_auto")
 
 
 def test_tune_show_backends_and_clear():

@@ -17,9 +17,9 @@ Unlike every other backend, auto reads environment variables (``CONVKIT_AUTOTUNE
 :mod:`~convkit.autotune.settings`. See ``docs/auto.md``.
 
 This module is the Python API: :func:`explain` says what auto would run for a call and why,
-:func:`tune` measures a layer ahead of time (:func:`tune_geometry` for a harness holding a
-:class:`~convkit.ConvGeometry`), :func:`stored_decisions` and :func:`clear` read and
-empty the wisdom file, :func:`set_candidates` narrows the candidates.
+and with ``tune=True`` measures it ahead of time (:func:`tune_geometry` for a harness
+holding a :class:`~convkit.ConvGeometry`); :func:`stored_decisions` and :func:`clear` read
+and empty the wisdom file; :func:`set_candidates` narrows the candidates.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ __all__ = [
     "forget",
     "set_candidates",
     "stored_decisions",
-    "tune",
     "tune_geometry",
 ]
 
@@ -82,23 +81,6 @@ def explain(
     geom = make_geometry(input_shape, weight_shape, stride, padding, dilation, groups,
                          np.dtype(dtype), input_name="input_shape", weight_name="weight_shape")
     return tune_geometry(geom, op) if tune else _explanation(op, geom, None)
-
-
-def tune(
-    input_shape: tuple[int, int, int, int],
-    weight_shape: tuple[int, int, int, int],
-    *,
-    op: Op = "forward",
-    stride: IntPair = 1,
-    padding: Padding = 0,
-    dilation: IntPair = 1,
-    groups: int = 1,
-    dtype: str | np.dtype = "float32",
-) -> Explanation:
-    """Measure this layer now (unless decided already) and store the decision; see
-    :func:`explain` for the parameters and the answer."""
-    return explain(input_shape, weight_shape, op=op, stride=stride, padding=padding,
-                   dilation=dilation, groups=groups, dtype=dtype, tune=True)
 
 
 def tune_geometry(geom: ConvGeometry, op: Op = "forward") -> Explanation:

@@ -43,6 +43,8 @@ from . import candidates, keys, rules, settings, tuner
 from .store import WisdomStore
 
 Source = Literal["rule", "stored", "tuned"]
+#: Decisions one process keeps in memory (the wisdom file keeps them all).
+MAX_MEMO = 100_000
 
 
 @dataclass
@@ -233,6 +235,8 @@ class Chooser:
                       Explanation(op, call, "naive", "rule", "no candidate loads", ()))
 
     def _remember(self, memo_key: tuple, choice: Choice) -> Choice:
+        if len(self._memo) >= MAX_MEMO:  # a program of ever-new shapes: start over
+            self._memo.clear()
         self._memo[memo_key] = choice
         self.stats[choice.explanation.source] += 1
         return choice
