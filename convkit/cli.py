@@ -333,10 +333,13 @@ def check(name: str, dtypes: tuple[str, ...], max_failures: int) -> None:
 @click.option("--show", is_flag=True,
               help="List the stored decisions with their measured times; measure nothing.")
 @click.option("--clear", is_flag=True, help="Delete the stored decisions; measure nothing.")
+@click.option("--retune", is_flag=True,
+              help="Measure the layers again, replacing their stored decisions (e.g. after "
+                   "tuning on a busy machine).")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bar on stderr.")
 def tune(suite: str | None, case_specs: tuple[str, ...], op_spec: str, dtype: str,
-         show: bool, clear: bool, progress: bool) -> None:
+         show: bool, clear: bool, retune: bool, progress: bool) -> None:
     """Measure ahead of time which backend `auto` runs for each layer, and store it.
 
     Per layer x operation: the backend auto will run, whether it was measured now (tuned),
@@ -348,6 +351,7 @@ def tune(suite: str | None, case_specs: tuple[str, ...], op_spec: str, dtype: st
     Examples:
       convkit tune --suite standard
       convkit tune --case n=8,c=64,o=128,hw=28,k=3,p=1 --op forward
+      convkit tune --suite standard --retune
       convkit tune --show
       convkit tune --clear
     """
@@ -378,7 +382,7 @@ def tune(suite: str | None, case_specs: tuple[str, ...], op_spec: str, dtype: st
                            item_show_func=lambda item: item and f"{item[0].name} {item[1]}",
                            ) as items:
         for case, op in items:
-            found = autotune.tune_geometry(case.geometry(dtype), op)
+            found = autotune.tune_geometry(case.geometry(dtype), op, retune=retune)
             rows.append((case.name, op, found))
     for name, op, found in rows:
         times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in

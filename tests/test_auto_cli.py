@@ -28,6 +28,8 @@ def test_tune_show_backends_and_clear():
     autotune.forget()  # as in a new process
     again = run("tune", "--case", TINY, "--op", "forward", "--no-progress")
     assert again.stdout.split()[:4] == ["tiny", "forward", FAST, "stored"]
+    retuned = run("tune", "--case", TINY, "--op", "forward", "--retune", "--no-progress")
+    assert retuned.stdout.split()[:4] == ["tiny", "forward", FAST, "tuned"]
 
     shown = run("tune", "--show")
     assert shown.exit_code == 0, shown.output

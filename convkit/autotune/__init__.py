@@ -83,8 +83,10 @@ def explain(
     return tune_geometry(geom, op) if tune else _explanation(op, geom, None)
 
 
-def tune_geometry(geom: ConvGeometry, op: Op = "forward") -> Explanation:
-    """Measure ``op`` on ``geom`` with random operands now, unless decided already.
+def tune_geometry(geom: ConvGeometry, op: Op = "forward", *, retune: bool = False
+                  ) -> Explanation:
+    """Measure ``op`` on ``geom`` with random operands now, unless decided already (or
+    again, replacing the stored decision, if ``retune``).
 
     For harnesses: call it before timing ``auto`` so that tuning is not in the timings; its
     ``tuning_seconds`` (and ``warmup_seconds``, compilation included) are the cost.
@@ -96,13 +98,14 @@ def tune_geometry(geom: ConvGeometry, op: Op = "forward") -> Explanation:
               "input-grad": (geom.output_shape, geom.weight_shape),
               "weight-grad": (geom.input_shape, geom.output_shape)}[op]
     arrays = tuple(rng.standard_normal(s).astype(geom.dtype) for s in shapes)
-    return _explanation(op, geom, arrays)  # type: ignore[arg-type]
+    return _explanation(op, geom, arrays, retune)  # type: ignore[arg-type]
 
 
-def _explanation(op: str, geom: ConvGeometry, arrays: tuple | None) -> Explanation:
+def _explanation(op: str, geom: ConvGeometry, arrays: tuple | None,
+                 retune: bool = False) -> Explanation:
     if op not in METHODS:
         raise ValueError(f"op must be one of {tuple(METHODS)}, got {op!r}")
-    choice, _ = chooser.choose(op, geom, arrays)
+    choice, _ = chooser.choose(op, geom, arrays, retune)
     return choice.explanation
 
 

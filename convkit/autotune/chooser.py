@@ -116,18 +116,21 @@ class Chooser:
                 os.environ.get(settings.CACHE_DIR_ENV), registry_generation())
 
     def choose(
-        self, op: str, geom: ConvGeometry, arrays: _MethodArrays | None = None
+        self, op: str, geom: ConvGeometry, arrays: _MethodArrays | None = None,
+        retune: bool = False,
     ) -> tuple[Choice, np.ndarray | None]:
         """The choice for ``op`` on ``geom``, and the result if answering meant measuring.
 
         ``arrays`` are the call's two operands (as the backend method takes them); without
         them a call that needs measuring gets the rule's choice, marked ``pending``.
+        ``retune`` (with ``arrays``) measures again a call worth measuring, whatever this
+        process or the wisdom file decided before.
         """
         memo_key = self.memo_key(op, geom)
-        choice = self._memo.get(memo_key)
+        choice = None if retune else self._memo.get(memo_key)
         if choice is not None:
             return choice, None
-        return self._decide(memo_key, op, geom, arrays)
+        return self._decide(memo_key, op, geom, arrays, retune)
 
     def store(self) -> WisdomStore:
         """The wisdom file of the cache directory in force."""
@@ -142,7 +145,8 @@ class Chooser:
         self._memo.clear()
 
     def _decide(
-        self, memo_key: tuple, op: str, geom: ConvGeometry, arrays: _MethodArrays | None
+        self, memo_key: tuple, op: str, geom: ConvGeometry, arrays: _MethodArrays | None,
+        retune: bool = False,
     ) -> tuple[Choice, np.ndarray | None]:
         _, _, threads, _, configured, enabled, _, _ = memo_key
         backends = candidates.loaded_candidates(configured)
@@ -160,23 +164,23 @@ class Chooser:
             explanation.reason += (f" ({geom.flops:.3g} FLOPs, under the "
                                    f"{rules.TUNE_MIN_FLOPS:.0e} worth measuring)")
         else:
-            return self._measured(memo_key, op, geom, arrays, backends, explanation)
+            return self._measured(memo_key, op, geom, arrays, backends, explanation, retune)
         return self._remember(memo_key, Choice(backends[rule], explanation)), None
 
     def _measured(
         self, memo_key: tuple, op: str, geom: ConvGeometry, arrays: _MethodArrays | None,
-        backends: dict[str, ConvBackend], rule: Explanation,
+        backends: dict[str, ConvBackend], rule: Explanation, retune: bool,
     ) -> tuple[Choice, np.ndarray | None]:
         names = rule.candidates
         key = keys.decision_key(op, geom, memo_key[2], names)
         rule.key = key
         with self._lock_for(key):
             choice = self._memo.get(memo_key)  # another thread decided while this one waited
-            if choice is not None:
+            if choice is not None and not retune:
                 return choice, None
             store, env = self.store(), keys.environment()
             versions = keys.candidate_versions(names)
-            entry = store.lookup(env["id"], key)
+            entry = None if retune and arrays is not None else store.lookup(env["id"], key)
             if entry is not None and entry["candidates"] == versions and (
                     entry["backend"] in names):
                 explanation = Explanation(
