@@ -6,6 +6,7 @@
 (1, 4, 8, 8)
 """
 
+from convkit import autotune
 from convkit.backend import Capabilities, ConvBackend
 from convkit.errors import (
     BackendOutputError,
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownBackendError",
     "UnsupportedConfigurationError",
     "__version__",
+    "autotune",
     "conv2d",
     "conv2d_input_grad",
     "conv2d_weight_grad",

@@ -12,7 +12,8 @@ A backend is a class (or instance) registered under the entry-point group
 It must return a new array of the documented shape and ``geom.dtype``; the core checks that.
 Before the call, the core checks that the result and the backend's declared
 :meth:`ConvBackend.workspace_bytes` fit in the available memory. Bias is handled by the
-core. A backend never validates arguments and never reads the environment.
+core. A backend never validates arguments and never reads the environment (the one
+exception, ``auto``, does all its reading in :mod:`convkit.autotune.settings`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 ``convkit bench`` times backends side by side (:mod:`convkit.bench`), ``convkit compare``
 sets two of its JSON reports side by side (:mod:`convkit.bench.compare`), ``convkit backends``
 lists what is installed, ``convkit check`` runs the conformance suite (:mod:`convkit.testing`)
-against one backend. Results go to stdout (or ``--output``), progress to stderr.
+against one backend, ``convkit tune`` measures and shows auto's decisions
+(:mod:`convkit.autotune`). Results go to stdout (or ``--output``), progress to stderr.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -374,6 +376,11 @@ def backends(fmt: str) -> None:
         problem = backend_problem(info.name)
         if problem is None:
             entry["supports"] = get_backend(info.name).capabilities.describe()
+            if info.name == "auto":
+                from convkit.autotune import decision_count
+
+                entry["decisions"] = decision_count()
+                entry["supports"] += f"; {entry['decisions']} decisions stored"
         else:
             entry["available"], entry["reason"] = False, problem
         entries.append(entry)
@@ -420,3 +427,99 @@ def check(name: str, dtypes: tuple[str, ...], max_failures: int) -> None:
     click.echo(report.summary())
     if not report.ok:
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--suite", type=click.Choice(sorted(SUITES)), default=None,
+    help="Named suite of layers to tune.  [default: quick; none when --case is given]",
+)
+@click.option(
+    "--case", "case_specs", multiple=True, metavar="SPEC",
+    help=f"A custom layer to tune (repeatable; with --suite, added to it). SPEC is "
+         f"{SPEC_HELP}.",
+)
+@click.option(
+    "--op", "op_spec", default=",".join(OPERATIONS), show_default=True, metavar="OP[,OP...]",
+    help="Operations, comma-separated.",
+)
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--show", is_flag=True,
+              help="List the stored decisions with their measured times; measure nothing.")
+@click.option("--clear", is_flag=True, help="Delete the stored decisions; measure nothing.")
+@click.option("--retune", is_flag=True,
+              help="Measure the layers again, replacing their stored decisions (e.g. after "
+                   "tuning on a busy machine).")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr.")
+def tune(suite: str | None, case_specs: tuple[str, ...], op_spec: str, dtype: str,
+         show: bool, clear: bool, retune: bool, progress: bool) -> None:
+    """Measure ahead of time which backend `auto` runs for each layer, and store it.
+
+    Per layer x operation: the backend auto will run, whether it was measured now (tuned),
+    read from the wisdom file (stored) or follows the rule (layers too small to measure),
+    and each candidate's median time. Later processes read the decisions instead of
+    measuring. The wisdom file is in the user cache directory, or CONVKIT_CACHE_DIR.
+
+    \b
+    Examples:
+      convkit tune --suite standard
+      convkit tune --case n=8,c=64,o=128,hw=28,k=3,p=1 --op forward
+      convkit tune --suite standard --retune
+      convkit tune --show
+      convkit tune --clear
+    """
+    from convkit import autotune
+
+    if show and clear:
+        raise click.UsageError("--show and --clear do not go together")
+    if (show or clear) and (suite or case_specs):
+        raise click.UsageError("--show and --clear measure nothing: drop --suite/--case")
+    if clear:
+        try:
+            count = autotune.clear()
+        except OSError as exc:
+            raise click.ClickException(f"cannot clear {autotune.cache_path()}: {exc}") from None
+        click.echo(f"removed {count} decisions ({autotune.cache_path()})")
+        return
+    if show:
+        _show_decisions(autotune.stored_decisions())
+        return
+    if not autotune.autotune_enabled():
+        raise click.ClickException(
+            f"{autotune.AUTOTUNE_ENV}=off: auto follows its rules only; nothing to measure")
+    ops = _operations(op_spec)
+    cases, _ = _cases(suite if suite or case_specs else "quick", case_specs, None, None)
+    rows = []
+    with click.progressbar([(c, op) for c in cases for op in ops], label="tuning",
+                           file=sys.stderr, hidden=not progress,
+                           item_show_func=lambda item: item and f"{item[0].name} {item[1]}",
+                           ) as items:
+        for case, op in items:
+            found = autotune.tune_geometry(case.geometry(dtype), op, retune=retune)
+            rows.append((case.name, op, found))
+    for name, op, found in rows:
+        times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in
+                          sorted(found.medians.items(), key=lambda kv: kv[1]))
+        cost = f" ({found.tuning_seconds:.1f} s)" if found.source == "tuned" else ""
+        click.echo(f"{name:<28} {op:<12} {found.backend:<16} {found.source + cost:<14} "
+                   f"{times}")
+    click.echo(f"wisdom: {autotune.cache_path()}", err=True)
+
+
+def _show_decisions(stored: dict) -> None:
+    env = stored["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "blas")
+    click.echo(f"{stored['path']}\nthis environment: {env['machine']['cpu']}, "
+               f"{env['machine']['cores']} cores; {versions}")
+    for key, entry in sorted(stored["decisions"].items()):
+        medians = {n: statistics.median(t) for n, t in entry.get("times", {}).items() if t}
+        times = ", ".join(f"{n} {t * 1e3:.3g} ms"
+                          for n, t in sorted(medians.items(), key=lambda kv: kv[1]))
+        click.echo(f"{key}\n  -> {entry['backend']} (medians: {times})")
+    click.echo(f"{len(stored['decisions'])} decisions for this environment")
+    others = stored["other_environments"]
+    if others:
+        click.echo(f"{sum(others.values())} more for {len(others)} other environments "
+                   "(other machines or library versions)")

@@ -25,3 +25,7 @@ class BackendOutputError(ConvkitError, RuntimeError):
 
 class MemoryBudgetError(ConvkitError, MemoryError):
     """A call whose buffers would not fit in memory; raised before allocating them."""
+
+
+class AutotuneWarning(RuntimeWarning):
+    """The ``auto`` backend could not use a candidate or its wisdom file; the call still ran."""

@@ -13,7 +13,10 @@ Rules (they live here, so read them here):
 * Which backend runs, highest precedence first: the ``backend=`` argument of a call, the
   innermost :func:`use_backend` block (a ``ContextVar``: threads and asyncio tasks do not see
   each other's choice), the ``CONVKIT_BACKEND`` environment variable (read at every
-  resolution; empty or blank means unset), then :data:`DEFAULT_BACKEND`.
+  resolution; empty or blank means unset), then :data:`DEFAULT_BACKEND`, ``auto``: the
+  fastest candidate per layer, measured once per machine and remembered
+  (:mod:`convkit.autotune`). ``CONVKIT_BACKEND=im2col-strided`` restores the default of
+  convkit 0.1 and earlier.
 * An explicit choice never falls back to another backend. An unknown name raises
   :class:`UnknownBackendError` saying where the name came from, the valid names and the
   closest one.
@@ -40,7 +43,7 @@ from convkit.errors import BackendUnavailableError, UnknownBackendError
 
 ENTRY_POINT_GROUP = "convkit.backends"
 ENV_VAR = "CONVKIT_BACKEND"
-DEFAULT_BACKEND = "im2col-strided"
+DEFAULT_BACKEND = "auto"
 
 _VALID_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
 _selected: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -68,6 +71,8 @@ class _Registry:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._infos: dict[str, BackendInfo] | None = None
+        self.generation = 0
+        """Counts the changes of the registered set (auto keys its memo by it)."""
 
     def infos(self) -> dict[str, BackendInfo]:
         with self._lock:
@@ -78,6 +83,7 @@ class _Registry:
     def refresh(self) -> None:
         with self._lock:
             self._infos = None
+            self.generation += 1
 
     def add(self, name: str, backend: ConvBackend | type[ConvBackend]) -> None:
         with self._lock:
@@ -87,10 +93,12 @@ class _Registry:
             info = BackendInfo(name, "<runtime>", "<runtime>")
             info.instance = _instantiate(name, backend)
             infos[name] = info
+            self.generation += 1
 
     def remove(self, name: str) -> None:
         with self._lock:
             self.infos().pop(name, None)
+            self.generation += 1
 
     def load(self, name: str) -> ConvBackend:
         info = self.infos()[name]
@@ -172,6 +180,11 @@ def backend_problem(name: str) -> str | None:
     except BackendUnavailableError as exc:
         return str(exc)
     return None
+
+
+def registry_generation() -> int:
+    """A number that changes whenever the set of registered backends may have changed."""
+    return _registry.generation
 
 
 def refresh_backends() -> None:

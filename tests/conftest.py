@@ -1,4 +1,11 @@
-"""Shared fixtures: the backends under test."""
+"""Shared fixtures: the backends under test, and a hermetic ``auto``.
+
+The default backend is ``auto``, which measures layers and writes a wisdom file. So that
+no test writes to the user's cache and every test that passes no backend runs the same
+backend on every machine, the whole session runs with ``CONVKIT_CACHE_DIR`` in a temporary
+directory and ``CONVKIT_AUTOTUNE=off`` (the rules only); ``tests/test_auto*.py`` turn
+measuring on where they test it.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,36 @@ BUILTIN_BACKENDS = ("naive", "im2col-strided", "im2col-take", "numba")
 def backend(request: pytest.FixtureRequest) -> str:
     """Each built-in backend's name."""
     return request.param
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hermetic_auto(tmp_path_factory: pytest.TempPathFactory):
+    """A session-wide temporary wisdom directory and rules-only auto (see the module doc)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CONVKIT_CACHE_DIR", str(tmp_path_factory.mktemp("convkit-cache")))
+    patch.setenv("CONVKIT_AUTOTUNE", "off")
+    patch.delenv("CONVKIT_AUTO_CANDIDATES", raising=False)
+    yield
+    patch.undo()
+
+
+@pytest.fixture
+def measuring_auto(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    """auto as ``tests/test_auto*.py`` test it: a fresh wisdom directory (``tmp_path/cache``),
+    measuring on, every layer worth measuring, warnings and decisions of earlier tests
+    forgotten."""
+    from convkit import autotune
+    from convkit.autotune import candidates, keys, rules
+
+    monkeypatch.setenv("CONVKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVKIT_AUTOTUNE", "on")
+    monkeypatch.setattr(rules, "TUNE_MIN_FLOPS", 0)
+    monkeypatch.setattr(candidates, "_warned", set())
+    autotune.forget()
+    yield
+    autotune.set_candidates(None)
+    autotune.forget()
+    keys.forget_environment()
 
 
 @pytest.fixture(autouse=True)

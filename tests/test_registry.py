@@ -18,8 +18,8 @@ def test_builtin_backends_are_registered() -> None:
 
 
 def test_default_backend() -> None:
-    assert resolve_backend_name() == DEFAULT_BACKEND == "im2col-strided"
-    assert convkit.get_backend().name == "im2col-strided"
+    assert resolve_backend_name() == DEFAULT_BACKEND == "auto"
+    assert convkit.get_backend().name == "auto"
 
 
 def test_precedence_argument_over_context_over_environment(
