@@ -18,6 +18,7 @@ from test_bench import check_report_schema
 import convkit
 from convkit import cli
 from convkit.cases import SPEC_HELP, SUITES
+from convkit.cli import bench_commands, layers
 
 TINY = "name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1"
 FAST = ["--min-time", "0.0001", "--repeats", "2", "--threads", "1", "--no-progress"]
@@ -45,8 +46,8 @@ def recorded(monkeypatch):
         calls.append({"cases": cases, "backends": backends, "settings": settings, **options})
         return {"results": []}
 
-    monkeypatch.setattr(cli, "run_benchmark", fake_run)
-    monkeypatch.setitem(cli._FORMATTERS, "json", lambda report: "{}\n")
+    monkeypatch.setattr(bench_commands, "run_benchmark", fake_run)
+    monkeypatch.setitem(bench_commands._FORMATTERS, "json", lambda report: "{}\n")
     return calls
 
 
@@ -215,7 +216,7 @@ def test_busy_machine_warning_goes_to_stderr_at_once(monkeypatch):
 
 
 def test_unavailable_backend_in_all_is_skipped_and_named_in_the_table(monkeypatch):
-    monkeypatch.setattr(cli, "list_backends", lambda: ["im2col-take", "ghost"])
+    monkeypatch.setattr(layers, "list_backends", lambda: ["im2col-take", "ghost"])
     result = run("bench", *FAST, "--case", TINY, "--in-process", "--op", "forward")
     assert result.exit_code == 0, result.output
     assert "not run: ghost (unknown backend 'ghost'" in result.stdout
@@ -401,7 +402,7 @@ def test_check_of_a_broken_plugin_names_it(monkeypatch):
 def test_table_header_names_the_worker_passes():
     report = bench_json("--case", TINY, "--backend", "naive", "--in-process", "--op", "forward")
     report["settings"].update(isolation="process", repeats=7, passes=3)
-    header = cli._FORMATTERS["table"](report).splitlines()[0]
+    header = bench_commands._FORMATTERS["table"](report).splitlines()[0]
     assert header.endswith("3 worker processes per backend, in turns")
 
 
