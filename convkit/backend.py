@@ -102,6 +102,13 @@ class ConvBackend(abc.ABC):
     ) -> np.ndarray:
         """``grad_w: (Cout, C/groups, kh, kw)``, the gradient w.r.t. ``weight``."""
 
+    def prepare(self, geom: ConvGeometry, method: str) -> None:
+        """Do now, for ``geom``, what the first call of ``method`` would otherwise do inside
+        it beyond computing (``auto`` measures its candidates here). A harness calls it
+        before timing anything and reports its time on its own. The default does nothing.
+        """
+        return None
+
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """Bytes of temporary buffers ``method`` allocates for ``geom``, besides its result.
 

@@ -376,7 +376,8 @@ def check_report_schema(result: dict) -> None:
         assert parse_case(case["spec"]).name == case["name"]
         assert isinstance(case["flops"], int) and len(case["padding"]) == 4
     for b in result["backends"]:
-        assert set(b) == {"name", "status", "reason", "load_s", "warmup_s", "thread_pools"}
+        assert set(b) == {"name", "status", "reason", "load_s", "warmup_s", "prepare_s",
+                          "thread_pools"}
         assert b["status"] in ("ok", "unavailable", "error")
         if b["status"] == "ok":
             assert all(isinstance(n, int) for n in b["thread_pools"].values())
@@ -393,7 +394,8 @@ def check_report_schema(result: dict) -> None:
         assert tuple(r) == report.FIELDS
         assert r["status"] in results.STATUSES
         assert (r["reason"] is None) == (r["status"] == "ok")
-        for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "pass_spread",
+        for key in ("median_s", "min_s", "cpu_median_s", "first_call_s", "prepare_s",
+                    "pass_spread",
                     "max_abs_error", "error_vs_bound", "gflops", "peak_percent", "speedup"):
             assert isinstance(r[key], num_or_none), key
         for key in ("calls", "repeats", "memory_bytes"):
@@ -726,3 +728,18 @@ def test_a_first_call_that_keeps_running_is_announced(monkeypatch):
                   isolate=False, on_notice=notices.append)
     assert notices == ["slow-start: the first call of tiny is still running: it compiles "
                        "(numba compiles its kernels once per install, tens of seconds)"]
+
+
+def test_auto_is_tuned_before_its_first_call_and_the_cost_reported_apart(measuring_auto):
+    from convkit import autotune
+
+    convkit.autotune.set_candidates(["im2col-take", "im2col-strided"])
+    result = run_benchmark([TINY], ["auto"], _settings(ops=("forward",), threads=1),
+                           isolate=False)
+    (row,) = result["results"]
+    assert row["status"] == "ok"
+    assert row["prepare_s"] > row["first_call_s"]  # several calls of each candidate, vs one
+    (stored,) = autotune.stored_decisions()["decisions"].values()
+    assert stored["backend"] in ("im2col-take", "im2col-strided")
+    assert result["backends"][0]["prepare_s"] == pytest.approx(row["prepare_s"])
+    assert "auto measures its candidates here): auto" in report.to_rows_table(result)

@@ -2,7 +2,8 @@
 
 How a row is measured (:class:`Measurement`):
 
-1. A warm-up call, timed on its own (``first_call_s``: numba's compilation lands here,
+1. The backend's ``prepare`` (``auto`` measures its candidates there; ``prepare_s``), then
+   a warm-up call, timed on its own (``first_call_s``: numba's compilation lands here,
    never in a timing). A budgeted (naive) backend's warm-up must finish within its budget,
    or the case is skipped for it.
 2. Measurements, with the garbage collector off: each calls back to back until ``min_time``
@@ -41,6 +42,9 @@ from convkit.bench.results import BUDGETED_BACKENDS, BenchSettings, Row
 from convkit.errors import UnsupportedConfigurationError
 from convkit.workload import ConvArrays, ConvCase, Operation, run_operation
 
+#: The backend method of each operation.
+METHODS = {"forward": "forward", "input-grad": "backward_input",
+           "weight-grad": "backward_weight"}
 #: Offsets of :func:`placed` are multiples of this many bytes (a cache line), below
 #: ``PLACEMENT_RANGE``: they move an array against the 4 KiB page and cache-set boundaries.
 PLACEMENT_STEP = 64
@@ -87,6 +91,9 @@ class Measurement:
             return run_operation(op, self._placed, case, backend.name)
 
         def warm_up() -> None:
+            start = time.perf_counter()
+            backend.prepare(case.geometry(self.settings.dtype), METHODS[op])
+            self.row.prepare_s = time.perf_counter() - start
             self.row.first_call_s = _first_call(call, self.budget)
             self._call = call
 

@@ -86,6 +86,9 @@ class Row:
     cpu_median_s: float | None = None
     """Median CPU time per call of the worker process, all its threads together: on a busy
     machine it tells time spent computing from time spent waiting for a core."""
+    prepare_s: float | None = None
+    """Seconds the backend's ``prepare`` took before the first call (``auto`` measures its
+    candidates there); never part of a timing."""
     first_call_s: float | None = None
     calls: int | None = None
     """Timed calls in all measurements together."""

@@ -137,9 +137,9 @@ def run_benchmark(
             ordered += group
     duration = time.time() - started
     for summary in summaries.values():
-        summary["warmup_s"] = sum(
-            r.first_call_s or 0.0 for r in ordered if r.backend == summary["name"]
-        )
+        own = [r for r in ordered if r.backend == summary["name"]]
+        summary["warmup_s"] = sum(r.first_call_s or 0.0 for r in own)
+        summary["prepare_s"] = sum(r.prepare_s or 0.0 for r in own)
     results = [dataclasses.asdict(r) for r in ordered]
     weights = list(counts) if counts is not None else [1] * len(cases)
     return {

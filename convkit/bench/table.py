@@ -176,6 +176,11 @@ def notes(report: dict, rows: Sequence[dict], *, columns: bool = True) -> list[s
     )
     if warmups:
         lines.append(f"first calls, not in any timing (numba compiles here): {warmups}")
+    prepared = ", ".join(f"{b['name']} {b['prepare_s']:.2f} s" for b in report["backends"]
+                         if b["status"] == "ok" and b.get("prepare_s"))
+    if prepared:
+        lines.append(f"preparation before the first calls, not in any timing (auto measures "
+                     f"its candidates here): {prepared}")
     lines.append(f"total time {report['duration_s']:.1f} s")
     return lines
 
