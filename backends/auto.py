@@ -27,6 +27,8 @@ from convkit.registry import get_backend, registry_generation
 class AutoBackend(ConvBackend):
     """Delegates each call to the candidate chosen for it (see :mod:`convkit.autotune`)."""
 
+    description = "the default: the fastest candidate for each layer, measured once and remembered"
+
     def __init__(self) -> None:
         self._capabilities: dict[tuple, Capabilities] = {}
         self._lock = threading.Lock()

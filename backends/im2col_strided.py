@@ -28,6 +28,8 @@ from convkit_backends._workspace import im2col_bytes
 class Im2colStridedBackend(Im2colBackend):
     """Columns copied from an ``as_strided`` view; ``(G, K, N*P)`` layout, batched GEMM."""
 
+    description = "GEMM-bound layers other than 3x3: 1x1, large dense kernels, 7x7 stems"
+
     def _forward_columns(
         self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:

@@ -22,6 +22,8 @@ from convkit_backends._workspace import padded_bytes
 class NaiveBackend(ConvBackend):
     """Python loops over (image, group, output row, output column)."""
 
+    description = "the reference: loops over output pixels, written to be read"
+
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         xp = pad(x, geom)
         y = np.zeros(geom.output_shape, geom.dtype)

@@ -23,6 +23,8 @@ from convkit.geometry import ConvGeometry
 class TorchBackend(ConvBackend):
     """``torch.nn.functional.conv2d`` and ``torch.nn.grad``; torch's thread count applies."""
 
+    description = "a yardstick: PyTorch's own CPU convolution"
+
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         padding, x_t = _torch_padding(geom, _tensor(x))
         with torch.no_grad():

@@ -85,6 +85,8 @@ class ConvBackend(abc.ABC):
     #: The name it is registered under; the registry sets it from the entry point.
     name: str = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
+    #: What it is good at, in one line (``convkit backends`` shows it).
+    description: ClassVar[str] = ""
 
     @abc.abstractmethod
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:

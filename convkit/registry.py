@@ -22,6 +22,10 @@ Rules (they live here, so read them here):
   closest one.
 * A plugin that fails to import breaks nothing else: selecting it raises
   :class:`BackendUnavailableError` chained to the original exception.
+* A built-in backend that wraps an optional library (:data:`OPTIONAL_LIBRARIES`: ``torch``)
+  is listed only where that library can be found (``importlib.util.find_spec``, which does
+  not import it); elsewhere it is *not installed*: :func:`backend_infos` shows it with the
+  install command, and selecting it raises :class:`BackendUnavailableError` saying so.
 * Two entry points with one name and the same target are one backend; with different targets
   they conflict, and selecting that name raises :class:`BackendUnavailableError`.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import importlib.util
 import os
 import re
 import threading
@@ -42,6 +47,12 @@ from convkit.backend import ConvBackend
 from convkit.errors import BackendUnavailableError, UnknownBackendError
 
 ENTRY_POINT_GROUP = "convkit.backends"
+#: Built-in backends that wrap an optional library: backend name -> (the library's import
+#: name, how to install it).
+OPTIONAL_LIBRARIES = {
+    "torch": ("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu "
+                       "(a CPU-only build)"),
+}
 ENV_VAR = "CONVKIT_BACKEND"
 DEFAULT_BACKEND = "auto"
 
@@ -61,7 +72,10 @@ class BackendInfo:
     distribution: str
     """The distribution that registered it."""
     problem: str | None = None
-    """Why it cannot be used, if known without importing it (a name conflict, a bad name)."""
+    """Why it cannot be used, if known without importing it (a name conflict, a bad name,
+    an optional library that is not installed)."""
+    installed: bool = True
+    """False for a built-in whose optional library is missing: not listed, not selectable."""
     entry_points: list[EntryPoint] = field(default_factory=list, repr=False)
     instance: ConvBackend | None = field(default=None, repr=False)
     load_error: BaseException | None = field(default=None, repr=False)
@@ -134,6 +148,10 @@ def _read_entry_points() -> dict[str, BackendInfo]:
                     f"invalid backend name {ep.name!r}: use lower-case letters, digits, "
                     "'-', '_' and '.', starting with a letter or digit"
                 )
+            library, install = OPTIONAL_LIBRARIES.get(ep.name, (None, ""))
+            if dist == "convkit" and library and importlib.util.find_spec(library) is None:
+                info.installed = False
+                info.problem = f"not installed: {library} is missing ({install})"
             infos[ep.name] = info
         elif known.target != ep.value:
             known.entry_points.append(ep)
@@ -160,12 +178,13 @@ _registry = _Registry()
 
 
 def list_backends() -> list[str]:
-    """Names of every registered backend, sorted; imports none of them."""
-    return sorted(_registry.infos())
+    """Names of every installed backend, sorted; imports none of them."""
+    return sorted(name for name, info in _registry.infos().items() if info.installed)
 
 
 def backend_infos() -> list[BackendInfo]:
-    """What is known of every registered backend, sorted by name; imports none of them."""
+    """What is known of every registered backend, sorted by name, the built-ins whose
+    optional library is missing included (``installed`` False); imports none of them."""
     return [info for _, info in sorted(_registry.infos().items())]
 
 
@@ -210,15 +229,21 @@ def unregister_backend(name: str) -> None:
 
 def resolve_backend_name(name: str | None = None) -> str:
     """The name of the backend a call with ``backend=name`` would use (see the module rules)."""
+    return selected_backend(name)[0]
+
+
+def selected_backend(name: str | None = None) -> tuple[str, str]:
+    """The backend a call with ``backend=name`` would use, and what chose it: ``'backend=
+    argument'``, ``'use_backend()'``, ``'CONVKIT_BACKEND=<name>'`` or ``'the default'``."""
     if name is not None:
-        return _check_known(name, "backend= argument")
+        return _check_known(name, "backend= argument"), "backend= argument"
     chosen = _selected.get()
-    if chosen is not None:
-        return _check_known(chosen, "use_backend()")  # it may have been unregistered since
+    if chosen is not None:  # checked again: it may have been unregistered since
+        return _check_known(chosen, "use_backend()"), "use_backend()"
     from_env = os.environ.get(ENV_VAR, "").strip()
     if from_env:
-        return _check_known(from_env, f"environment variable {ENV_VAR}")
-    return _check_known(DEFAULT_BACKEND, "the default")
+        return _check_known(from_env, f"environment variable {ENV_VAR}"), f"{ENV_VAR}={from_env}"
+    return _check_known(DEFAULT_BACKEND, "the default"), "the default"
 
 
 def get_backend(name: str | None = None) -> ConvBackend:
@@ -251,6 +276,9 @@ def _check_known(name: object, source: str) -> str:
     names = list_backends()
     if name in names:
         return name
+    missing = _registry.infos().get(name)
+    if missing is not None and not missing.installed:
+        raise BackendUnavailableError(f"backend {name!r} (from {source}) is {missing.problem}")
     close = difflib.get_close_matches(name.strip().lower(), names, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownBackendError(

@@ -11,6 +11,7 @@ import io
 import json
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from test_bench import check_report_schema
@@ -317,33 +318,57 @@ def test_version():
 # ------------------------------------------------------------------------------ backends
 
 
+def _listing(result) -> tuple[str, list[list[str]]]:
+    """The first line of `convkit backends` and its table's rows, split into words."""
+    lines = result.stdout.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("backend ")))
+    end = lines.index("", header)
+    return lines[0], [line.split() for line in lines[header:end]]
+
+
 def test_backends_lists_every_backend_with_what_it_supports():
     result = run("backends")
     assert result.exit_code == 0, result.output
-    lines = result.stdout.splitlines()
-    assert lines[0].split() == ["backend", "status", "distribution", "supports", "/", "reason"]
-    names = [line.split()[0] for line in lines[1:]]
+    first, rows = _listing(result)
+    assert first == "calls without backend= run auto (chosen by the default)"
+    assert rows[0][:3] == ["backend", "status", "distribution"]
+    names = [row[0] for row in rows[1:]]
     assert names == convkit.list_backends()
-    naive = next(line for line in lines if line.startswith("naive "))
-    assert "available" in naive and "convkit" in naive
+    naive = next(line for line in result.stdout.splitlines() if line.startswith("naive "))
+    assert "available" in naive and "convkit" in naive and "the reference" in naive
     assert convkit.get_backend("naive").capabilities.describe() in naive
-    assert "(default)" in next(line for line in lines if line.startswith("auto"))
+    assert rows[names.index("auto") + 1][1] == "*"
 
 
-def test_backends_json_reports_a_broken_backend_with_its_reason(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails
+def test_backends_names_the_backend_chosen_by_the_environment(monkeypatch):
+    monkeypatch.setenv("CONVKIT_BACKEND", "numba")
+    result = run("backends")
+    first, rows = _listing(result)
+    assert first == "calls without backend= run numba (chosen by CONVKIT_BACKEND=numba)"
+    assert [row[:2] for row in rows if row[0] in ("auto", "numba")] == [["auto", "available"],
+                                                                         ["numba", "*"]]
+    entries = {e["name"]: e for e in json.loads(run("backends", "--format", "json").stdout)}
+    assert entries["numba"]["selected"] and not entries["auto"]["selected"]
+    assert entries["numba"]["selected_by"] == "CONVKIT_BACKEND=numba"
+
+
+def test_a_missing_torch_is_not_installed_with_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch cannot be found or imported
     monkeypatch.delitem(sys.modules, "convkit_backends.torch_reference", raising=False)
     convkit.refresh_backends()
+    assert "torch" not in convkit.list_backends()
     result = run("backends", "--format", "json")
     assert result.exit_code == 0, result.output
     entries = {e["name"]: e for e in json.loads(result.stdout)}
-    assert set(entries) == set(convkit.list_backends()) >= {"naive", "numba", "torch"}
+    assert set(entries) == {*convkit.list_backends(), "torch"}
     torch = entries["torch"]
-    assert torch["available"] is False and torch["supports"] is None
-    assert "torch" in torch["reason"] and "ModuleNotFoundError" in torch["reason"]
+    assert torch["status"] == "not installed" and torch["supports"] is None
+    assert "pip install torch --index-url" in torch["reason"] and "CPU-only" in torch["reason"]
     assert torch["distribution"] == "convkit"
     assert torch["target"] == "convkit_backends.torch_reference:TorchBackend"
-    assert entries["naive"]["available"] is True and entries["naive"]["reason"] is None
+    assert entries["naive"]["status"] == "available" and entries["naive"]["reason"] is None
+    with pytest.raises(convkit.BackendUnavailableError, match="not installed"):
+        convkit.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 3, 3)), backend="torch")
 
 
 # ------------------------------------------------------------------------------ check
@@ -390,13 +415,14 @@ def test_check_usage_errors(args, option, message):
     assert option in result.output and message in result.output
 
 
-def test_check_of_a_broken_plugin_names_it(monkeypatch):
+def test_check_of_a_backend_that_is_not_installed_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.delitem(sys.modules, "convkit_backends.torch_reference", raising=False)
     convkit.refresh_backends()
     result = run("check", "torch")
     assert result.exit_code == 1
-    assert "backend 'torch'" in result.output and "failed to load" in result.output
+    assert "backend 'torch'" in result.output and "not installed" in result.output
+    assert "pip install torch" in result.output
 
 
 def test_table_header_names_the_worker_passes():

@@ -9,7 +9,14 @@ import sys
 import click
 
 from convkit.errors import BackendUnavailableError, UnknownBackendError
-from convkit.registry import DEFAULT_BACKEND, backend_infos, backend_problem, get_backend
+from convkit.registry import (
+    DEFAULT_BACKEND,
+    BackendInfo,
+    backend_infos,
+    backend_problem,
+    get_backend,
+    selected_backend,
+)
 from convkit.testing import check_backend
 from convkit.text import format_table
 from convkit.workload import DTYPES
@@ -19,38 +26,59 @@ from convkit.workload import DTYPES
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 def backends(fmt: str) -> None:
-    """List the installed backends and what they support.
+    """List the backends, which one runs when none is named, and what each is good at.
 
-    Per backend: available or not (with the reason), the distribution that registered it,
-    and its capabilities. Each backend is loaded to find out.
+    Per backend: installed and usable or not (with the reason, or the install command),
+    the distribution that registered it, what it is good at, and what it supports (auto:
+    how many decisions it has stored). The first line says which backend a call without
+    backend= runs, and what chose it (the default, or CONVKIT_BACKEND). Each backend is
+    loaded to find out.
     """
-    entries = []
-    for info in backend_infos():
-        entry = {"name": info.name, "available": True, "reason": None,
-                 "distribution": info.distribution, "target": info.target,
-                 "supports": None, "default": info.name == DEFAULT_BACKEND}
-        problem = backend_problem(info.name)
-        if problem is None:
-            entry["supports"] = get_backend(info.name).capabilities.describe()
-            if info.name == "auto":
-                from convkit.autotune import decision_count
-
-                entry["decisions"] = decision_count()
-                entry["supports"] += f"; {entry['decisions']} decisions stored"
-        else:
-            entry["available"], entry["reason"] = False, problem
-        entries.append(entry)
+    try:
+        selected, chosen_by = selected_backend()
+    except (UnknownBackendError, BackendUnavailableError) as exc:
+        selected, chosen_by = None, f"none: {exc}"
+    entries = [_entry(info, selected, chosen_by) for info in backend_infos()]
     if fmt == "json":
         click.echo(json.dumps(entries, indent=2))
         return
+    if selected is None:
+        click.echo(f"calls without backend= fail: {chosen_by}")
+    else:
+        click.echo(f"calls without backend= run {selected} (chosen by {chosen_by})")
     rows = [
-        (f"{e['name']} (default)" if e["default"] else e["name"],
-         "available" if e["available"] else "unavailable",
-         e["distribution"], e["supports"] or e["reason"])
+        (f"{e['name']} *" if e["selected"] else e["name"], e["status"], e["distribution"],
+         e["description"] or "-", e["supports"] or e["reason"])
         for e in entries
     ]
-    for line in format_table(("backend", "status", "distribution", "supports / reason"), rows):
+    click.echo("")
+    header = ("backend", "status", "distribution", "good at", "supports / reason")
+    for line in format_table(header, rows):
         click.echo(line)
+    click.echo(f"\n* runs when no backend is named; the default is {DEFAULT_BACKEND}")
+
+
+def _entry(info: BackendInfo, selected: str | None, chosen_by: str) -> dict:
+    entry = {"name": info.name, "status": "available", "reason": None, "description": None,
+             "distribution": info.distribution, "target": info.target, "supports": None,
+             "default": info.name == DEFAULT_BACKEND, "selected": info.name == selected,
+             "selected_by": chosen_by if info.name == selected else None}
+    if not info.installed:
+        entry["status"], entry["reason"] = "not installed", info.problem
+        return entry
+    problem = backend_problem(info.name)
+    if problem is not None:
+        entry["status"], entry["reason"] = "unavailable", problem
+        return entry
+    backend = get_backend(info.name)
+    entry["description"] = backend.description or None
+    entry["supports"] = backend.capabilities.describe()
+    if info.name == "auto":
+        from convkit.autotune import decision_count
+
+        entry["decisions"] = decision_count()
+        entry["supports"] += f"; {entry['decisions']} decisions stored"
+    return entry
 
 
 @click.command()
