@@ -1,0 +1,97 @@
+"""Stride-1 kernels of any kernel size on padded copies, every output row ``Wp`` wide.
+
+With every output row computed ``Wp`` wide (the padded width), each kernel tap is one long
+contiguous loop over a whole image plane, which LLVM vectorises, instead of ``Ho`` short
+rows. The scratch columns this adds are dropped in the forward pass; in the gradients they
+multiply zeros, so they are used only where that cannot make a NaN (finite weights for the
+input gradient, finite inputs for the weight gradient). The forward pass and the weight
+gradient run on a zero-padded copy of the whole input; the gradients on the output gradient
+widened to ``(N, Cout, Ho, Wp)`` with zero scratch columns.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from convkit_backends.numba_direct._helpers import (
+    _axpy,
+    _first_input_channel,
+    _group_of_input,
+    _jit,
+    _output_job,
+    _zeroed_plane,
+)
+
+
+@_jit
+def _forward_unit_stride(xp, w, y, dh, dw, groups, length):
+    """Stride 1: each kernel tap is one long vectorised pass over the padded input ``xp``.
+
+    Output pixel ``(i, j)`` is computed at ``i*Wp + j`` of a row-major ``(Ho, Wp)`` buffer, so
+    tap ``(a, b)`` reads ``xp`` flat at a constant offset ``a*dh*Wp + b*dw``; the columns
+    ``j >= Wo`` are scratch and dropped. ``length`` (:func:`_unit_stride_args`) stops
+    before the last row's scratch tail, which would read past the plane.
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = w.shape
+    ho, wo = y.shape[2], y.shape[3]
+    for job in numba.prange(n_img * c_out):
+        n, o, c0 = _output_job(job, c_out, cg, groups)
+        acc = np.zeros(ho * wp, y.dtype)
+        for c in range(cg):
+            img = xp[n, c0 + c].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    _axpy(acc, img[a * dh * wp + b * dw:], w[o, c, a, b], length)
+        out = y[n, o]
+        for i in range(ho):
+            out[i, :] = acc[i * wp:i * wp + wo]
+
+
+@_jit
+def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
+    """Stride 1, the transpose of :func:`_forward_unit_stride`: into the padded ``gxp``.
+
+    ``gy_wide: (N, Cout, Ho, Wp)`` is the output gradient with zero scratch columns
+    ``j >= Wo``; they add ``tap * 0``, which is 0 only for finite weights (the caller checks).
+    """
+    n_img, c_in, _, wp = gxp.shape
+    c_out, cg, kh, kw = w.shape
+    ho = gy_wide.shape[2]
+    for job in numba.prange(n_img * c_in):
+        n, ci = job // c_in, job % c_in
+        c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
+        acc = _zeroed_plane(gxp, n, ci)
+        for o in range(o_lo, o_hi):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    _axpy(acc[a * dh * wp + b * dw:], grad, w[o, c, a, b], length)
+
+
+@_jit
+def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
+    """Stride 1: each tap's sum is one long dot product per image (see the forward).
+
+    The zero scratch columns of ``gy_wide`` meet real input values, so ``xp`` must be finite
+    (the caller checks).
+    """
+    n_img, _, hp, wp = xp.shape
+    c_out, cg, kh, kw = gw.shape
+    ho = gy_wide.shape[2]
+    for job in numba.prange(c_out * cg):
+        o, c = job // cg, job % cg
+        ci = _first_input_channel(o, c_out, cg, groups) + c
+        taps = gw[o, c]
+        for n in range(n_img):
+            grad = gy_wide[n, o].reshape(ho * wp)
+            img = xp[n, ci].reshape(hp * wp)
+            for a in range(kh):
+                for b in range(kw):
+                    src = img[a * dh * wp + b * dw:]
+                    total = taps[a, b]
+                    for p in range(length):
+                        total += grad[p] * src[p]
+                    taps[a, b] = total
+
