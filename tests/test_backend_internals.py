@@ -38,7 +38,7 @@ import numpy as np
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import convkit_backends.numba_direct.backend as m
-import convkit_backends._numba_runtime as runtime
+import convkit_backends.numba_direct._runtime as runtime
 import sys
 from convkit.geometry import make_geometry
 x = np.arange(2 * 3 * 5 * 5, dtype=np.float64).reshape(2, 3, 5, 5)

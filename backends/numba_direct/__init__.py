@@ -13,8 +13,9 @@ One module per kernel family, and the backend that chooses among them:
   flags, job numbering, inline copies and sums);
 * :mod:`.backend` -- :class:`~convkit_backends.numba_direct.backend.NumbaBackend`.
 
-Kernels are compiled lazily per dtype and cached on disk (see
-:mod:`convkit_backends._numba_runtime`, which also keeps idle OpenMP threads from spinning).
-Accumulators take the array's dtype, so float32 stays float32; fastmath only as
-``{'contract', 'reassoc'}`` (NaN and Inf behave as in the other backends).
+Kernels are compiled lazily per dtype and cached on disk (see :mod:`._runtime`, which also
+keeps idle OpenMP threads from spinning; :mod:`._threads` serialises launches where numba's
+threading layer is not thread-safe). Accumulators take the array's dtype, so float32 stays
+float32; fastmath only as ``{'contract', 'reassoc'}`` (NaN and Inf behave as in the other
+backends).
 """

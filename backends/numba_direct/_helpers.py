@@ -1,15 +1,15 @@
 """Shared pieces of the numba kernels: compile flags, job numbering, inline copies and sums.
 
 Every kernel of the package is compiled with ``_jit``: parallel, GIL released, lazily per
-dtype and cached on disk (see :mod:`convkit_backends._numba_runtime`, which also keeps idle
-OpenMP threads from spinning). Accumulators take the array's dtype, so float32 stays
-float32; fastmath only as ``{'contract', 'reassoc'}`` (NaN and Inf behave as in the other
-backends). The helpers here are inlined into the kernels (``inline="always"``).
+dtype and cached on disk (see :mod:`._runtime`, which also keeps idle OpenMP threads from
+spinning). Accumulators take the array's dtype, so float32 stays float32; fastmath only as
+``{'contract', 'reassoc'}`` (NaN and Inf behave as in the other backends). The helpers here
+are inlined into the kernels (``inline="always"``).
 """
 
 from __future__ import annotations
 
-from convkit_backends._numba_runtime import jit, quiet_idle_threads
+from convkit_backends.numba_direct._runtime import jit, quiet_idle_threads
 
 quiet_idle_threads()  # before the first parallel kernel loads the OpenMP runtime
 # 'contract' allows FMA and 'reassoc' lets LLVM vectorise the weight gradient's dot products;

@@ -10,8 +10,8 @@ phase views), so the innermost loop indexes by ``p`` alone and vectorises.
 
 from __future__ import annotations
 
-from convkit_backends._numba_runtime import jit
 from convkit_backends.numba_direct._helpers import _FLAGS, _copy_rows
+from convkit_backends.numba_direct._runtime import jit
 
 
 @jit(inline="always")

@@ -18,7 +18,7 @@ from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import crop, pad
 from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
-from convkit_backends._numba_threads import serialised_on_unsafe_layer
+from convkit_backends.numba_direct._threads import serialised_on_unsafe_layer
 from convkit_backends.numba_direct.general import _backward_input, _backward_weight, _forward
 from convkit_backends.numba_direct.stride_two import (
     _backward_input_3x3_stride2,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convkit_backends._numba_runtime import jit
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _chunk,
@@ -24,6 +23,7 @@ from convkit_backends.numba_direct._helpers import (
     _jit,
     _pair_job,
 )
+from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._taps import (
     _pair_dots,
     _pair_taps,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from convkit_backends._numba_runtime import jit
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _STEP,
@@ -25,6 +24,7 @@ from convkit_backends.numba_direct._helpers import (
     _jit,
     _pair_job,
 )
+from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._taps import _pair_dots, _pair_taps, _store_pair, _tap_views
 
 
