@@ -288,6 +288,41 @@ def test_numba_long_row_kernels_match_naive(case: ConvCase, op: str, dtype: str)
     check_against_naive("numba", case, op, dtype)
 
 
+# --- numba: the kernel choice ------------------------------------------------------------
+
+# (input, weight, stride, padding, dilation) -> the family of forward, input and weight
+# gradient with finite operands, and of the two gradients with a non-finite operand.
+NUMBA_CHOICES = [
+    (((1, 4, 8, 8), (4, 4, 3, 3), 1, 1, 1), ("three_by_three",) * 3 + ("general",
+                                                                          "three_by_three")),
+    (((1, 4, 8, 8), (4, 4, 3, 3), 1, 3, 1), ("three_by_three", "wide", "three_by_three",
+                                              "general", "three_by_three")),
+    (((1, 4, 8, 8), (4, 4, 5, 2), 1, 1, 2), ("wide",) * 3 + ("general",) * 2),
+    (((1, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), ("stride_two",) * 3 + ("phases",) * 2),
+    (((1, 4, 9, 9), (4, 4, 5, 5), 2, 2, 1), ("phases",) * 5),
+    (((1, 4, 9, 9), (4, 4, 3, 3), 2, 2, 2), ("general",) * 5),
+]
+
+
+@pytest.mark.parametrize(("shapes", "families"), NUMBA_CHOICES, ids=str)
+def test_numba_kernel_choice_follows_its_table(shapes, families) -> None:
+    from convkit.geometry import make_geometry
+    from convkit_backends.numba_direct.choice import choose_kernel
+
+    x_shape, w_shape, stride, padding, dilation = shapes
+    geom = make_geometry(x_shape, w_shape, stride=stride, padding=padding, dilation=dilation)
+    asked = []
+
+    def finite(answer: bool):
+        return lambda: asked.append(answer) or answer
+
+    calls = [("forward", True), ("backward_input", True), ("backward_weight", True),
+             ("backward_input", False), ("backward_weight", False)]
+    chosen = tuple(choose_kernel(method, geom, finite(answer)).value for method, answer in calls)
+    assert chosen == families
+    assert len(asked) <= 4  # at most once per call, never for the forward pass
+
+
 # --- numba: the 3x3 stride-2 input gradient on phase-split planes ------------------------
 
 # Odd and even sizes, rows no window covers (8 at padding 0), output rows that reach only
@@ -307,12 +342,12 @@ NUMBA_S2_INPUT_GRAD_CASES = [
 @pytest.fixture
 def no_phases(monkeypatch: pytest.MonkeyPatch):
     """The numba backend module, its stride-1 sub-problem fallback (``_phases``) made to fail."""
-    from convkit_backends.numba_direct import backend
+    from convkit_backends.numba_direct import backend, phases
 
     def refuse(geom):
         raise AssertionError(f"the phases fallback ran for {geom}")
 
-    monkeypatch.setattr(backend, "_phases", refuse)
+    monkeypatch.setattr(phases, "_phases", refuse)
     return backend
 
 

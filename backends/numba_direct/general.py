@@ -13,7 +13,10 @@ strided dilated layers, and the non-finite cases the faster families cannot take
 from __future__ import annotations
 
 import numba
+import numpy as np
 
+from convkit.geometry import ConvGeometry
+from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
 from convkit_backends.numba_direct._helpers import (
     _first_input_channel,
     _gather_axpy,
@@ -90,3 +93,33 @@ def _backward_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
                                             b * dw - pl, total)
                     taps[a, b] = total
 
+
+def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)`` and ``weight: (Cout, C/G, kh, kw)``."""
+    y = np.empty(geom.output_shape, geom.dtype)
+    _forward(x, weight, y, *_loop_args(geom))
+    forward_padding_nan(y, weight, geom)  # the clipped loops skipped the padding's Inf * 0
+    return y
+
+
+def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_x: (N, C, H, W)`` from ``grad_output: (N, Cout, Ho, Wo)`` and the weight."""
+    grad_x = np.empty(geom.input_shape, geom.dtype)
+    _backward_input(grad_output, weight, grad_x, *_loop_args(geom))
+    return grad_x
+
+
+def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_w: (Cout, C/G, kh, kw)`` from ``x`` and ``grad_output: (N, Cout, Ho, Wo)``."""
+    grad_w = np.zeros(geom.weight_shape, geom.dtype)
+    _backward_weight(x, grad_output, grad_w, *_loop_args(geom))
+    weight_grad_padding_nan(grad_w, grad_output, geom)  # as in forward
+    return grad_w
+
+
+
+
+def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:
+    (sh, sw), (dh, dw) = geom.stride, geom.dilation
+    pt, _, pl, _ = geom.padding
+    return sh, sw, pt, pl, dh, dw, geom.groups

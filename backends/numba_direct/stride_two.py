@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from convkit.geometry import ConvGeometry
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _chunk,
@@ -282,3 +283,31 @@ def _backward_weight_3x3_stride2(x, gy, gw, pt, pl, groups, hp, wp, threads):
                 for c in range(cg):
                     _pair_dots(gw, wide, _phase_views(xl[c], wq), o, c, two, length)
 
+
+def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` from the unpadded ``x: (N, C, H, W)``
+    (:func:`_forward_3x3_stride2`)."""
+    y = np.empty(geom.output_shape, geom.dtype)
+    pt, _, pl, _ = geom.padding
+    _forward_3x3_stride2(x, weight, y, pt, pl, geom.groups, *geom.padded_size,
+                         numba.get_num_threads())
+    return y
+
+
+def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_x: (N, C, H, W)`` from ``grad_output: (N, Cout, Ho, Wo)``; finite weights only
+    (:func:`_backward_input_3x3_stride2`)."""
+    grad_x = np.empty(geom.input_shape, geom.dtype)
+    pt, _, pl, _ = geom.padding
+    _backward_input_3x3_stride2(grad_output, weight, grad_x, pt, pl, geom.groups,
+                                numba.get_num_threads())
+    return grad_x
+
+
+def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_w: (Cout, C/G, 3, 3)``; finite ``x`` only (:func:`_backward_weight_3x3_stride2`)."""
+    grad_w = np.zeros(geom.weight_shape, geom.dtype)
+    pt, _, pl, _ = geom.padding
+    _backward_weight_3x3_stride2(x, grad_output, grad_w, pt, pl, geom.groups,
+                                 *geom.padded_size, numba.get_num_threads())
+    return grad_w

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from convkit.geometry import ConvGeometry
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _STEP,
@@ -146,3 +147,42 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
                     else:
                         _pair_dots(gw, wide, _tap_views(s, r1, r2, b1, b2), o, c, two, length)
 
+
+def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` from the unpadded ``x: (N, C, H, W)``
+    (:func:`_forward_3x3`)."""
+    y = np.empty(geom.output_shape, geom.dtype)
+    pt, _, pl, _ = geom.padding
+    _forward_3x3(x, weight, y, pt, pl, *geom.dilation, geom.groups, *geom.padded_size,
+                 numba.get_num_threads())
+    return y
+
+
+def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_x: (N, C, H, W)`` as :func:`forward` of ``grad_output: (N, Cout, Ho, Wo)``.
+
+    ``grad_x[n, c, i, j] = sum w[o, c, a, b] * gy[n, o, i + pt - a*dh, j + pl - b*dw]`` is a
+    forward pass over ``gy`` with the flipped, transposed weight ``(C, Cout/G, 3, 3)`` and
+    padding ``2*d - p`` in an
+    ``(H + 2*dh, W + 2*dw)`` frame. Needs padding within ``2*d`` (else the frame would crop
+    ``gy``) and finite weights, which the frame's zeros meet.
+    """
+    (dh, dw), (pt, _, pl, _), (h, w) = geom.dilation, geom.padding, geom.in_size
+    g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+    flipped = np.ascontiguousarray(
+        weight.reshape(g, cog, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    ).reshape(geom.in_channels, cog, 3, 3)
+    grad_x = np.empty(geom.input_shape, geom.dtype)
+    _forward_3x3(grad_output, flipped, grad_x, 2 * dh - pt, 2 * dw - pl, dh, dw, g,
+                 h + 2 * dh, w + 2 * dw, numba.get_num_threads())
+    return grad_x
+
+
+def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_w: (Cout, C/G, 3, 3)`` from the unpadded ``x`` and ``grad_output``
+    (:func:`_backward_weight_3x3`)."""
+    grad_w = np.zeros(geom.weight_shape, geom.dtype)
+    pt, _, pl, _ = geom.padding
+    _backward_weight_3x3(x, grad_output, grad_w, pt, pl, *geom.dilation, geom.groups,
+                         *geom.padded_size, numba.get_num_threads())
+    return grad_w

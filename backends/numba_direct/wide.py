@@ -14,6 +14,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from convkit.geometry import ConvGeometry
+from convkit_backends._common import crop, pad
 from convkit_backends.numba_direct._helpers import (
     _axpy,
     _first_input_channel,
@@ -95,3 +97,42 @@ def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
                         total += grad[p] * src[p]
                     taps[a, b] = total
 
+
+def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)``; the scratch columns are dropped."""
+    y = np.empty(geom.output_shape, geom.dtype)
+    _forward_unit_stride(pad(x, geom), weight, y, *_unit_stride_args(geom))
+    return y
+
+
+def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_x: (N, C, H, W)`` from ``grad_output: (N, Cout, Ho, Wo)``; finite weights
+    only (they meet the zero scratch columns)."""
+    grad_xp = np.empty((geom.batch, geom.in_channels, *geom.padded_size), geom.dtype)
+    _backward_input_unit_stride(_widen(grad_output, geom), weight, grad_xp,
+                                *_unit_stride_args(geom))
+    return np.ascontiguousarray(crop(grad_xp, geom))
+
+
+def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``grad_w: (Cout, C/G, kh, kw)``; finite ``x`` only (it meets the zero scratch
+    columns of the widened output gradient)."""
+    grad_w = np.zeros(geom.weight_shape, geom.dtype)
+    _backward_weight_unit_stride(pad(x, geom), _widen(grad_output, geom), grad_w,
+                                 *_unit_stride_args(geom))
+    return grad_w
+
+
+
+
+def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``(N, Cout, Ho, Wo)`` -> ``(N, Cout, Ho, Wp)``, zeros in the scratch columns."""
+    wide = np.zeros((*grad_output.shape[:3], geom.padded_size[1]), geom.dtype)
+    wide[..., :geom.out_size[1]] = grad_output
+    return wide
+
+
+def _unit_stride_args(geom: ConvGeometry) -> tuple[int, ...]:
+    """``dh, dw, groups, length``: the flat length of an ``(Ho, Wp)`` plane that is read."""
+    (dh, dw), (ho, _), (_, wp) = geom.dilation, geom.out_size, geom.padded_size
+    return dh, dw, geom.groups, ho * wp - (geom.kernel_size[1] - 1) * dw
