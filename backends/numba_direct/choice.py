@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import padding_within_kernel
 
 
 class Family(enum.Enum):
@@ -75,9 +76,7 @@ def _three_by_three(geom: ConvGeometry) -> bool:
 
 
 def _three_by_three_within(geom: ConvGeometry) -> bool:
-    """3x3 stride 1, no side padded by more than the kernel's extent ``2*d``."""
-    (dh, dw), (pt, pb, pl, pr) = geom.dilation, geom.padding
-    return _three_by_three(geom) and max(pt, pb) <= 2 * dh and max(pl, pr) <= 2 * dw
+    return _three_by_three(geom) and padding_within_kernel(geom)
 
 
 def _stride_two(geom: ConvGeometry) -> bool:

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import transposed_convolution
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _STEP,
@@ -163,19 +164,12 @@ def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeomet
 
     ``grad_x[n, c, i, j] = sum w[o, c, a, b] * gy[n, o, i + pt - a*dh, j + pl - b*dw]`` is a
     forward pass over ``gy`` with the flipped, transposed weight ``(C, Cout/G, 3, 3)`` and
-    padding ``2*d - p`` in an
+    padding ``2*d - p`` (:func:`~convkit_backends._common.transposed_convolution`), in an
     ``(H + 2*dh, W + 2*dw)`` frame. Needs padding within ``2*d`` (else the frame would crop
     ``gy``) and finite weights, which the frame's zeros meet.
     """
-    (dh, dw), (pt, _, pl, _), (h, w) = geom.dilation, geom.padding, geom.in_size
-    g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
-    flipped = np.ascontiguousarray(
-        weight.reshape(g, cog, cg, 3, 3).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    ).reshape(geom.in_channels, cog, 3, 3)
-    grad_x = np.empty(geom.input_shape, geom.dtype)
-    _forward_3x3(grad_output, flipped, grad_x, 2 * dh - pt, 2 * dw - pl, dh, dw, g,
-                 h + 2 * dh, w + 2 * dw, numba.get_num_threads())
-    return grad_x
+    flipped, transposed = transposed_convolution(weight, geom)
+    return forward(grad_output, flipped, transposed)
 
 
 def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
