@@ -341,13 +341,15 @@ NUMBA_S2_INPUT_GRAD_CASES = [
 
 @pytest.fixture
 def no_phases(monkeypatch: pytest.MonkeyPatch):
-    """The numba backend module, its stride-1 sub-problem fallback (``_phases``) made to fail."""
+    """The numba backend module, its stride-1 sub-problem fallback (the ``phases`` family)
+    made to fail."""
     from convkit_backends.numba_direct import backend, phases
 
-    def refuse(geom):
+    def refuse(a, b, geom, sub_call):
         raise AssertionError(f"the phases fallback ran for {geom}")
 
-    monkeypatch.setattr(phases, "_phases", refuse)
+    for method in ("forward", "backward_input", "backward_weight"):
+        monkeypatch.setattr(phases, method, refuse)
     return backend
 
 

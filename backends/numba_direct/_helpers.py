@@ -9,6 +9,8 @@ are inlined into the kernels (``inline="always"``).
 
 from __future__ import annotations
 
+import numba
+
 from convkit_backends.numba_direct._runtime import jit, quiet_idle_threads
 
 quiet_idle_threads()  # before the first parallel kernel loads the OpenMP runtime
@@ -153,3 +155,9 @@ def _gather_dot(a, b, lo: int, hi: int, step: int, offset: int, total):
             total += a[j] * b[j * step + offset]
     return total
 
+
+def thread_runs(images: int, groups: int, channels: int) -> int:
+    """How many runs of jobs the 3x3 kernels cut (each allocates scratch for its run): jobs
+    are ``images`` x ``groups`` x pairs of the ``channels`` per group (:func:`_pair_job`),
+    at most one run per thread (:func:`_chunk`)."""
+    return min(numba.get_num_threads(), images * groups * ((channels + 1) // 2))

@@ -40,6 +40,7 @@ above.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,3 +137,22 @@ def choose_kernel(
                 continue
         return rule.family
     raise AssertionError("the last rule always holds")  # pragma: no cover
+
+
+def candidate_rules(method: str, geom: ConvGeometry) -> list[Rule]:
+    """The rules that may run ``method`` for ``geom``, whatever the values: those that hold
+    up to the first that needs no finite operand."""
+    rules = []
+    for rule in RULES[method]:
+        if rule.applies(geom):
+            rules.append(rule)
+            if not rule.finite_operand:
+                return rules
+    raise AssertionError("the last rule always holds")  # pragma: no cover
+
+
+def finite_check_bytes(method: str, geom: ConvGeometry) -> int:
+    """The bool array of ``np.isfinite(operand)``: one byte per element of the weight
+    (``backward_input``) or the input (``backward_weight``)."""
+    shape = geom.weight_shape if method == "backward_input" else geom.input_shape
+    return math.prod(shape)

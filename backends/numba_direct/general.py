@@ -16,7 +16,11 @@ import numba
 import numpy as np
 
 from convkit.geometry import ConvGeometry
-from convkit_backends._nonfinite import forward_padding_nan, weight_grad_padding_nan
+from convkit_backends._nonfinite import (
+    forward_padding_nan,
+    padding_nan_bytes,
+    weight_grad_padding_nan,
+)
 from convkit_backends.numba_direct._helpers import (
     _first_input_channel,
     _gather_axpy,
@@ -117,6 +121,10 @@ def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) 
     return grad_w
 
 
+def workspace_bytes(geom: ConvGeometry, method: str) -> int:
+    """No copies: only the temporaries of restoring the padding's NaN
+    (:func:`~convkit_backends._nonfinite.padding_nan_bytes`)."""
+    return 0 if method == "backward_input" else padding_nan_bytes(geom, method)
 
 
 def _loop_args(geom: ConvGeometry) -> tuple[int, ...]:

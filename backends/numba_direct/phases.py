@@ -10,6 +10,7 @@ the strides and kernels the 3x3 stride-2 kernels do not, and their non-finite ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import crop, pad
+from convkit_backends._workspace import padded_bytes
 
 #: The backend's method for a stride-1 sub-problem: ``(a, b, sub_geometry) -> result``.
 SubCall = Callable[[np.ndarray, np.ndarray, ConvGeometry], np.ndarray]
@@ -56,6 +58,21 @@ def backward_weight(
     for rows, cols, sub in _phases(geom):
         grad_w[:, :, rows, cols] = sub_call(_phase(xp, rows, cols, sub), grad_output, sub)
     return grad_w
+
+
+def workspace_bytes(geom: ConvGeometry, method: str,
+                    sub_workspace: Callable[[ConvGeometry, str], int]) -> int:
+    """The padded input (forward, weight gradient; none without padding) or the padded input
+    gradient, plus the largest phase's buffers: its input (a copy, or its input gradient),
+    its sub-kernel (a copy, or its gradient), the forward's sum term, and ``sub_workspace``
+    (the backend's workspace for the stride-1 sub-problem)."""
+    n, itemsize = geom.batch, geom.dtype.itemsize
+    padded = any(geom.padding) or method == "backward_input"
+    largest = max(padded_bytes(sub, n) + math.prod(sub.weight_shape) * itemsize
+                  + sub_workspace(sub, method) for _, _, sub in _phases(geom))
+    if method == "forward":
+        largest += math.prod(geom.output_shape) * itemsize
+    return (padded_bytes(geom, n) if padded else 0) + largest
 
 
 def _phases(geom: ConvGeometry) -> Iterator[tuple[slice, slice, ConvGeometry]]:

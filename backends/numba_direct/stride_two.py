@@ -23,6 +23,7 @@ from convkit_backends.numba_direct._helpers import (
     _group_pair,
     _jit,
     _pair_job,
+    thread_runs,
 )
 from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._taps import (
@@ -311,3 +312,21 @@ def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) 
     _backward_weight_3x3_stride2(x, grad_output, grad_w, pt, pl, geom.groups,
                                  *geom.padded_size, numba.get_num_threads())
     return grad_w
+
+
+def workspace_bytes(geom: ConvGeometry, method: str) -> int:
+    """The per-thread scratch the kernels allocate, as they size it (one run of jobs per
+    thread at most): the ``Cg`` phase-split padded planes ``(4, Hq, Wq)`` and two ``(Ho, Wq)``
+    planes (forward, weight gradient); the group's ``Cout/G`` framed output gradient planes
+    and two phase-split accumulators (input gradient)."""
+    n, g, itemsize = geom.batch, geom.groups, geom.dtype.itemsize
+    (h, w), (ho, _), (hp, wp) = geom.in_size, geom.out_size, geom.padded_size
+    cog, cg = geom.out_channels // g, geom.weight_shape[1]
+    if method == "backward_input":
+        pt, _, pl, _ = geom.padding
+        hq, wq = (pt + h + 1) // 2, (pl + w + 1) // 2 + 1
+        per_run = cog * (hq + 1) * wq + 2 * 4 * hq * wq
+        return thread_runs(n, g, cg) * per_run * itemsize
+    hq, wq = (hp + 1) // 2, (wp + 1) // 2
+    per_run = cg * 4 * hq * wq + 2 * ho * wq
+    return thread_runs(n if method == "forward" else 1, g, cog) * per_run * itemsize

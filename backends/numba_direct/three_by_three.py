@@ -11,11 +11,13 @@ the forward kernel run over the output gradient with the flipped, transposed wei
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import transposed_convolution
+from convkit_backends._common import transposed_convolution, transposed_geometry
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _STEP,
@@ -25,6 +27,7 @@ from convkit_backends.numba_direct._helpers import (
     _group_pair,
     _jit,
     _pair_job,
+    thread_runs,
 )
 from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._taps import _pair_dots, _pair_taps, _store_pair, _tap_views
@@ -180,3 +183,27 @@ def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) 
     _backward_weight_3x3(x, grad_output, grad_w, pt, pl, *geom.dilation, geom.groups,
                          *geom.padded_size, numba.get_num_threads())
     return grad_w
+
+
+def workspace_bytes(geom: ConvGeometry, method: str) -> int:
+    """The per-thread scratch the kernels allocate, as they size it: one run of jobs per
+    thread (at most ``numba.get_num_threads()`` runs), each with its ``Cg`` padded input
+    planes and two ``(Ho, Wp)`` planes (accumulators, or the widened output gradient), and
+    for the input gradient also the flipped weight."""
+    itemsize = geom.dtype.itemsize
+    if method == "backward_input":
+        return math.prod(geom.weight_shape) * itemsize + _forward_scratch(transposed_geometry(geom))
+    if method == "forward":
+        return _forward_scratch(geom)
+    (hp, wp), (ho, _), cg = geom.padded_size, geom.out_size, geom.weight_shape[1]
+    chunks = thread_runs(1, geom.groups, geom.out_channels // geom.groups)
+    return chunks * (cg * (hp * wp + _STEP) + 2 * (ho * wp + _STEP)) * itemsize + chunks * cg
+
+
+def _forward_scratch(geom: ConvGeometry) -> int:
+    """:func:`_forward_3x3`'s scratch: per run, ``Cg`` padded planes (none if unpadded) and
+    two ``(Ho, Wp)`` accumulators."""
+    (hp, wp), (ho, _), cg = geom.padded_size, geom.out_size, geom.weight_shape[1]
+    planes = cg * hp * wp if any(geom.padding) else 0
+    runs = thread_runs(geom.batch, geom.groups, geom.out_channels // geom.groups)
+    return runs * (planes + 2 * ho * wp) * geom.dtype.itemsize

@@ -16,6 +16,7 @@ import numpy as np
 
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import crop, pad
+from convkit_backends._workspace import padded_bytes
 from convkit_backends.numba_direct._helpers import (
     _axpy,
     _first_input_channel,
@@ -123,6 +124,19 @@ def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) 
     return grad_w
 
 
+def workspace_bytes(geom: ConvGeometry, method: str) -> int:
+    """The padded input (none without padding) and one ``(Ho, Wp)`` accumulator per thread
+    (forward); the widened output gradient and the padded input gradient (input gradient);
+    the padded input and the widened output gradient (weight gradient)."""
+    n, itemsize = geom.batch, geom.dtype.itemsize
+    (ho, _), (_, wp) = geom.out_size, geom.padded_size
+    padded_x = padded_bytes(geom, n) if any(geom.padding) else 0
+    widened = n * geom.out_channels * ho * wp * itemsize
+    if method == "forward":
+        return padded_x + min(numba.get_num_threads(), n * geom.out_channels) * ho * wp * itemsize
+    if method == "backward_input":
+        return widened + padded_bytes(geom, n)
+    return padded_x + widened
 
 
 def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
