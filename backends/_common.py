@@ -92,19 +92,43 @@ def input_grad_as_forward(
 ) -> tuple[np.ndarray, ConvGeometry] | None:
     """The input gradient of a stride-1 convolution as a forward one, or None.
 
-    ``grad_x`` is ``grad_output: (N, Cout, Ho, Wo)`` convolved with the flipped, transposed
-    weight ``(C, Cout/G, kh, kw)`` and padding ``d*(k-1) - p``: one GEMM with the long
-    ``Cout*kh*kw`` reduction and no col2im. Returns that weight and geometry when it pays and
-    is exact: stride 1, ``Cout <= C`` (else the columns outgrow the input gradient's), no
-    padding beyond ``d*(k-1)``, and finite weights (the added zero padding meets them).
+    Returns :func:`transposed_convolution` when it pays and is exact: stride 1,
+    ``Cout <= C`` (else the columns outgrow the input gradient's), no padding beyond
+    ``d*(k-1)``, and finite weights (the added zero padding meets them); then one GEMM with
+    the long ``Cout*kh*kw`` reduction and no col2im.
     """
-    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
-    padding = ((kh - 1) * dh - pt, (kh - 1) * dh - pb, (kw - 1) * dw - pl, (kw - 1) * dw - pr)
-    if (geom.stride != (1, 1) or geom.out_channels > geom.in_channels or min(padding) < 0
-            or not np.isfinite(weight).all()):
+    if (geom.stride != (1, 1) or geom.out_channels > geom.in_channels
+            or not padding_within_kernel(geom) or not np.isfinite(weight).all()):
         return None
+    return transposed_convolution(weight, geom)
+
+
+def padding_within_kernel(geom: ConvGeometry) -> bool:
+    """True if no side is padded by more than the kernel's extent ``d*(k-1)``."""
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
+    return max(pt, pb) <= (kh - 1) * dh and max(pl, pr) <= (kw - 1) * dw
+
+
+def transposed_convolution(
+    weight: np.ndarray, geom: ConvGeometry
+) -> tuple[np.ndarray, ConvGeometry]:
+    """The weight and geometry of the stride-1 input gradient as a forward convolution.
+
+    ``grad_x`` is ``grad_output: (N, Cout, Ho, Wo)`` convolved with the flipped, transposed
+    weight ``(C, Cout/G, kh, kw)`` (a copy) and padding ``d*(k-1) - p``
+    (:func:`transposed_geometry`). Exact for finite weights, which the added zero padding
+    meets; needs stride 1 and :func:`padding_within_kernel`.
+    """
+    (kh, kw), transposed = geom.kernel_size, transposed_geometry(geom)
     g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
     flipped = weight.reshape(g, cog, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    transposed = replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
-                         in_size=geom.out_size, padding=padding)
     return np.ascontiguousarray(flipped).reshape(transposed.weight_shape), transposed
+
+
+def transposed_geometry(geom: ConvGeometry) -> ConvGeometry:
+    """The geometry of :func:`transposed_convolution`: input ``(N, Cout, Ho, Wo)``, output
+    ``(N, C, H, W)``, padding ``d*(k-1) - p`` on each side."""
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
+    padding = ((kh - 1) * dh - pt, (kh - 1) * dh - pb, (kw - 1) * dw - pl, (kw - 1) * dw - pr)
+    return replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
+                   in_size=geom.out_size, padding=padding)

@@ -10,6 +10,8 @@ functions put the NaN back; they cost one ``isfinite`` pass when everything is f
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convkit.geometry import ConvGeometry
@@ -52,3 +54,24 @@ def weight_grad_padding_nan(
     bad_outputs = bad.any(axis=0).reshape(geom.out_channels, -1)  # (Cout, Ho*Wo)
     hit = (bad_outputs.astype(np.int64) @ padded_taps(geom).T) > 0  # (Cout, kh*kw)
     grad_w.transpose(0, 2, 3, 1)[hit.reshape(geom.out_channels, *geom.kernel_size)] = np.nan
+
+
+def padding_nan_bytes(geom: ConvGeometry, method: str) -> int:
+    """An upper bound of the temporaries of :func:`forward_padding_nan` (``'forward'``) or
+    :func:`weight_grad_padding_nan` (``'backward_weight'``), in bytes.
+
+    Without padding they allocate nothing; with finite values, only the finiteness mask and
+    its negation (a bool per weight or output gradient element). A non-finite value adds
+    the mask reduced to ``(Cout, kh*kw)`` or ``(Cout, Ho*Wo)`` and its int64 copy,
+    :func:`padded_taps` as bool and as int64 (the matmul casts it), the int64 product and
+    its bool comparison, and the index arrays that assigning through a boolean mask can take
+    (three int64 per hit).
+    """
+    if not any(geom.padding):
+        return 0
+    (kh, kw), (ho, wo), c_out = geom.kernel_size, geom.out_size, geom.out_channels
+    if method == "forward":
+        checked, reduced, hits = math.prod(geom.weight_shape), c_out * kh * kw, c_out * ho * wo
+    else:
+        checked, reduced, hits = math.prod(geom.output_shape), c_out * ho * wo, c_out * kh * kw
+    return 2 * checked + 9 * reduced + 9 * kh * kw * ho * wo + 33 * hits

@@ -37,8 +37,9 @@ import numba
 import numpy as np
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    import convkit_backends.numba_loops as m
-import convkit_backends._numba_runtime as runtime
+    import convkit_backends.numba_direct.backend as m
+import convkit_backends.numba_direct._runtime as runtime
+import sys
 from convkit.geometry import make_geometry
 x = np.arange(2 * 3 * 5 * 5, dtype=np.float64).reshape(2, 3, 5, 5)
 w = np.linspace(-1, 1, 4 * 3 * 3 * 3).reshape(4, 3, 3, 3)
@@ -49,7 +50,10 @@ expected = np.einsum("ncijab,ocab->noij", windows, w)
 print(json.dumps({
     "file": m.__file__,
     "correct": bool(np.allclose(y, expected, rtol=1e-12, atol=1e-12)),
-    "cache_hits": sum(sum(f.stats.cache_hits.values()) for f in vars(m).values()
+    "cache_hits": sum(sum(f.stats.cache_hits.values())
+                      for name, module in list(sys.modules.items())
+                      if name.startswith("convkit_backends.numba_direct")
+                      for f in vars(module).values()
                       if isinstance(f, numba.core.dispatcher.Dispatcher)),
     "caching": runtime.caching,
     "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
@@ -75,17 +79,17 @@ def _run_probe(env_updates: dict[str, str], pythonpath: Path | None = None) -> d
 
 @pytest.fixture
 def package_copy(tmp_path: Path) -> Path:
-    """A copy of ``convkit_backends`` whose ``__pycache__`` cannot be created (a file is there).
+    """A copy of ``convkit_backends`` whose ``__pycache__`` directories cannot be created (a
+    file is there).
 
     That is what a read-only install looks like to numba, also for root, who may write
     into read-only directories. Returns the directory to put on ``PYTHONPATH``.
     """
     root = tmp_path / "site"
-    package = root / "convkit_backends"
-    package.mkdir(parents=True)
-    for source in Path(convkit_backends.__file__).parent.glob("*.py"):
-        shutil.copy(source, package / source.name)
-    (package / "__pycache__").write_text("not a directory")
+    shutil.copytree(Path(convkit_backends.__file__).parent, root / "convkit_backends",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (root / "convkit_backends").rglob("__init__.py"):
+        (package.parent / "__pycache__").write_text("not a directory")
     return root
 
 
@@ -95,7 +99,7 @@ def test_numba_cache_falls_back_to_user_cache_dir(package_copy: Path, tmp_path: 
     first = _run_probe(env, package_copy)
     assert first["file"].startswith(str(package_copy))
     assert first["correct"] and first["caching"] and not first["warnings"]
-    assert list((user_cache / "numba").rglob("numba_loops.*.nbi"))
+    assert list((user_cache / "numba").rglob("three_by_three.*.nbi"))
 
     second = _run_probe(env, package_copy)
     assert second["correct"]
@@ -227,7 +231,7 @@ def test_numba_non_finite_values_propagate_like_naive(
     exercised.
     """
     from convkit_backends.naive import NaiveBackend
-    from convkit_backends.numba_loops import NumbaBackend
+    from convkit_backends.numba_direct.backend import NumbaBackend
 
     case = ConvCase("nonfinite", (2, 3, 7, 8), (4, 3, *kernel), stride=stride, padding=padding,
                     dilation=dilation)
@@ -284,6 +288,41 @@ def test_numba_long_row_kernels_match_naive(case: ConvCase, op: str, dtype: str)
     check_against_naive("numba", case, op, dtype)
 
 
+# --- numba: the kernel choice ------------------------------------------------------------
+
+# (input, weight, stride, padding, dilation) -> the family of forward, input and weight
+# gradient with finite operands, and of the two gradients with a non-finite operand.
+NUMBA_CHOICES = [
+    (((1, 4, 8, 8), (4, 4, 3, 3), 1, 1, 1), ("three_by_three",) * 3 + ("general",
+                                                                          "three_by_three")),
+    (((1, 4, 8, 8), (4, 4, 3, 3), 1, 3, 1), ("three_by_three", "wide", "three_by_three",
+                                              "general", "three_by_three")),
+    (((1, 4, 8, 8), (4, 4, 5, 2), 1, 1, 2), ("wide",) * 3 + ("general",) * 2),
+    (((1, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), ("stride_two",) * 3 + ("phases",) * 2),
+    (((1, 4, 9, 9), (4, 4, 5, 5), 2, 2, 1), ("phases",) * 5),
+    (((1, 4, 9, 9), (4, 4, 3, 3), 2, 2, 2), ("general",) * 5),
+]
+
+
+@pytest.mark.parametrize(("shapes", "families"), NUMBA_CHOICES, ids=str)
+def test_numba_kernel_choice_follows_its_table(shapes, families) -> None:
+    from convkit.geometry import make_geometry
+    from convkit_backends.numba_direct.choice import choose_kernel
+
+    x_shape, w_shape, stride, padding, dilation = shapes
+    geom = make_geometry(x_shape, w_shape, stride=stride, padding=padding, dilation=dilation)
+    asked = []
+
+    def finite(answer: bool):
+        return lambda: asked.append(answer) or answer
+
+    calls = [("forward", True), ("backward_input", True), ("backward_weight", True),
+             ("backward_input", False), ("backward_weight", False)]
+    chosen = tuple(choose_kernel(method, geom, finite(answer)).value for method, answer in calls)
+    assert chosen == families
+    assert len(asked) <= 4  # at most once per call, never for the forward pass
+
+
 # --- numba: the 3x3 stride-2 input gradient on phase-split planes ------------------------
 
 # Odd and even sizes, rows no window covers (8 at padding 0), output rows that reach only
@@ -302,14 +341,16 @@ NUMBA_S2_INPUT_GRAD_CASES = [
 
 @pytest.fixture
 def no_phases(monkeypatch: pytest.MonkeyPatch):
-    """The numba module, its stride-1 sub-problem fallback (``_phases``) made to fail."""
-    from convkit_backends import numba_loops
+    """The numba backend module, its stride-1 sub-problem fallback (the ``phases`` family)
+    made to fail."""
+    from convkit_backends.numba_direct import backend, phases
 
-    def refuse(geom):
+    def refuse(a, b, geom, sub_call):
         raise AssertionError(f"the phases fallback ran for {geom}")
 
-    monkeypatch.setattr(numba_loops, "_phases", refuse)
-    return numba_loops
+    for method in ("forward", "backward_input", "backward_weight"):
+        monkeypatch.setattr(phases, method, refuse)
+    return backend
 
 
 @pytest.mark.parametrize("case", NUMBA_S2_INPUT_GRAD_CASES, ids=str)

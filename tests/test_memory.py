@@ -14,6 +14,7 @@ from convkit.memory import CHECK_ABOVE, available_memory, format_bytes
 from convkit_backends.naive import NaiveBackend
 
 MiB = 2**20
+METHODS = ["forward", "backward_input", "backward_weight"]
 
 
 def test_huge_output_is_refused_by_every_backend(backend: str) -> None:
@@ -47,7 +48,7 @@ def memory_80mib(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 @pytest.mark.parametrize("name", ["im2col-strided", "im2col-take"])
-@pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])
+@pytest.mark.parametrize("method", METHODS)
 def test_im2col_columns_count_as_workspace(memory_80mib: int, name: str, method: str) -> None:
     """One image's columns are 98 MiB (16 channels x 7x7 taps x 128x128 x 8 bytes)."""
     rng = np.random.default_rng(0)
@@ -68,7 +69,7 @@ def test_im2col_columns_count_as_workspace(memory_80mib: int, name: str, method:
         calls[method](name)
     assert f"workspace {format_bytes(workspace)}" in str(err.value)
     assert "80.0 MiB of memory is available" in str(err.value)
-    assert calls[method]("numba").shape  # no workspace: 2 MiB results are not even checked
+    assert calls[method]("numba").shape  # a few MiB of padded copies: not even checked
 
 
 def test_declared_workspace_is_checked_before_the_backend_runs(memory_80mib: int) -> None:
@@ -117,11 +118,26 @@ def test_format_bytes(size: int, text: str) -> None:
     assert format_bytes(size) == text
 
 
+def _assert_peak_within_workspace(backend, method: str, args, geom) -> int:
+    """tracemalloc (numpy and numba's runtime report to it): peak minus the result <=
+    ``workspace_bytes + 1 MiB``."""
+    compute = getattr(backend, method)
+    compute(*args, geom)  # compile numba's kernels, fill im2col-take's index cache
+    tracemalloc.start()
+    try:
+        out = compute(*args, geom)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    declared = backend.workspace_bytes(geom, method)
+    assert peak - out.nbytes <= declared + MiB, (peak - out.nbytes, declared)
+
+
 GEOMETRIES = [((1, 16, 64, 64), (16, 16, 7, 7), 3, 1), ((6, 32, 24, 24), (64, 32, 3, 3), 1, 1),
               ((4, 8, 20, 20), (8, 1, 5, 5), 2, 8)]
 
 
-@pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "name, x_shape, w_shape, padding, groups",
     [(name, *g) for name in ("im2col-strided", "im2col-take") for g in GEOMETRIES]
@@ -130,18 +146,66 @@ GEOMETRIES = [((1, 16, 64, 64), (16, 16, 7, 7), 3, 1), ((6, 32, 24, 24), (64, 32
 def test_declared_workspace_bounds_the_measured_peak(
     name: str, method: str, x_shape, w_shape, padding: int, groups: int
 ) -> None:
-    """tracemalloc (numpy reports to it): peak minus the result <= workspace_bytes + 1 MiB."""
     rng = np.random.default_rng(0)
     geom = convkit.make_geometry(x_shape, w_shape, padding=padding, groups=groups)
     x, w, gy = (rng.standard_normal(s) for s in (x_shape, w_shape, geom.output_shape))
-    backend = convkit.get_backend(name)
-    compute = getattr(backend, method)
     args = {"forward": (x, w), "backward_input": (gy, w), "backward_weight": (x, gy)}[method]
-    compute(*args, geom)  # fill caches (im2col-take keeps its gather indices)
-    tracemalloc.start()
-    try:
-        out = compute(*args, geom)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak - out.nbytes <= backend.workspace_bytes(geom, method) + MiB
+    _assert_peak_within_workspace(convkit.get_backend(name), method, args, geom)
+
+
+# --- numba: the workspace of every kernel family ------------------------------------------
+
+# One case per kernel family of the numba backend (convkit_backends.numba_direct.choice),
+# (input, weight, stride, padding, dilation), each large enough that the family's padded
+# copies or per-thread scratch stand out above the 1 MiB tolerance.
+NUMBA_FAMILY_CASES = {
+    "three_by_three": ((2, 32, 96, 96), (32, 32, 3, 3), 1, 1, 1),
+    "wide": ((2, 32, 96, 96), (32, 32, 5, 5), 1, 2, 1),
+    "stride_two": ((2, 64, 96, 96), (64, 64, 3, 3), 2, 1, 1),
+    "phases": ((2, 32, 96, 96), (32, 32, 5, 5), 2, 2, 1),
+    "general": ((2, 32, 96, 96), (32, 32, 3, 3), 2, 2, 2),
+}
+def _numba_case(family: str, dtype: str, method: str, nonfinite: bool = False):
+    """The geometry and the arguments of ``method`` for ``NUMBA_FAMILY_CASES[family]``; with
+    ``nonfinite``, a NaN in each operand (the gradients then move down the choice's table,
+    and the general kernels repair the padding's NaN)."""
+    x_shape, w_shape, stride, padding, dilation = NUMBA_FAMILY_CASES[family]
+    geom = convkit.make_geometry(x_shape, w_shape, stride=stride, padding=padding,
+                                 dilation=dilation, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x, w, gy = (rng.standard_normal(s).astype(dtype)
+                for s in (x_shape, w_shape, geom.output_shape))
+    if nonfinite:
+        for a in (x, w, gy):
+            a[0, 1, 0, 1] = np.nan
+    args = {"forward": (x, w), "backward_input": (gy, w), "backward_weight": (x, gy)}[method]
+    return geom, args
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("family", NUMBA_FAMILY_CASES)
+@pytest.mark.parametrize("nonfinite", [False, True], ids=["finite", "nan"])
+def test_numba_workspace_bounds_the_measured_peak(
+    family: str, nonfinite: bool, dtype: str, method: str
+) -> None:
+    from convkit_backends.numba_direct.backend import NumbaBackend
+    from convkit_backends.numba_direct.choice import choose_kernel
+
+    geom, args = _numba_case(family, dtype, method, nonfinite)
+    assert choose_kernel(method, geom, lambda: True).value == family  # what the case tests
+    _assert_peak_within_workspace(NumbaBackend(), method, args, geom)
+
+
+@pytest.mark.parametrize("family", ["three_by_three", "wide", "stride_two", "phases"])
+def test_numba_workspace_check_fails_without_a_declared_workspace(family: str) -> None:
+    """The check above sees the padded copies and the scratch that numba allocates."""
+    from convkit_backends.numba_direct.backend import NumbaBackend
+
+    class Undeclared(NumbaBackend):
+        def workspace_bytes(self, geom, method):
+            return 0
+
+    geom, args = _numba_case(family, "float64", "forward")
+    with pytest.raises(AssertionError):
+        _assert_peak_within_workspace(Undeclared(), "forward", args, geom)
