@@ -25,6 +25,8 @@ FAMILIES = {Family.THREE_BY_THREE: three_by_three, Family.STRIDE_TWO: stride_two
 class NumbaBackend(ConvBackend):
     """Parallel direct-convolution loops compiled by numba."""
 
+    description = "3x3 layers (stride 1 and 2) of every width, depthwise, few input channels"
+
     @serialised_on_unsafe_layer
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         return self._run("forward", x, weight, geom, None)
