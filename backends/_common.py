@@ -88,23 +88,33 @@ def batch_chunks(geom: ConvGeometry, bytes_per_image: int, budget: int) -> Itera
 
 
 def input_grad_as_forward(
-    weight: np.ndarray, geom: ConvGeometry
+    weight: np.ndarray, geom: ConvGeometry, fewer_outputs: bool = True
 ) -> tuple[np.ndarray, ConvGeometry] | None:
     """The input gradient of a stride-1 convolution as a forward one, or None.
 
     ``grad_x`` is ``grad_output: (N, Cout, Ho, Wo)`` convolved with the flipped, transposed
     weight ``(C, Cout/G, kh, kw)`` and padding ``d*(k-1) - p``: one GEMM with the long
-    ``Cout*kh*kw`` reduction and no col2im. Returns that weight and geometry when it pays and
-    is exact: stride 1, ``Cout <= C`` (else the columns outgrow the input gradient's), no
-    padding beyond ``d*(k-1)``, and finite weights (the added zero padding meets them).
+    ``Cout*kh*kw`` reduction and no col2im. Returns that weight and geometry when it is
+    exact: stride 1, no padding beyond ``d*(k-1)``, and finite weights (the added zero
+    padding meets them); with ``fewer_outputs`` also only when it pays for im2col,
+    ``Cout <= C`` (else the columns outgrow the input gradient's).
     """
-    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
-    padding = ((kh - 1) * dh - pt, (kh - 1) * dh - pb, (kw - 1) * dw - pl, (kw - 1) * dw - pr)
-    if (geom.stride != (1, 1) or geom.out_channels > geom.in_channels or min(padding) < 0
+    transposed = input_grad_geometry(geom)
+    if (transposed is None or (fewer_outputs and geom.out_channels > geom.in_channels)
             or not np.isfinite(weight).all()):
         return None
-    g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+    (kh, kw), g = geom.kernel_size, geom.groups
+    cog, cg = geom.out_channels // g, geom.weight_shape[1]
     flipped = weight.reshape(g, cog, cg, kh, kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    transposed = replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
-                         in_size=geom.out_size, padding=padding)
     return np.ascontiguousarray(flipped).reshape(transposed.weight_shape), transposed
+
+
+def input_grad_geometry(geom: ConvGeometry) -> ConvGeometry | None:
+    """The forward geometry whose result is ``geom``'s input gradient (see
+    :func:`input_grad_as_forward`), or None unless stride 1 and padding within ``d*(k-1)``."""
+    (kh, kw), (dh, dw), (pt, pb, pl, pr) = geom.kernel_size, geom.dilation, geom.padding
+    padding = ((kh - 1) * dh - pt, (kh - 1) * dh - pb, (kw - 1) * dw - pl, (kw - 1) * dw - pr)
+    if geom.stride != (1, 1) or min(padding) < 0:
+        return None
+    return replace(geom, in_channels=geom.out_channels, out_channels=geom.in_channels,
+                   in_size=geom.out_size, padding=padding)
