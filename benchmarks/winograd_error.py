@@ -17,21 +17,15 @@ import argparse
 import numpy as np
 
 import convkit
-from convkit.testing import CONFORMANCE_CASES, ConvCase, error_bound, run_operation
+from convkit.testing import (
+    CONFORMANCE_CASES,
+    WINOGRAD_CASES,
+    ConvCase,
+    error_bound,
+    run_operation,
+)
 from convkit_backends.winograd import WinogradBackend
 
-#: 3x3 stride-1 cases the conformance suite lacks: sizes not divisible by 2 or 4, one
-#: channel, batch 1, every padding from 0 to 3, rectangular images.
-WINOGRAD_CASES: tuple[ConvCase, ...] = (
-    ConvCase("wg-pad1-odd", (2, 8, 7, 9), (8, 8, 3, 3), padding=1),
-    ConvCase("wg-valid", (1, 9, 10, 11), (12, 9, 3, 3)),
-    ConvCase("wg-pad-0-3", (3, 8, 13, 6), (8, 8, 3, 3), padding=(0, 3)),
-    ConvCase("wg-pad2-wide", (2, 10, 5, 17), (9, 10, 3, 3), padding=2),
-    ConvCase("wg-pad3-small", (1, 8, 3, 3), (8, 8, 3, 3), padding=3),
-    ConvCase("wg-same-more-out", (2, 8, 12, 12), (16, 8, 3, 3), padding="same"),
-    ConvCase("wg-32-channels", (2, 32, 16, 15), (24, 32, 3, 3), padding=1),
-    ConvCase("wg-few-channels", (2, 3, 9, 9), (5, 3, 3, 3), padding=1),
-)
 #: Realistic layers: (name, input shape, output channels), padding 1.
 LAYERS = (("64x56x56", (2, 64, 56, 56), 64), ("128x28x28", (4, 128, 28, 28), 128),
           ("256x14x14", (8, 256, 14, 14), 256))
