@@ -57,6 +57,10 @@ MIN_CHANNELS = 8
 #: Bytes of one block's transformed input (its products take as much per output channel):
 #: both fit in one core's 1 MiB L2 cache with room for the filter and the tiles.
 BLOCK_BYTES = 256 * 2**10
+#: Tiles per block at least, whatever its bytes: a GEMM over fewer columns than this
+#: spends its time packing the filters (256 channels at 14x14 in 4-tile blocks: 2x slower
+#: than in 192-tile blocks, which were as fast as or faster than 64 on the layers tried).
+MIN_BLOCK_TILES = 192
 
 
 @dataclass(frozen=True)
@@ -148,82 +152,96 @@ def _at6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3, count: int):
 
 
 @jit(inline="always")
-def _input_1d(d, o, a: int, first: int, step: int, count: int):
-    """``o[first + step*q] = (Bᵀ d[first + step*j])[q]`` over ``j, q < a``, ``count`` tiles."""
-    f, s = first, step
-    if a == 4:
-        _bt4(d[f], d[f + s], d[f + 2 * s], d[f + 3 * s],
-             o[f], o[f + s], o[f + 2 * s], o[f + 3 * s], count)
-    else:
-        _bt6(d[f], d[f + s], d[f + 2 * s], d[f + 3 * s], d[f + 4 * s], d[f + 5 * s],
-             o[f], o[f + s], o[f + 2 * s], o[f + 3 * s], o[f + 4 * s], o[f + 5 * s], count)
-
-
-@jit(inline="always")
-def _output_1d(mm, o, a: int, first: int, step: int, out_first: int, out_step: int,
-               count: int):
-    """``o[out_first + out_step*i] = (Aᵀ mm[first + step*q])[i]`` over ``q < a``,
-    ``i < a - 2``, ``count`` tiles."""
-    f, s, g, u = first, step, out_first, out_step
-    if a == 4:
-        _at4(mm[f], mm[f + s], mm[f + 2 * s], mm[f + 3 * s], o[g], o[g + u], count)
-    else:
-        _at6(mm[f], mm[f + s], mm[f + 2 * s], mm[f + 3 * s], mm[f + 4 * s], mm[f + 5 * s],
-             o[g], o[g + u], o[g + 2 * u], o[g + 3 * u], count)
+def _split_row(src, phases, i: int, start: int, span: int, pl: int):
+    """``phases[i, j, start + t] = padded_row[t*m + j]`` for ``t < span``, ``j < m``: the row
+    ``src`` of ``x`` zero-padded by ``pl`` on the left and to ``m*span`` on the right."""
+    m, w = phases.shape[1], src.shape[0]
+    for j in range(m):
+        p_j = phases[i, j, start:start + span]
+        lo = 0 if pl <= j else min(span, (pl - j + m - 1) // m)  # first t*m + j - pl >= 0
+        hi = min(span, max(lo, (w + pl - j + m - 1) // m))  # ... and < w
+        p_j[:lo] = 0
+        p_j[hi:] = 0
+        for t in range(lo, hi):
+            p_j[t] = src[t * m + j - pl]
 
 
 @_jit
-def _input_transform(x, v, pt, pl, row0, row1, th, tw, rows, d, h):
-    """Transformed input tiles ``v: (a*a, C, T)`` of tile rows ``[row0, row1)``.
+def _input_transform(x, v, pt, pl, row0, row1, th, tw, c0, c1, phases, h, hv):
+    """Transformed input tiles ``v: (a*a, C, T)`` of tile rows ``[row0, row1)``, channels
+    ``[c0, c1)``.
 
     ``x: (N, C, H, W)``; tile row ``r`` is image ``r // th``, tile row ``ty = r % th``; its
     ``tw`` tiles are ``v[:, :, (r - row0)*tw:][:, :, :tw]``, tile ``tx`` reading padded rows
-    ``ty*m + [0, a)`` and columns ``tx*m + [0, a)``. Scratch of ``x``'s dtype:
-    ``rows: (a, tw*m + 2)``, ``d`` and ``h``: ``(a*a, T)``.
+    ``ty*m + [0, a)`` and columns ``tx*m + [0, a)``.
+
+    Each padded input row is split by column phase into ``phases: (a, m, L)``, ``tw + 1``
+    entries per tile row: column ``tx*m + j`` of a tile is ``phases[i, j % m, tx + j // m]``,
+    so both 1-D transforms run as long vector loops over the whole block (``L`` entries,
+    one junk tile per tile row) into ``h`` and ``hv: (a*a, L)``; the real tiles are then
+    copied into ``v``. All scratch has ``x``'s dtype.
     """
-    a = 4 if d.shape[0] == 16 else 6  # d has a*a rows
-    m = a - 2
-    count = (row1 - row0) * tw
-    h_in, w_in = x.shape[2], x.shape[3]
-    width = rows.shape[1]
-    lo = min(pl, width)
-    hi = max(lo, min(width, w_in + pl))
-    for c in range(x.shape[1]):
-        for r in range(row0, row1):  # gather the raw tiles d[i*a + j, t]
+    m = phases.shape[1]
+    a = m + 2
+    span = tw + 1
+    length = (row1 - row0) * span - 1  # the last junk tile would read past the end
+    h_in = x.shape[2]
+    for c in range(c0, c1):
+        for r in range(row0, row1):
             n, ty = r // th, r % th
-            base = (r - row0) * tw
+            start = (r - row0) * span
             for i in range(a):
                 src = ty * m + i - pt
-                row = rows[i]
-                row[:] = 0
                 if 0 <= src < h_in:
-                    row[lo:hi] = x[n, c, src, lo - pl:hi - pl]
-                for j in range(a):
-                    dst = d[i * a + j, base:base + tw]
-                    for tx in range(tw):
-                        dst[tx] = row[tx * m + j]
-        v_c = v[:, c, :]
+                    _split_row(x[n, c, src], phases, i, start, span, pl)
+                else:
+                    phases[i, :, start:start + span] = 0
         for i in range(a):  # along rows of each tile: h = d B
-            _input_1d(d, h, a, i * a, 1, count)
-        for q in range(a):  # along columns: v = Bᵀ h
-            _input_1d(h, v_c, a, q, a, count)
+            p, f = phases[i], i * a
+            if m == 2:
+                _bt4(p[0], p[1], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2], h[f + 3],
+                     length)
+            else:
+                _bt6(p[0], p[1], p[2], p[3], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2],
+                     h[f + 3], h[f + 4], h[f + 5], length)
+        for q in range(a):  # along columns: hv = Bᵀ h
+            if m == 2:
+                _bt4(h[q], h[q + 4], h[q + 8], h[q + 12],
+                     hv[q], hv[q + 4], hv[q + 8], hv[q + 12], length)
+            else:
+                _bt6(h[q], h[q + 6], h[q + 12], h[q + 18], h[q + 24], h[q + 30],
+                     hv[q], hv[q + 6], hv[q + 12], hv[q + 18], hv[q + 24], hv[q + 30],
+                     length)
+        for p in range(a * a):  # drop the junk tiles
+            for r in range(row1 - row0):
+                v[p, c, r * tw:(r + 1) * tw] = hv[p, r * span:r * span + tw]
 
 
 @_jit
-def _output_transform(mm, y, row0, row1, th, tw, h, o):
-    """``y[n, k]``'s tiles of tile rows ``[row0, row1)`` from their products
+def _output_transform(mm, y, row0, row1, th, tw, k0, k1, h, o):
+    """``y[n, k]``'s tiles (``k`` in ``[k0, k1)``) of tile rows ``[row0, row1)`` from their
+    products
     ``mm: (a*a, K, T)`` (laid out as in :func:`_input_transform`): ``Aᵀ M A``, cropped to
     ``y: (N, K, Ho, Wo)``. Scratch of ``y``'s dtype: ``h: (a*m, T)``, ``o: (m*m, T)``."""
     m = 2 if o.shape[0] == 4 else 4  # o has m*m rows
     a = m + 2
     count = (row1 - row0) * tw
     ho, wo = y.shape[2], y.shape[3]
-    for k in range(y.shape[1]):
-        m_k = mm[:, k, :]
-        for s in range(a):  # along rows of each tile: h = M A
-            _output_1d(m_k, h, a, s * a, 1, s * m, 1, count)
+    for k in range(k0, k1):
+        for s in range(a):  # along rows of each tile: h = M A (mm[p, k]: contiguous)
+            f, g = s * a, s * m
+            if m == 2:
+                _at4(mm[f, k], mm[f + 1, k], mm[f + 2, k], mm[f + 3, k], h[g], h[g + 1],
+                     count)
+            else:
+                _at6(mm[f, k], mm[f + 1, k], mm[f + 2, k], mm[f + 3, k], mm[f + 4, k],
+                     mm[f + 5, k], h[g], h[g + 1], h[g + 2], h[g + 3], count)
         for j in range(m):  # along columns: o = Aᵀ h
-            _output_1d(h, o, a, j, m, j, m, count)
+            if m == 2:
+                _at4(h[j], h[j + 2], h[j + 4], h[j + 6], o[j], o[j + 2], count)
+            else:
+                _at6(h[j], h[j + 4], h[j + 8], h[j + 12], h[j + 16], h[j + 20],
+                     o[j], o[j + 4], o[j + 8], o[j + 12], count)
         for r in range(row0, row1):  # scatter o[i*m + j, t] into the image
             n, ty = r // th, r % th
             base = (r - row0) * tw
@@ -275,7 +293,8 @@ class _Plan:
         ho, wo = geom.out_size
         th, tw = math.ceil(ho / variant.m), math.ceil(wo / variant.m)
         per_row = variant.a**2 * max(geom.in_channels, geom.out_channels) * tw
-        block_rows = max(1, BLOCK_BYTES // (per_row * geom.dtype.itemsize))
+        block_rows = max(1, BLOCK_BYTES // (per_row * geom.dtype.itemsize),
+                         math.ceil(MIN_BLOCK_TILES / tw))
         return cls(variant, th, tw, geom.batch * th, min(block_rows, geom.batch * th))
 
     def blocks(self) -> list[tuple[int, int]]:
@@ -288,7 +307,8 @@ class _Plan:
     def worker_bytes(self, geom: ConvGeometry) -> int:
         """One worker's buffers: a block's ``V`` and ``M`` and the transforms' scratch."""
         a, tiles = self.variant.a, self.block_rows * self.tw
-        scratch = a * (self.tw * self.variant.m + 2) + (2 * a * a + self.variant.m**2) * tiles
+        span = self.block_rows * (self.tw + 1)
+        scratch = (a * self.variant.m + 2 * a * a) * span + self.variant.m**2 * tiles
         elements = a * a * (geom.in_channels + geom.out_channels) * tiles + scratch
         return elements * geom.dtype.itemsize
 
@@ -308,25 +328,55 @@ def _workers_pool() -> tuple[ThreadPoolExecutor, ThreadpoolController]:
         return _pool, _blas
 
 
+class _Scratch:
+    """One worker's buffers for blocks of ``plan``: ``v``/``mm`` hold a block's transformed
+    tiles and products, the rest is the transforms' scratch (see the kernels)."""
+
+    def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, products: bool = True):
+        a, m, dtype = plan.variant.a, plan.variant.m, geom.dtype
+        span = tiles // plan.tw * (plan.tw + 1)
+        if products:
+            self.v = np.empty((a * a, geom.in_channels, tiles), dtype)
+            self.mm = np.empty((a * a, geom.out_channels, tiles), dtype)
+        self.phases = np.empty((a, m, span), dtype)
+        self.h, self.hv = np.empty((a * a, span), dtype), np.empty((a * a, span), dtype)
+        self.o = np.empty((m * m, tiles), dtype)
+
+
 def winograd_forward(
     x: np.ndarray, weight: np.ndarray, geom: ConvGeometry, variant: Variant
 ) -> np.ndarray:
     """``y: (N, K, Ho, Wo)`` of a 3x3 stride-1 convolution (``x: (N, C, H, W)``,
-    ``weight: (K, C, 3, 3)``, finite) by Winograd ``variant``."""
+    ``weight: (K, C, 3, 3)``, finite) by Winograd ``variant``.
+
+    Each worker takes whole blocks; when there are fewer blocks than workers (a small
+    layer, one block), they share the block instead: the input transform split by channel,
+    the GEMMs by tile position, the output transform by output channel.
+    """
     plan = _Plan.make(geom, variant)
-    a, m, dtype = variant.a, variant.m, geom.dtype
-    y = np.empty(geom.output_shape, dtype)
+    y = np.empty(geom.output_shape, geom.dtype)
+    pool, blas = _workers_pool()
+    with blas.limit(limits=1, user_api="blas"):
+        u = filter_transform(weight, variant)
+        if plan.workers() == 1 and numba.get_num_threads() > 1:
+            _shared_block(x, u, y, geom, plan, pool)
+        else:
+            _blocks_per_worker(x, u, y, geom, plan, pool)
+    _zero_padding_only(y, geom)
+    return y
+
+
+def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
+                       plan: _Plan, pool: ThreadPoolExecutor) -> None:
+    """Every worker takes the next block and runs all three steps on it."""
+    a, dtype = plan.variant.a, geom.dtype
     pt, _, pl, _ = geom.padding
     blocks = iter(plan.blocks())
     take = threading.Lock()
+    c, k = geom.in_channels, geom.out_channels
 
     def work() -> None:
-        tiles = plan.block_rows * plan.tw
-        v = np.empty((a * a, geom.in_channels, tiles), dtype)
-        mm = np.empty((a * a, geom.out_channels, tiles), dtype)
-        rows = np.empty((a, plan.tw * m + 2), dtype)
-        d, h = np.empty((a * a, tiles), dtype), np.empty((a * a, tiles), dtype)
-        o = np.empty((m * m, tiles), dtype)
+        buf = _Scratch(plan, geom, plan.block_rows * plan.tw)
         while True:
             with take:
                 block = next(blocks, None)
@@ -334,21 +384,41 @@ def winograd_forward(
                 return
             row0, row1 = block
             count = (row1 - row0) * plan.tw
-            v_b = reuse(v, (a * a, geom.in_channels, count), dtype)
-            m_b = reuse(mm, (a * a, geom.out_channels, count), dtype)
-            _input_transform(x, v_b, pt, pl, row0, row1, plan.th, plan.tw, rows, d, h)
-            np.matmul(u, v_b, out=m_b)
-            _output_transform(m_b, y, row0, row1, plan.th, plan.tw, h, o)
+            v, mm = reuse(buf.v, (a * a, c, count), dtype), reuse(buf.mm, (a * a, k, count), dtype)
+            _input_transform(x, v, pt, pl, row0, row1, plan.th, plan.tw, 0, c, buf.phases,
+                             buf.h, buf.hv)
+            np.matmul(u, v, out=mm)
+            _output_transform(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
 
-    pool, blas = _workers_pool()
-    with blas.limit(limits=1, user_api="blas"):
-        u = filter_transform(weight, variant)
-        futures = [pool.submit(work) for _ in range(plan.workers() - 1)]
-        work()
-        for f in futures:
+    futures = [pool.submit(work) for _ in range(plan.workers() - 1)]
+    work()
+    for f in futures:
+        f.result()
+
+
+def _shared_block(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
+                  plan: _Plan, pool: ThreadPoolExecutor) -> None:
+    """All tile rows as one block, each step split among ``numba.get_num_threads()``
+    workers."""
+    a, workers = plan.variant.a, numba.get_num_threads()
+    pt, _, pl, _ = geom.padding
+    bufs = [_Scratch(plan, geom, plan.rows * plan.tw, products=i == 0) for i in range(workers)]
+    v, mm = bufs[0].v, bufs[0].mm
+
+    def split(size: int) -> list[tuple[int, int]]:
+        cuts = np.linspace(0, size, workers + 1).round().astype(int)
+        return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+
+    def each(step, size: int) -> None:
+        for f in [pool.submit(step, buf, lo, hi) for buf, (lo, hi) in zip(bufs, split(size),
+                                                                       strict=True)]:
             f.result()
-    _zero_padding_only(y, geom)
-    return y
+
+    each(lambda b, lo, hi: _input_transform(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, lo,
+                                            hi, b.phases, b.h, b.hv), geom.in_channels)
+    each(lambda b, lo, hi: np.matmul(u[lo:hi], v[lo:hi], out=mm[lo:hi]), a * a)
+    each(lambda b, lo, hi: _output_transform(mm, y, 0, plan.rows, plan.th, plan.tw, lo, hi,
+                                             b.h, b.o), geom.out_channels)
 
 
 def _zero_padding_only(y: np.ndarray, geom: ConvGeometry) -> None:
@@ -423,5 +493,6 @@ class WinogradBackend(ConvBackend):
         filters = variant.a**2 * geom.out_channels * geom.in_channels
         weights = (3 * filters * 8 + filters * geom.dtype.itemsize  # float64 einsum, U
                    + 9 * filters * geom.dtype.itemsize)  # the flipped weight (input gradient)
-        return weights + plan.workers() * plan.worker_bytes(geom)
+        # Workers on blocks of their own, or sharing one (each with its scratch).
+        return weights + numba.get_num_threads() * plan.worker_bytes(geom)
 
