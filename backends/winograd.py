@@ -1,26 +1,30 @@
 """Winograd F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2015) for 3x3, stride-1 convolutions.
 
 The output is cut into ``m x m`` tiles (``m`` = 2 or 4), each computed from an
-``a x a`` input tile (``a = m + 2``) as ``Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A`` summed over input
+``a x a`` input tile (``a = m + 2``) as ``Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`` summed over input
 channels: the ``a²`` elementwise products over channels become ``a²`` GEMMs
 ``U[p] (K x C) @ V[p] (C x tiles)``, which is where the time goes and BLAS does them.
 F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
-Per call: the filter transform ``U = G g Gᵀ`` once (in float64, rounded once to the
-dtype). The tiles are processed in blocks of whole tile rows, small enough that a block's
-transformed input ``V`` and its products ``M`` stay in a core's L2 cache
-(:data:`BLOCK_BYTES`). Each worker thread (``numba.get_num_threads()`` of them) takes the
-next block, transforms its input tiles (a numba kernel), multiplies by BLAS on one thread
-and transforms the products back into the output (numba): the two cores never wait for each
-other between the steps, and numba's and BLAS's thread pools never fight (a two-thread
-OpenBLAS GEMM shared with a busy core was measured 10-50x slower than on one thread).
+Per call: the filter transform ``U = G g Gᵀ`` once (one small GEMM). The tiles are
+processed in blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at
+least :data:`MIN_BLOCK_TILES` tiles so that the GEMMs are not dominated by packing ``U``).
+Each worker thread (``numba.get_num_threads()`` of them) takes the next block, transforms
+its input tiles (a numba kernel), multiplies on one BLAS thread and transforms the
+products back into the output (numba): the block stays in the worker's cache between the
+steps, the cores never wait for each other, and numba's and BLAS's thread pools never
+fight (a two-thread OpenBLAS GEMM next to a busy core was measured 10-50x slower than on
+one thread). A layer with fewer blocks than workers shares its one block: each step is
+split among the workers (by input channel, tile position, output channel).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the exact numba kernels (:class:`NumbaBackend`); Winograd's
 weight gradient would be inexact too and gains less. Non-finite inputs or weights: the
 transforms mix the values of a whole tile, so NaN and Inf would land where a direct sum
 has none; such calls run on the exact numba backend instead (one ``sum`` of each operand
-detects them).
+detects them). So do reductions over fewer than :data:`MIN_CHANNELS` channels, and input
+gradients with padding beyond the kernel. Outputs whose window lies wholly in the padding
+are set to the exact 0.
 
 Accuracy: the transforms lose bits, more for F(4,3) (its matrices hold 4, 5, 1/6 and
 1/24); :attr:`WinogradBackend.capabilities` declares the factor on the direct-sum bound,
@@ -255,26 +259,36 @@ def _output_transform(mm, y, row0, row1, th, tw, k0, k1, h, o):
 
 def filter_transform(weight: np.ndarray, variant: Variant) -> np.ndarray:
     """``U: (a*a, K, C)``, ``G g Gᵀ`` of each ``(3, 3)`` filter of ``weight: (K, C, 3, 3)``,
-    computed in float64 and rounded once to ``weight``'s dtype.
+    in ``weight``'s dtype.
 
     One GEMM: ``U[s*a + q] = sum_ij G[s, i] G[q, j] g[i, j]`` is ``kron(G, G) @ g`` with
-    ``g`` flattened (``einsum`` took a second for 256 x 256 channels).
+    ``g`` flattened (``einsum`` took a second for 256 x 256 channels; the same GEMM in
+    float64 and a rounding to float32 took 6x as long and changed ``U`` by at most
+    2.6e-8 of its largest value).
     """
     k, c = weight.shape[:2]
-    flat = weight.reshape(k * c, 9).astype(np.float64)
-    u = np.kron(variant.g, variant.g) @ flat.T  # (a*a, K*C)
-    return u.astype(weight.dtype).reshape(variant.a**2, k, c)
+    gg = np.kron(variant.g, variant.g).astype(weight.dtype)  # (a*a, 9)
+    return (gg @ weight.reshape(k * c, 9).T).reshape(variant.a**2, k, c)
+
+
+#: The per-call cost of one transformed filter element (computing ``U``, streaming it
+#: through the GEMMs), in tile multiplications: it makes a layer with many channels and few
+#: tiles (batch 1 at 14x14 x 256 channels: 16 tiles of F(4,3)) take F(2,3), whose ``U`` is
+#: 2.25x smaller. Measured there: F(2,3) 10-16 ms, F(4,3) 19-23 ms.
+FILTER_COST_TILES = 32
 
 
 def choose_variant(geom: ConvGeometry) -> Variant:
-    """The variant with fewer GEMM multiplications for ``geom``'s output: ``a²`` per tile,
-    over ``ceil(Ho/m) * ceil(Wo/m)`` tiles (F(4,3) wastes more on sizes not divisible by 4)."""
+    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 32)``: the GEMM
+    multiplications over ``ceil(Ho/m) * ceil(Wo/m)`` tiles per image (F(4,3) wastes more on
+    sizes not divisible by 4) plus the filter transform (:data:`FILTER_COST_TILES`)."""
     ho, wo = geom.out_size
 
-    def products(v: Variant) -> int:
-        return v.a**2 * math.ceil(ho / v.m) * math.ceil(wo / v.m)
+    def cost(v: Variant) -> int:
+        tiles = geom.batch * math.ceil(ho / v.m) * math.ceil(wo / v.m)
+        return v.a**2 * (tiles + FILTER_COST_TILES)
 
-    return min((F4, F2), key=products)
+    return min((F4, F2), key=cost)
 
 
 @dataclass(frozen=True)
@@ -491,8 +505,7 @@ class WinogradBackend(ConvBackend):
         variant = self.variant(geom)
         plan = _Plan.make(geom, variant)
         filters = variant.a**2 * geom.out_channels * geom.in_channels
-        weights = (3 * filters * 8 + filters * geom.dtype.itemsize  # float64 einsum, U
-                   + 9 * filters * geom.dtype.itemsize)  # the flipped weight (input gradient)
+        weights = 2 * filters * geom.dtype.itemsize  # U, and the flipped weight (input grad.)
         # Workers on blocks of their own, or sharing one (each with its scratch).
         return weights + numba.get_num_threads() * plan.worker_bytes(geom)
 

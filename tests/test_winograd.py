@@ -50,7 +50,8 @@ def test_filter_transform_is_g_g_gt() -> None:
     u = winograd.filter_transform(w, F4)
     assert u.dtype == np.float32 and u.shape == (36, 5, 3)
     expected = np.einsum("si,kcij,qj->sqkc", F4.g, w.astype(np.float64), F4.g)
-    np.testing.assert_allclose(u, expected.reshape(36, 5, 3), rtol=1e-6)
+    scale = np.abs(expected).max()  # computed in float32: entries that cancel are off by eps
+    np.testing.assert_allclose(u, expected.reshape(36, 5, 3), rtol=1e-6, atol=1e-6 * scale)
 
 
 @pytest.mark.parametrize("tile", TILES)
@@ -138,9 +139,10 @@ def test_outputs_in_the_padding_alone_are_exactly_zero() -> None:
     assert y[:, :, 2:-2, 2:-2].all()
 
 
-@pytest.mark.parametrize("out_size, tile", [((56, 56), 4), ((14, 14), 4), ((2, 2), 2)])
-def test_the_variant_with_fewer_products_is_chosen(out_size: tuple[int, int], tile: int) -> None:
-    geom = convkit.make_geometry((1, 8, *out_size), (8, 8, 3, 3), padding=1)
+@pytest.mark.parametrize("batch, out_size, tile",
+                         [(1, (56, 56), 4), (8, (14, 14), 4), (1, (14, 14), 2), (4, (2, 2), 2)])
+def test_the_cheaper_variant_is_chosen(batch: int, out_size: tuple[int, int], tile: int) -> None:
+    geom = convkit.make_geometry((batch, 8, *out_size), (8, 8, 3, 3), padding=1)
     assert winograd.choose_variant(geom).m == tile
     assert WinogradBackend(2).variant(geom).m == 2
 
