@@ -33,8 +33,10 @@ measured in ``docs/precision.md``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -58,12 +60,14 @@ _jit = jit(nogil=True, fastmath=_FLAGS)
 #: GEMMs are too small to gain anything.
 MIN_CHANNELS = 8
 
-#: Bytes of one block's transformed input (its products take as much per output channel):
-#: both fit in one core's 1 MiB L2 cache with room for the filter and the tiles.
+#: Bytes of one block's transformed input (its products take as much per output channel),
+#: so that both fit in one core's 1 MiB L2 cache, unless that leaves fewer than
+#: :data:`MIN_BLOCK_TILES` tiles: then the block grows to those and lives in the L3 cache.
 BLOCK_BYTES = 256 * 2**10
 #: Tiles per block at least, whatever its bytes: a GEMM over fewer columns than this
 #: spends its time packing the filters (256 channels at 14x14 in 4-tile blocks: 2x slower
-#: than in 192-tile blocks, which were as fast as or faster than 64 on the layers tried).
+#: than in 192-tile blocks, which were as fast as or faster than 32 or 64 on the 64- and
+#: 128-channel layers tried). With 64 or more channels this is what sizes the blocks.
 MIN_BLOCK_TILES = 192
 
 
@@ -224,9 +228,9 @@ def _input_transform(x, v, pt, pl, row0, row1, th, tw, c0, c1, phases, h, hv):
 @_jit
 def _output_transform(mm, y, row0, row1, th, tw, k0, k1, h, o):
     """``y[n, k]``'s tiles (``k`` in ``[k0, k1)``) of tile rows ``[row0, row1)`` from their
-    products
-    ``mm: (a*a, K, T)`` (laid out as in :func:`_input_transform`): ``Aᵀ M A``, cropped to
-    ``y: (N, K, Ho, Wo)``. Scratch of ``y``'s dtype: ``h: (a*m, T)``, ``o: (m*m, T)``."""
+    products ``mm: (a*a, K, T)`` (laid out as in :func:`_input_transform`): ``Aᵀ M A``,
+    cropped to ``y: (N, K, Ho, Wo)``. Scratch of ``y``'s dtype: ``h`` with at least
+    ``a*m`` rows of ``T``, ``o: (m*m, T)``."""
     m = 2 if o.shape[0] == 4 else 4  # o has m*m rows
     a = m + 2
     count = (row1 - row0) * tw
@@ -327,19 +331,47 @@ class _Plan:
         return elements * geom.dtype.itemsize
 
 
-_blas: ThreadpoolController | None = None
 _pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_blas: ThreadpoolController | None = None
+_blas_limiter = None  # threadpoolctl's limiter while any call runs
+_blas_lock = threading.Lock()
+_blas_users = 0
 
 
-def _workers_pool() -> tuple[ThreadPoolExecutor, ThreadpoolController]:
-    global _blas, _pool
-    with _pool_lock:
+def _workers_pool() -> ThreadPoolExecutor:
+    """The worker threads, started at the first call (``NUMBA_NUM_THREADS`` of them)."""
+    global _pool
+    with _blas_lock:
         if _pool is None:
-            _blas = ThreadpoolController()
             _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
                                        thread_name_prefix="convkit-winograd")
-        return _pool, _blas
+        return _pool
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any winograd call runs (each worker runs its own GEMMs).
+
+    The limit is process-wide (BLAS has no per-thread setting): the first of overlapping
+    calls sets it and the last restores what was there, so that calls from several threads
+    cannot leave BLAS on one thread. Other BLAS users in the process run single-threaded
+    meanwhile.
+    """
+    global _blas, _blas_limiter, _blas_users
+    with _blas_lock:
+        if _blas is None:
+            _blas = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limiter = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 class _Scratch:
@@ -369,8 +401,8 @@ def winograd_forward(
     """
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
-    pool, blas = _workers_pool()
-    with blas.limit(limits=1, user_api="blas"):
+    pool = _workers_pool()
+    with _one_blas_thread():
         u = filter_transform(weight, variant)
         if plan.workers() == 1 and numba.get_num_threads() > 1:
             _shared_block(x, u, y, geom, plan, pool)

@@ -161,3 +161,24 @@ def test_blocks_cover_every_tile_row(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(convkit.conv2d(x, w, padding=1, backend="winograd"), whole,
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(whole, _exact(x, w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+def test_concurrent_calls_leave_blas_threads_as_they_were() -> None:
+    """Calls from several threads share the one-thread BLAS limit; the last restores it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 16, 20, 20)), rng.standard_normal((16, 16, 3, 3))
+    expected = _exact(x, w, padding=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: convkit.conv2d(x, w, padding=1, backend="winograd"),
+                                range(8)))
+    for y in results:
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    assert blas_threads() == before
