@@ -38,6 +38,8 @@ class Capabilities:
     dilation: bool = True
     stride: bool = True
     padding: bool = True
+    kernel_sizes: frozenset[tuple[int, int]] | None = None
+    """The kernel sizes ``(kh, kw)`` it computes; ``None`` (the default) means any."""
     error_factor: float = 1.0
     """Its results lie within this factor times the direct-sum error bound
     ``n * eps * sum(|terms|)`` (:func:`convkit.testing.error_bound`). 1 is an exact algorithm;
@@ -65,14 +67,25 @@ class Capabilities:
             return f"stride={geom.stride} is not supported (only 1)"
         if any(geom.padding) and not self.padding:
             return f"padding={geom.padding} is not supported (only 0)"
+        if self.kernel_sizes is not None and geom.kernel_size not in self.kernel_sizes:
+            return (f"kernel_size={geom.kernel_size} is not supported "
+                    f"(supports {_sizes(self.kernel_sizes)})")
         return None
 
     def describe(self) -> str:
         """One line for listings, e.g. ``float32, float64; groups, dilation, stride, padding``
-        (an inexact backend's line ends with its error factor)."""
+        (a backend limited to some kernel sizes lists them, e.g. ``; kernels 3x3``; an
+        inexact backend's line ends with its error factor)."""
         features = [f for f in ("groups", "dilation", "stride", "padding") if getattr(self, f)]
         line = f"{', '.join(sorted(self.dtypes))}; {', '.join(features) or 'no options'}"
+        if self.kernel_sizes is not None:
+            line += f"; kernels {_sizes(self.kernel_sizes)}"
         return line if self.exact else f"{line}; inexact (error x{self.error_factor:g})"
+
+
+def _sizes(kernel_sizes: frozenset[tuple[int, int]]) -> str:
+    """``{(3, 3), (1, 1)}`` -> ``'1x1, 3x3'``."""
+    return ", ".join(f"{kh}x{kw}" for kh, kw in sorted(kernel_sizes)) or "none"
 
 
 class ConvBackend(abc.ABC):

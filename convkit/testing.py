@@ -121,6 +121,23 @@ SWEEP_CASES: tuple[ConvCase, ...] = (
 
 CONFORMANCE_CASES: tuple[ConvCase, ...] = TORCH_SAMPLE_CASES + SWEEP_CASES
 
+#: 3x3 stride-1 cases with 8 or more channels, for fast 3x3 algorithms (Winograd), which
+#: the cases above rarely reach: sizes not divisible by 2 or 4, batch 1, padding 0 to 3,
+#: rectangular images, more outputs than inputs, and one few-channel case. Not part of
+#: :data:`CONFORMANCE_CASES` (``convkit check`` does not run them); pass them to
+#: :class:`ConformanceCheck` yourself.
+WINOGRAD_CASES: tuple[ConvCase, ...] = (
+    ConvCase("wg-pad1-odd", (2, 8, 7, 9), (8, 8, 3, 3), padding=1),
+    ConvCase("wg-valid", (1, 9, 10, 11), (12, 9, 3, 3)),
+    ConvCase("wg-pad-0-3", (3, 8, 13, 6), (8, 8, 3, 3), padding=(0, 3)),
+    ConvCase("wg-pad2-wide", (2, 10, 5, 17), (9, 10, 3, 3), padding=2),
+    ConvCase("wg-pad3-small", (1, 8, 3, 3), (8, 8, 3, 3), padding=3),
+    ConvCase("wg-same-more-out", (2, 8, 12, 12), (16, 8, 3, 3), padding="same"),
+    ConvCase("wg-32-channels", (2, 32, 16, 15), (24, 32, 3, 3), padding=1),
+    ConvCase("wg-few-channels", (2, 3, 9, 9), (5, 3, 3, 3), padding=1),
+    ConvCase("wg-noncontiguous", (2, 8, 6, 7), (8, 8, 3, 3), padding=1, noncontiguous=True),
+)
+
 
 def check_against_naive(
     backend: str, case: ConvCase, op: Operation, dtype: str = "float64"

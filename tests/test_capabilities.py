@@ -56,3 +56,16 @@ def test_unsupported_call_names_backend_and_capability(missing, params, reason) 
     assert convkit.conv2d(x, np.ones((4, 4, 3, 3), x.dtype), backend="limited").shape == (
         2, 4, 5, 5)
     assert Limited.calls == 1
+
+
+def test_kernel_sizes_limit_what_runs() -> None:
+    class Only3x3(NaiveBackend):
+        capabilities = convkit.Capabilities(kernel_sizes=frozenset({(3, 3), (1, 1)}))
+
+    convkit.register_backend("only-3x3", Only3x3)
+    assert convkit.conv2d(X, np.ones((4, 4, 3, 3)), backend="only-3x3").shape == (2, 4, 5, 5)
+    reason = r"kernel_size=\(2, 3\) is not supported \(supports 1x1, 3x3\)"
+    with pytest.raises(convkit.UnsupportedConfigurationError, match=reason):
+        convkit.conv2d(X, np.ones((4, 4, 2, 3)), backend="only-3x3")
+    assert Only3x3.capabilities.describe().endswith("padding; kernels 1x1, 3x3")
+    assert convkit.Capabilities().kernel_sizes is None  # any size, as before

@@ -141,7 +141,8 @@ GEOMETRIES = [((1, 16, 64, 64), (16, 16, 7, 7), 3, 1), ((6, 32, 24, 24), (64, 32
 @pytest.mark.parametrize(
     "name, x_shape, w_shape, padding, groups",
     [(name, *g) for name in ("im2col-strided", "im2col-take") for g in GEOMETRIES]
-    + [("naive", *GEOMETRIES[0])],  # the naive backend is too slow for the others
+    + [("naive", *GEOMETRIES[0])]  # the naive backend is too slow for the others
+    + [("winograd", *GEOMETRIES[1])],  # 3x3 only
 )
 def test_declared_workspace_bounds_the_measured_peak(
     name: str, method: str, x_shape, w_shape, padding: int, groups: int

@@ -83,3 +83,9 @@ def test_inexact_capabilities_say_so():
 @pytest.mark.parametrize("name", ["naive", "im2col-strided", "im2col-take", "numba"])
 def test_built_in_backends_declare_exact(name):
     assert convkit.get_backend(name).capabilities.error_factor == 1.0
+
+
+@pytest.mark.parametrize("name", ["winograd"])
+def test_inexact_built_in_backends_declare_it(name):
+    factor = convkit.get_backend(name).capabilities.error_factor
+    assert factor > 1.0 and not allows(factor)

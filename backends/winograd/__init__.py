@@ -1,0 +1,349 @@
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray 2015) for 3x3, stride-1 convolutions.
+
+The output is cut into ``m x m`` tiles (``m`` = 2 or 4), each computed from an
+``a x a`` input tile (``a = m + 2``) as ``Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`` summed over input
+channels: the ``a²`` elementwise products over channels become ``a²`` GEMMs
+``U[p] (K x C) @ V[p] (C x tiles)``, which is where the time goes and BLAS does them.
+F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
+
+Per call: the filter transform ``U = G g Gᵀ`` once (one small GEMM). The tiles are
+processed in blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at
+least :data:`MIN_BLOCK_TILES` tiles so that the GEMMs are not dominated by packing ``U``).
+Each worker thread (``numba.get_num_threads()`` of them) takes the next block, transforms
+its input tiles (a numba kernel), multiplies on one BLAS thread and transforms the
+products back into the output (numba): the block stays in the worker's cache between the
+steps, the cores never wait for each other, and numba's and BLAS's thread pools never
+fight (a two-thread OpenBLAS GEMM next to a busy core was measured 10-50x slower than on
+one thread). A layer with fewer blocks than workers shares its one block: each step is
+split among the workers (by input channel, tile position, output channel).
+
+Input gradient: a forward pass over the output gradient with the flipped, transposed weight
+(stride 1). Weight gradient: the exact numba kernels (:class:`NumbaBackend`); Winograd's
+weight gradient would be inexact too and gains less. Non-finite inputs or weights: the
+transforms mix the values of a whole tile, so NaN and Inf would land where a direct sum
+has none; such calls run on the exact numba backend instead (one ``sum`` of each operand
+detects them). So do reductions over fewer than :data:`MIN_CHANNELS` channels, and input
+gradients with padding beyond the kernel. Outputs whose window lies wholly in the padding
+are set to the exact 0.
+
+Accuracy: the transforms lose bits, more for F(4,3) (its matrices hold 4, 5, 1/6 and
+1/24); :attr:`WinogradBackend.capabilities` declares the factor on the direct-sum bound,
+measured in ``docs/precision.md``. The transforms and their kernels are in
+:mod:`convkit_backends.winograd.transforms`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from convkit.backend import Capabilities, ConvBackend
+from convkit.geometry import ConvGeometry
+from convkit_backends._common import (
+    padding_within_kernel,
+    reuse,
+    transposed_convolution,
+    transposed_geometry,
+)
+from convkit_backends.numba_direct.backend import NumbaBackend
+from convkit_backends.winograd.transforms import (
+    F2,
+    F4,
+    VARIANTS,
+    Variant,
+    filter_transform,
+    transform_input,
+    transform_output,
+)
+
+#: Fewer input channels than this (forward; output channels for the input gradient) run on
+#: the exact path: few terms per output make Winograd's error large next to the direct-sum
+#: bound at the image's edges (an output with one term computed from a whole tile), and the
+#: GEMMs are too small to gain anything.
+MIN_CHANNELS = 8
+
+#: Bytes of one block's transformed input (its products take as much per output channel),
+#: so that both fit in one core's 1 MiB L2 cache, unless that leaves fewer than
+#: :data:`MIN_BLOCK_TILES` tiles: then the block grows to those and lives in the L3 cache.
+BLOCK_BYTES = 256 * 2**10
+#: Tiles per block at least, whatever its bytes: a GEMM over fewer columns than this
+#: spends its time packing the filters (256 channels at 14x14 in 4-tile blocks: 2x slower
+#: than in 192-tile blocks, which were as fast as or faster than 32 or 64 on the 64- and
+#: 128-channel layers tried). With 64 or more channels this is what sizes the blocks.
+MIN_BLOCK_TILES = 192
+
+
+#: The per-call cost of one transformed filter element (computing ``U``, streaming it
+#: through the GEMMs), in tile multiplications: it makes a layer with many channels and few
+#: tiles (batch 1 at 14x14 x 256 channels: 16 tiles of F(4,3)) take F(2,3), whose ``U`` is
+#: 2.25x smaller. Measured there: F(2,3) 10-16 ms, F(4,3) 19-23 ms.
+FILTER_COST_TILES = 32
+
+
+def choose_variant(geom: ConvGeometry) -> Variant:
+    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 32)``: the GEMM
+    multiplications over ``ceil(Ho/m) * ceil(Wo/m)`` tiles per image (F(4,3) wastes more on
+    sizes not divisible by 4) plus the filter transform (:data:`FILTER_COST_TILES`)."""
+    ho, wo = geom.out_size
+
+    def cost(v: Variant) -> int:
+        tiles = geom.batch * math.ceil(ho / v.m) * math.ceil(wo / v.m)
+        return v.a**2 * (tiles + FILTER_COST_TILES)
+
+    return min((F4, F2), key=cost)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a forward call of ``geom`` is cut: ``th x tw`` tiles per image, ``rows`` tile rows
+    in all, ``block_rows`` per block."""
+
+    variant: Variant
+    th: int
+    tw: int
+    rows: int
+    block_rows: int
+
+    @classmethod
+    def make(cls, geom: ConvGeometry, variant: Variant) -> _Plan:
+        ho, wo = geom.out_size
+        th, tw = math.ceil(ho / variant.m), math.ceil(wo / variant.m)
+        per_row = variant.a**2 * max(geom.in_channels, geom.out_channels) * tw
+        block_rows = max(1, BLOCK_BYTES // (per_row * geom.dtype.itemsize),
+                         math.ceil(MIN_BLOCK_TILES / tw))
+        return cls(variant, th, tw, geom.batch * th, min(block_rows, geom.batch * th))
+
+    def blocks(self) -> list[tuple[int, int]]:
+        return [(r, min(r + self.block_rows, self.rows))
+                for r in range(0, self.rows, self.block_rows)]
+
+    def workers(self) -> int:
+        return max(1, min(numba.get_num_threads(), math.ceil(self.rows / self.block_rows)))
+
+    def worker_bytes(self, geom: ConvGeometry) -> int:
+        """One worker's buffers: a block's ``V`` and ``M`` and the transforms' scratch."""
+        a, tiles = self.variant.a, self.block_rows * self.tw
+        span = self.block_rows * (self.tw + 1)
+        scratch = (a * self.variant.m + 2 * a * a) * span + self.variant.m**2 * tiles
+        elements = a * a * (geom.in_channels + geom.out_channels) * tiles + scratch
+        return elements * geom.dtype.itemsize
+
+
+_pool: ThreadPoolExecutor | None = None
+_blas: ThreadpoolController | None = None
+_blas_limiter = None  # threadpoolctl's limiter while any call runs
+_blas_lock = threading.Lock()
+_blas_users = 0
+
+
+def _workers_pool() -> ThreadPoolExecutor:
+    """The worker threads, started at the first call (``NUMBA_NUM_THREADS`` of them)."""
+    global _pool
+    with _blas_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
+                                       thread_name_prefix="convkit-winograd")
+        return _pool
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any winograd call runs (each worker runs its own GEMMs).
+
+    The limit is process-wide (BLAS has no per-thread setting): the first of overlapping
+    calls sets it and the last restores what was there, so that calls from several threads
+    cannot leave BLAS on one thread. Other BLAS users in the process run single-threaded
+    meanwhile.
+    """
+    global _blas, _blas_limiter, _blas_users
+    with _blas_lock:
+        if _blas is None:
+            _blas = ThreadpoolController()
+        if _blas_users == 0:
+            _blas_limiter = _blas.limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
+class _Scratch:
+    """One worker's buffers for blocks of ``plan``: ``v``/``mm`` hold a block's transformed
+    tiles and products, the rest is the transforms' scratch (see the kernels)."""
+
+    def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, products: bool = True):
+        a, m, dtype = plan.variant.a, plan.variant.m, geom.dtype
+        span = tiles // plan.tw * (plan.tw + 1)
+        if products:
+            self.v = np.empty((a * a, geom.in_channels, tiles), dtype)
+            self.mm = np.empty((a * a, geom.out_channels, tiles), dtype)
+        self.phases = np.empty((a, m, span), dtype)
+        self.h, self.hv = np.empty((a * a, span), dtype), np.empty((a * a, span), dtype)
+        self.o = np.empty((m * m, tiles), dtype)
+
+
+def winograd_forward(
+    x: np.ndarray, weight: np.ndarray, geom: ConvGeometry, variant: Variant
+) -> np.ndarray:
+    """``y: (N, K, Ho, Wo)`` of a 3x3 stride-1 convolution (``x: (N, C, H, W)``,
+    ``weight: (K, C, 3, 3)``, finite) by Winograd ``variant``.
+
+    Each worker takes whole blocks; when there are fewer blocks than workers (a small
+    layer, one block), they share the block instead: the input transform split by channel,
+    the GEMMs by tile position, the output transform by output channel.
+    """
+    plan = _Plan.make(geom, variant)
+    y = np.empty(geom.output_shape, geom.dtype)
+    pool = _workers_pool()
+    with _one_blas_thread():
+        u = filter_transform(weight, variant)
+        if plan.workers() == 1 and numba.get_num_threads() > 1:
+            _shared_block(x, u, y, geom, plan, pool)
+        else:
+            _blocks_per_worker(x, u, y, geom, plan, pool)
+    _zero_padding_only(y, geom)
+    return y
+
+
+def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
+                       plan: _Plan, pool: ThreadPoolExecutor) -> None:
+    """Every worker takes the next block and runs all three steps on it."""
+    a, dtype = plan.variant.a, geom.dtype
+    pt, _, pl, _ = geom.padding
+    blocks = iter(plan.blocks())
+    take = threading.Lock()
+    c, k = geom.in_channels, geom.out_channels
+
+    def work() -> None:
+        buf = _Scratch(plan, geom, plan.block_rows * plan.tw)
+        while True:
+            with take:
+                block = next(blocks, None)
+            if block is None:
+                return
+            row0, row1 = block
+            count = (row1 - row0) * plan.tw
+            v, mm = reuse(buf.v, (a * a, c, count), dtype), reuse(buf.mm, (a * a, k, count), dtype)
+            transform_input(x, v, pt, pl, row0, row1, plan.th, plan.tw, 0, c, buf.phases,
+                             buf.h, buf.hv)
+            np.matmul(u, v, out=mm)
+            transform_output(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
+
+    futures = [pool.submit(work) for _ in range(plan.workers() - 1)]
+    work()
+    for f in futures:
+        f.result()
+
+
+def _shared_block(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
+                  plan: _Plan, pool: ThreadPoolExecutor) -> None:
+    """All tile rows as one block, each step split among ``numba.get_num_threads()``
+    workers."""
+    a, workers = plan.variant.a, numba.get_num_threads()
+    pt, _, pl, _ = geom.padding
+    bufs = [_Scratch(plan, geom, plan.rows * plan.tw, products=i == 0) for i in range(workers)]
+    v, mm = bufs[0].v, bufs[0].mm
+
+    def split(size: int) -> list[tuple[int, int]]:
+        cuts = np.linspace(0, size, workers + 1).round().astype(int)
+        return list(zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True))
+
+    def each(step, size: int) -> None:
+        for f in [pool.submit(step, buf, lo, hi) for buf, (lo, hi) in zip(bufs, split(size),
+                                                                       strict=True)]:
+            f.result()
+
+    each(lambda b, lo, hi: transform_input(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, lo,
+                                            hi, b.phases, b.h, b.hv), geom.in_channels)
+    each(lambda b, lo, hi: np.matmul(u[lo:hi], v[lo:hi], out=mm[lo:hi]), a * a)
+    each(lambda b, lo, hi: transform_output(mm, y, 0, plan.rows, plan.th, plan.tw, lo, hi,
+                                             b.h, b.o), geom.out_channels)
+
+
+def _zero_padding_only(y: np.ndarray, geom: ConvGeometry) -> None:
+    """Set the outputs whose 3x3 window lies wholly in the padding (padding above 2) to the
+    exact 0 a direct sum gives; Winograd leaves rounding residue of the tile's pixels there."""
+    (pt, pb, pl, pr), (ho, wo) = geom.padding, geom.out_size
+    y[:, :, :max(0, pt - 2)] = 0
+    y[:, :, ho - max(0, pb - 2):] = 0
+    y[:, :, :, :max(0, pl - 2)] = 0
+    y[:, :, :, wo - max(0, pr - 2):] = 0
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    """True if no array holds NaN or Inf: a sum of finite values is finite unless it
+    overflows (then the call merely takes the exact path)."""
+    return all(np.isfinite(np.sum(a)) for a in arrays)
+
+
+class WinogradBackend(ConvBackend):
+    """Winograd F(2x2,3x3) / F(4x4,3x3) forward and input gradient; exact weight gradient.
+
+    ``tile``: 2 or 4 to force F(2,3) or F(4,3); ``None`` (the default) picks the one with
+    fewer multiplications per layer (:func:`choose_variant`).
+    """
+
+    capabilities = Capabilities(
+        groups=False, dilation=False, stride=False, kernel_sizes=frozenset({(3, 3)}),
+        error_factor=4.0,
+    )
+
+    def __init__(self, tile: int | None = None) -> None:
+        if tile is not None and tile not in VARIANTS:
+            raise ValueError(f"tile must be one of {sorted(VARIANTS)} or None, got {tile!r}")
+        self.tile = tile
+        self._exact = NumbaBackend()
+
+    def variant(self, geom: ConvGeometry) -> Variant:
+        """The variant this backend runs for ``geom``."""
+        return VARIANTS[self.tile] if self.tile is not None else choose_variant(geom)
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        if geom.in_channels < MIN_CHANNELS or not _finite(x, weight):
+            return self._exact.forward(x, weight, geom)
+        return winograd_forward(x, weight, geom, self.variant(geom))
+
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        if (geom.out_channels < MIN_CHANNELS or not padding_within_kernel(geom)
+                or not np.isfinite(weight).all()):  # the added zero padding meets the weight
+            return self._exact.backward_input(grad_output, weight, geom)
+        return self.forward(grad_output, *transposed_convolution(weight, geom))
+
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        return self._exact.backward_weight(x, grad_output, geom)
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        """The Winograd path's, or the exact path's where that may run instead (few
+        channels, padding beyond the kernel, the weight gradient, non-finite operands)."""
+        exact = self._exact.workspace_bytes(geom, method)
+        reduced = geom.out_channels if method == "backward_input" else geom.in_channels
+        if method == "backward_weight" or reduced < MIN_CHANNELS:
+            return exact
+        if method == "backward_input":
+            if not padding_within_kernel(geom):
+                return exact
+            geom = transposed_geometry(geom)
+        variant = self.variant(geom)
+        plan = _Plan.make(geom, variant)
+        filters = variant.a**2 * geom.out_channels * geom.in_channels
+        weights = 2 * filters * geom.dtype.itemsize  # U, and the flipped weight (input grad.)
+        # Workers on blocks of their own, or sharing one (each with its scratch).
+        return max(exact, weights + numba.get_num_threads() * plan.worker_bytes(geom))
+

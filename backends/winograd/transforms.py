@@ -1,0 +1,224 @@
+"""The Winograd transforms of F(2x2, 3x3) and F(4x4, 3x3): their matrices, the numba
+kernels that transform input tiles (``Bᵀ d B``) and products (``Aᵀ M A``) block by block, and
+the filter transform (``G g Gᵀ``). :mod:`convkit_backends.winograd` drives them.
+
+Kernels are compiled lazily per dtype and cached on disk; they release the GIL (the
+backend's worker threads run them side by side), keep the arrays' dtype in every
+temporary, and use ``fastmath`` only as ``{'contract', 'reassoc'}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convkit_backends.numba_direct._runtime import jit
+
+# 'contract' (FMA) and 'reassoc' keep NaN/Inf semantics; the kernels only see finite data.
+_FLAGS = {"contract", "reassoc"}
+_jit = jit(nogil=True, fastmath=_FLAGS)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """F(m x m, 3 x 3): ``bt (a, a)`` input, ``g (a, 3)`` filter, ``at (m, a)`` output
+    transform, ``a = m + 2`` (interpolation points 0, ±1, ±2 and infinity)."""
+
+    m: int
+    bt: np.ndarray
+    g: np.ndarray
+    at: np.ndarray
+
+    @property
+    def a(self) -> int:
+        return self.m + 2
+
+
+F2 = Variant(
+    2,
+    bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+    g=np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]]),
+    at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64),
+)
+F4 = Variant(
+    4,
+    bt=np.array([[4, 0, -5, 0, 1, 0],
+                 [0, -4, -4, 1, 1, 0],
+                 [0, 4, -4, -1, 1, 0],
+                 [0, -2, -1, 2, 1, 0],
+                 [0, 2, -1, -2, 1, 0],
+                 [0, 4, 0, -5, 0, 1]], np.float64),
+    g=np.array([[1 / 4, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6],
+                [0, 0, 1]]),
+    at=np.array([[1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 0],
+                 [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], np.float64),
+)
+VARIANTS = {2: F2, 4: F4}
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _bt4(d0, d1, d2, d3, o0, o1, o2, o3, count: int):
+    """F(2,3)'s ``Bᵀ`` along one axis: ``o = Bᵀ d`` for each of ``count`` tiles."""
+    for t in range(count):
+        a0, a1, a2, a3 = d0[t], d1[t], d2[t], d3[t]
+        o0[t] = a0 - a2
+        o1[t] = a1 + a2
+        o2[t] = a2 - a1
+        o3[t] = a1 - a3
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _bt6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5, count: int):
+    """F(4,3)'s ``Bᵀ`` along one axis: ``o = Bᵀ d`` for each of ``count`` tiles."""
+    for t in range(count):
+        a0, a1, a2, a3, a4, a5 = d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]
+        o0[t] = 4 * a0 - 5 * a2 + a4
+        o1[t] = (a3 + a4) - 4 * (a1 + a2)
+        o2[t] = (a4 - a3) + 4 * (a1 - a2)
+        o3[t] = (a4 - a2) + 2 * (a3 - a1)
+        o4[t] = (a4 - a2) + 2 * (a1 - a3)
+        o5[t] = 4 * a1 - 5 * a3 + a5
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _at4(m0, m1, m2, m3, o0, o1, count: int):
+    """F(2,3)'s ``Aᵀ`` along one axis: ``o = Aᵀ m`` for each of ``count`` tiles."""
+    for t in range(count):
+        b1, b2 = m1[t], m2[t]
+        o0[t] = m0[t] + b1 + b2
+        o1[t] = b1 - b2 - m3[t]
+
+
+@jit(inline="always", fastmath=_FLAGS)
+def _at6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3, count: int):
+    """F(4,3)'s ``Aᵀ`` along one axis: ``o = Aᵀ m`` for each of ``count`` tiles."""
+    for t in range(count):
+        b1, b2, b3, b4 = m1[t], m2[t], m3[t], m4[t]
+        s12, d12, s34, d34 = b1 + b2, b1 - b2, b3 + b4, b3 - b4
+        o0[t] = m0[t] + s12 + s34
+        o1[t] = d12 + 2 * d34
+        o2[t] = s12 + 4 * s34
+        o3[t] = d12 + 8 * d34 + m5[t]
+
+
+@jit(inline="always")
+def _split_row(src, phases, i: int, start: int, span: int, pl: int):
+    """``phases[i, j, start + t] = padded_row[t*m + j]`` for ``t < span``, ``j < m``: the row
+    ``src`` of ``x`` zero-padded by ``pl`` on the left and to ``m*span`` on the right."""
+    m, w = phases.shape[1], src.shape[0]
+    for j in range(m):
+        p_j = phases[i, j, start:start + span]
+        lo = 0 if pl <= j else min(span, (pl - j + m - 1) // m)  # first t*m + j - pl >= 0
+        hi = min(span, max(lo, (w + pl - j + m - 1) // m))  # ... and < w
+        p_j[:lo] = 0
+        p_j[hi:] = 0
+        for t in range(lo, hi):
+            p_j[t] = src[t * m + j - pl]
+
+
+@_jit
+def transform_input(x, v, pt, pl, row0, row1, th, tw, c0, c1, phases, h, hv):
+    """Transformed input tiles ``v: (a*a, C, T)`` of tile rows ``[row0, row1)``, channels
+    ``[c0, c1)``.
+
+    ``x: (N, C, H, W)``; tile row ``r`` is image ``r // th``, tile row ``ty = r % th``; its
+    ``tw`` tiles are ``v[:, :, (r - row0)*tw:][:, :, :tw]``, tile ``tx`` reading padded rows
+    ``ty*m + [0, a)`` and columns ``tx*m + [0, a)``.
+
+    Each padded input row is split by column phase into ``phases: (a, m, L)``, ``tw + 1``
+    entries per tile row: column ``tx*m + j`` of a tile is ``phases[i, j % m, tx + j // m]``,
+    so both 1-D transforms run as long vector loops over the whole block (``L`` entries,
+    one junk tile per tile row) into ``h`` and ``hv: (a*a, L)``; the real tiles are then
+    copied into ``v``. All scratch has ``x``'s dtype.
+    """
+    m = phases.shape[1]
+    a = m + 2
+    span = tw + 1
+    length = (row1 - row0) * span - 1  # the last junk tile would read past the end
+    h_in = x.shape[2]
+    for c in range(c0, c1):
+        for r in range(row0, row1):
+            n, ty = r // th, r % th
+            start = (r - row0) * span
+            for i in range(a):
+                src = ty * m + i - pt
+                if 0 <= src < h_in:
+                    _split_row(x[n, c, src], phases, i, start, span, pl)
+                else:
+                    phases[i, :, start:start + span] = 0
+        for i in range(a):  # along rows of each tile: h = d B
+            p, f = phases[i], i * a
+            if m == 2:
+                _bt4(p[0], p[1], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2], h[f + 3],
+                     length)
+            else:
+                _bt6(p[0], p[1], p[2], p[3], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2],
+                     h[f + 3], h[f + 4], h[f + 5], length)
+        for q in range(a):  # along columns: hv = Bᵀ h
+            if m == 2:
+                _bt4(h[q], h[q + 4], h[q + 8], h[q + 12],
+                     hv[q], hv[q + 4], hv[q + 8], hv[q + 12], length)
+            else:
+                _bt6(h[q], h[q + 6], h[q + 12], h[q + 18], h[q + 24], h[q + 30],
+                     hv[q], hv[q + 6], hv[q + 12], hv[q + 18], hv[q + 24], hv[q + 30],
+                     length)
+        for p in range(a * a):  # drop the junk tiles
+            for r in range(row1 - row0):
+                v[p, c, r * tw:(r + 1) * tw] = hv[p, r * span:r * span + tw]
+
+
+@_jit
+def transform_output(mm, y, row0, row1, th, tw, k0, k1, h, o):
+    """``y[n, k]``'s tiles (``k`` in ``[k0, k1)``) of tile rows ``[row0, row1)`` from their
+    products ``mm: (a*a, K, T)`` (laid out as in :func:`transform_input`): ``Aᵀ M A``,
+    cropped to ``y: (N, K, Ho, Wo)``. Scratch of ``y``'s dtype: ``h`` with at least
+    ``a*m`` rows of ``T``, ``o: (m*m, T)``."""
+    m = 2 if o.shape[0] == 4 else 4  # o has m*m rows
+    a = m + 2
+    count = (row1 - row0) * tw
+    ho, wo = y.shape[2], y.shape[3]
+    for k in range(k0, k1):
+        for s in range(a):  # along rows of each tile: h = M A (mm[p, k]: contiguous)
+            f, g = s * a, s * m
+            if m == 2:
+                _at4(mm[f, k], mm[f + 1, k], mm[f + 2, k], mm[f + 3, k], h[g], h[g + 1],
+                     count)
+            else:
+                _at6(mm[f, k], mm[f + 1, k], mm[f + 2, k], mm[f + 3, k], mm[f + 4, k],
+                     mm[f + 5, k], h[g], h[g + 1], h[g + 2], h[g + 3], count)
+        for j in range(m):  # along columns: o = Aᵀ h
+            if m == 2:
+                _at4(h[j], h[j + 2], h[j + 4], h[j + 6], o[j], o[j + 2], count)
+            else:
+                _at6(h[j], h[j + 4], h[j + 8], h[j + 12], h[j + 16], h[j + 20],
+                     o[j], o[j + 4], o[j + 8], o[j + 12], count)
+        for r in range(row0, row1):  # scatter o[i*m + j, t] into the image
+            n, ty = r // th, r % th
+            base = (r - row0) * tw
+            for i in range(min(m, ho - ty * m)):
+                row = y[n, k, ty * m + i]
+                for j in range(m):
+                    src = o[i * m + j, base:base + tw]
+                    for tx in range((wo - j + m - 1) // m):
+                        row[tx * m + j] = src[tx]
+
+
+def filter_transform(weight: np.ndarray, variant: Variant) -> np.ndarray:
+    """``U: (a*a, K, C)``, ``G g Gᵀ`` of each ``(3, 3)`` filter of ``weight: (K, C, 3, 3)``,
+    in ``weight``'s dtype.
+
+    One GEMM: ``U[s*a + q] = sum_ij G[s, i] G[q, j] g[i, j]`` is ``kron(G, G) @ g`` with
+    ``g`` flattened (``einsum`` took a second for 256 x 256 channels; the same GEMM in
+    float64 and a rounding to float32 took 6x as long and changed ``U`` by at most
+    2.6e-8 of its largest value).
+    """
+    k, c = weight.shape[:2]
+    gg = np.kron(variant.g, variant.g).astype(weight.dtype)  # (a*a, 9)
+    return (gg @ weight.reshape(k * c, 9).T).reshape(variant.a**2, k, c)

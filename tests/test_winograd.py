@@ -1,0 +1,184 @@
+"""The winograd backend: transforms, its declared accuracy on 3x3 stride-1 cases, its
+exact fallbacks and what it refuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convkit
+from convkit.precision import allows
+from convkit.testing import (
+    CHECK_KINDS,
+    CONFORMANCE_CASES,
+    DTYPES,
+    OPERATIONS,
+    WINOGRAD_CASES,
+    ConformanceCheck,
+    ConvCase,
+    assert_within_bound,
+    check_backend,
+    error_bound,
+    run_operation,
+)
+from convkit_backends import winograd
+from convkit_backends.winograd import F2, F4, VARIANTS, WinogradBackend
+
+TILES = sorted(VARIANTS)
+
+
+@pytest.fixture
+def variants() -> None:
+    """Backends forcing each variant: ``winograd-f2`` and ``winograd-f4``."""
+    for tile in TILES:
+        convkit.register_backend(f"winograd-f{tile}", WinogradBackend(tile))
+
+
+@pytest.mark.parametrize("variant", [F2, F4], ids=["F2", "F4"])
+def test_transforms_compute_a_correlation(variant: winograd.Variant) -> None:
+    """``Aᵀ [(G g) ⊙ (Bᵀ d)] = [sum_k d[i + k] g[k] for i < m]``, exactly up to rounding."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal(variant.a), rng.standard_normal(3)
+    expected = [d[i:i + 3] @ g for i in range(variant.m)]
+    np.testing.assert_allclose(variant.at @ ((variant.g @ g) * (variant.bt @ d)), expected,
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_filter_transform_is_g_g_gt() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    u = winograd.filter_transform(w, F4)
+    assert u.dtype == np.float32 and u.shape == (36, 5, 3)
+    expected = np.einsum("si,kcij,qj->sqkc", F4.g, w.astype(np.float64), F4.g)
+    scale = np.abs(expected).max()  # computed in float32: entries that cancel are off by eps
+    np.testing.assert_allclose(u, expected.reshape(36, 5, 3), rtol=1e-6, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", CHECK_KINDS)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd_cases_within_the_declared_bound(
+    variants: None, case: ConvCase, kind: str, dtype: str, tile: int
+) -> None:
+    """Each variant against the naive float64 result, within ``error_factor`` x the bound;
+    the adjoint identity; NaN/Inf where a direct sum puts them."""
+    ConformanceCheck(case, kind, dtype).run(f"winograd-f{tile}")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPERATIONS)
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_matches_torch(case: ConvCase, op: str, dtype: str) -> None:
+    torch = pytest.importorskip("torch")
+    from test_conformance import _torch_operation
+
+    arrays = case.arrays(dtype)
+    actual = run_operation(op, arrays, case, "winograd")
+    assert actual.dtype == np.dtype(dtype)
+    expected = _torch_operation(torch, op, arrays, case)
+    # PyTorch's own error counts once more: twice the declared factor.
+    bound = 2 * WinogradBackend.capabilities.error_factor * error_bound(op, arrays, case)
+    assert_within_bound(actual, expected, bound, f"winograd {op} {case}")
+
+
+def test_conformance_suite_passes_what_it_declares() -> None:
+    report = check_backend("winograd")
+    assert report.ok, report.summary()
+    total = len(CONFORMANCE_CASES) * len(CHECK_KINDS) * len(DTYPES)
+    assert sum(report.passed.values()) + sum(report.skipped.values()) == total
+    assert sum(report.passed.values()) > 0
+    assert set(report.skip_reasons) == {"dilation", "groups", "kernel_size", "stride"}
+
+
+@pytest.mark.parametrize(
+    "params, reason",
+    [({"stride": 2}, "stride"), ({"dilation": 2}, "dilation"), ({"groups": 2}, "groups"),
+     ({"kernel": 5}, "kernel_size")],
+)
+def test_other_geometry_is_refused(params: dict, reason: str) -> None:
+    kernel, groups = params.pop("kernel", 3), params.get("groups", 1)
+    x, w = np.ones((1, 8, 12, 12)), np.ones((8, 8 // groups, kernel, kernel))
+    with pytest.raises(convkit.UnsupportedConfigurationError, match=reason):
+        convkit.conv2d(x, w, padding=2, backend="winograd", **params)
+
+
+def test_declared_inexact_so_exact_policy_keeps_it_out() -> None:
+    caps = convkit.get_backend("winograd").capabilities
+    assert not caps.exact and caps.error_factor == 4.0
+    with convkit.precision("exact"):
+        assert not allows(caps.error_factor)
+    with convkit.precision("fast"):
+        assert allows(caps.error_factor)
+    assert caps.kernel_sizes == frozenset({(3, 3)})
+
+
+def _exact(x: np.ndarray, w: np.ndarray, **params) -> np.ndarray:
+    return convkit.conv2d(x, w, backend="numba", **params)
+
+
+def test_few_channels_and_non_finite_data_take_the_exact_path() -> None:
+    rng = np.random.default_rng(0)
+    few = rng.standard_normal((2, winograd.MIN_CHANNELS - 1, 9, 9))
+    w = rng.standard_normal((8, few.shape[1], 3, 3))
+    assert np.array_equal(convkit.conv2d(few, w, padding=1, backend="winograd"),
+                          _exact(few, w, padding=1))
+    x = rng.standard_normal((2, 8, 9, 9))
+    x[0, 3, 4, 4] = np.inf
+    w = rng.standard_normal((8, 8, 3, 3))
+    np.testing.assert_array_equal(convkit.conv2d(x, w, padding=1, backend="winograd"),
+                                  _exact(x, w, padding=1))
+
+
+def test_outputs_in_the_padding_alone_are_exactly_zero() -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((1, 8, 6, 6)), rng.standard_normal((8, 8, 3, 3))
+    y = convkit.conv2d(x, w, padding=4, backend="winograd")  # windows 0-1 and 10-11 empty
+    assert not y[:, :, :2].any() and not y[:, :, -2:].any()
+    assert not y[..., :2].any() and not y[..., -2:].any()
+    assert y[:, :, 2:-2, 2:-2].all()
+
+
+@pytest.mark.parametrize("batch, out_size, tile",
+                         [(1, (56, 56), 4), (8, (14, 14), 4), (1, (14, 14), 2), (4, (2, 2), 2)])
+def test_the_cheaper_variant_is_chosen(batch: int, out_size: tuple[int, int], tile: int) -> None:
+    geom = convkit.make_geometry((batch, 8, *out_size), (8, 8, 3, 3), padding=1)
+    assert winograd.choose_variant(geom).m == tile
+    assert WinogradBackend(2).variant(geom).m == 2
+
+
+def test_bad_tile_is_refused() -> None:
+    with pytest.raises(ValueError, match="tile must be one of"):
+        WinogradBackend(6)
+
+
+def test_blocks_cover_every_tile_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny blocks (one tile row each, the last one shorter) give the same result."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((3, 16, 11, 13)), rng.standard_normal((8, 16, 3, 3))
+    whole = convkit.conv2d(x, w, padding=1, backend="winograd")
+    monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
+    np.testing.assert_allclose(convkit.conv2d(x, w, padding=1, backend="winograd"), whole,
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(whole, _exact(x, w, padding=1), rtol=1e-10, atol=1e-10)
+
+
+def test_concurrent_calls_leave_blas_threads_as_they_were() -> None:
+    """Calls from several threads share the one-thread BLAS limit; the last restores it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 16, 20, 20)), rng.standard_normal((16, 16, 3, 3))
+    expected = _exact(x, w, padding=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: convkit.conv2d(x, w, padding=1, backend="winograd"),
+                                range(8)))
+    for y in results:
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    assert blas_threads() == before
