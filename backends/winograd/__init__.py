@@ -296,6 +296,7 @@ class WinogradBackend(ConvBackend):
     fewer multiplications per layer (:func:`choose_variant`).
     """
 
+    description = "3x3 stride-1 layers with 8+ channels, in fewer multiplications (inexact)"
     capabilities = Capabilities(
         groups=False, dilation=False, stride=False, kernel_sizes=frozenset({(3, 3)}),
         error_factor=4.0,
