@@ -123,14 +123,10 @@ def _parse_padding(text: str) -> Padding:
     if text in ("same", "valid"):
         return text  # type: ignore[return-value]
     try:
-        parts = tuple(int(part) for part in text.split("x"))
+        return _parse_pair("p", text)
     except ValueError:
-        parts = ()
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return parts  # type: ignore[return-value]
-    raise ValueError(f"case spec p={text!r} must be an int, HxW, 'same' or 'valid'")
+        raise ValueError(
+            f"case spec p={text!r} must be an int, HxW, 'same' or 'valid'") from None
 
 
 #: The named suites as cases, in the order their specs are written (:mod:`convkit.suites`).
