@@ -114,9 +114,16 @@ def _draw_speedups(axes, report: dict) -> None:
     labels = [f"{s['case']} {s['op']}" for s in summary]
     positions = np.arange(len(summary))
     default = report["settings"].get("default_backend", "default")
-    series = [("vs_default", f"fastest vs {default}")]
-    if any(s["vs_torch"] is not None for s in summary):
-        series.append(("vs_torch", f"fastest vs {', '.join(sorted(YARDSTICKS))}"))
+    series = [(key, label) for key, label in
+              (("vs_default", f"fastest vs {default}"),
+               ("vs_torch", f"fastest vs {', '.join(sorted(YARDSTICKS))}"))
+              if any(s[key] is not None for s in summary)]
+    if not series:
+        axes.axis("off")
+        axes.text(0.5, 0.5, f"nothing to compare with: the report has neither {default} (the "
+                  f"default backend)\nnor torch; bench them too (--backend all)",
+                  ha="center", va="center", transform=axes.transAxes)
+        return
     height = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
         values = [s[key] or 0.0 for s in summary]

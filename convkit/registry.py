@@ -50,8 +50,8 @@ ENTRY_POINT_GROUP = "convkit.backends"
 #: Built-in backends that wrap an optional library: backend name -> (the library's import
 #: name, how to install it).
 OPTIONAL_LIBRARIES = {
-    "torch": ("torch", "pip install torch --index-url https://download.pytorch.org/whl/cpu "
-                       "(a CPU-only build)"),
+    "torch": ("torch", "install a CPU-only build: pip install torch==2.13.0 --index-url "
+                       "https://download.pytorch.org/whl/cpu"),
 }
 ENV_VAR = "CONVKIT_BACKEND"
 DEFAULT_BACKEND = "auto"

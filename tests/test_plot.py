@@ -67,3 +67,14 @@ def test_cli_plots_a_saved_report(tmp_path, report):
     assert (tmp_path / "r.png").stat().st_size > 10_000
     bad = CliRunner().invoke(main, ["plot", str(saved), "--output", str(tmp_path / "r.jpg")])
     assert bad.exit_code == 2 and "must end in .png, .svg or .html" in bad.output
+
+
+def test_speedups_without_default_or_torch_say_so(tmp_path, report):
+    import matplotlib.pyplot as plt
+
+    from convkit.plot import _draw_speedups
+
+    figure, axes = plt.subplots()
+    _draw_speedups(axes, report)  # the fixture ran naive and im2col-take only
+    assert "nothing to compare with" in axes.texts[0].get_text()
+    plt.close(figure)
