@@ -30,4 +30,18 @@ STANDARD: tuple[str, ...] = (
     "name=mnist28-3x3-1to32,n=32,c=1,o=32,hw=28,k=3",
 )
 
-SUITES: dict[str, tuple[str, ...]] = {"quick": QUICK, "standard": STANDARD}
+#: Layers where the algorithm decides: large dense kernels (where an FFT's cost, which hardly
+#: depends on the kernel size, wins), ConvNeXt's 7x7 and RepLKNet's 31x31 depthwise layers,
+#: and ResNet's 3x3 layers at batch 1 (Winograd's fewer multiplications, little parallelism).
+KERNELS: tuple[str, ...] = (
+    "name=dense28-7x7-64,n=8,c=64,o=64,hw=28,k=7,p=3",
+    "name=dense28-11x11-64,n=8,c=64,o=64,hw=28,k=11,p=5",
+    "name=dense32-15x15-32,n=4,c=32,o=32,hw=32,k=15,p=7",
+    "name=depthwise56-7x7-96,n=8,c=96,o=96,hw=56,k=7,p=3,g=96",
+    "name=depthwise56-31x31-128,n=8,c=128,o=128,hw=56,k=31,p=15,g=128",
+    "name=b1-resnet56-3x3-64,n=1,c=64,o=64,hw=56,k=3,p=1",
+    "name=b1-resnet28-3x3-128,n=1,c=128,o=128,hw=28,k=3,p=1",
+    "name=b1-resnet14-3x3-256,n=1,c=256,o=256,hw=14,k=3,p=1",
+)
+
+SUITES: dict[str, tuple[str, ...]] = {"quick": QUICK, "standard": STANDARD, "kernels": KERNELS}
