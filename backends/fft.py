@@ -163,6 +163,8 @@ class FftBackend(ConvBackend):
         the result ``(N, Out, *out_size)`` in ``geom.dtype``.
         """
         kh, kw, g, og, ig = kernel.shape
+        if ig == 1:
+            return self._convolve_depthwise(src, kernel, shift, out_size, geom)
         n = src.shape[0]
         tiling = plan(out_size, (kh, kw), n, ig * g, og * g, ig, og, geom.dtype.itemsize,
                       self.budget)
@@ -181,6 +183,37 @@ class FftBackend(ConvBackend):
             _scatter(ys, out[part], (kh, kw), tiling, ws)
         return out
 
+    def _convolve_depthwise(
+        self,
+        src: np.ndarray,
+        kernel: np.ndarray,
+        shift: tuple[int, int],
+        out_size: tuple[int, int],
+        geom: ConvGeometry,
+    ) -> np.ndarray:
+        """:meth:`_convolve` with one input channel per group: spectra stay in the arrays'
+        own ``(N, C, tiles, Th, Tw//2+1)`` layout and multiply elementwise."""
+        kh, kw, g, og, _ = kernel.shape
+        n = src.shape[0]
+        tiling = plan(out_size, (kh, kw), n, g, og * g, 1, og, geom.dtype.itemsize,
+                      self.budget)
+        ws = self._workers()
+        spec = _trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
+        spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
+        out = np.empty((n, og * g, *out_size), geom.dtype)
+        for part in _chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
+            tiles = _gather(src[part], shift, tiling, leading=False)  # (b, G, nh, nw, Th, Tw)
+            xs = sfft.rfft2(tiles, workers=ws)
+            del tiles
+            ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
+            del xs
+            rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=ws)
+            cols = rows[..., kh - 1:kh - 1 + tiling.th, :]
+            planes = sfft.irfft(cols, n=tiling.Tw, axis=-1, workers=ws)
+            valid = planes[..., kw - 1:kw - 1 + tiling.tw]  # (b, G, og, nh, nw, th, tw)
+            _place(valid.transpose(0, 1, 2, 3, 5, 4, 6), out[part], tiling)
+        return out
+
     def _correlate_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
@@ -189,6 +222,8 @@ class FftBackend(ConvBackend):
         (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
         n = geom.batch
+        if cg == 1:
+            return self._correlate_weight_depthwise(x, grad_output, geom)
         tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
                       cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
@@ -207,9 +242,39 @@ class FftBackend(ConvBackend):
             part_sum = _cross_product(gs, xs)  # (F, G, cog, cg): sum conj(gy) * x over bP
             acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
         spectrum = acc.reshape(tiling.Th, tiling.Tw // 2 + 1, geom.out_channels, cg)
-        full = sfft.irfft2(spectrum, s=(tiling.Th, tiling.Tw), axes=(0, 1), workers=ws)
-        grad_w = full[:khe:dh, :kwe:dw].transpose(2, 3, 0, 1)  # (Cout, cg, kh, kw)
+        # Only the kernel's rows are wanted: inverse along axis 0, then the kept rows' real
+        # inverse along axis 1.
+        rows = sfft.ifft(spectrum, axis=0, overwrite_x=True, workers=ws)[:khe:dh]
+        full = sfft.irfft(rows, n=tiling.Tw, axis=1, workers=ws)
+        grad_w = full[:, :kwe:dw].transpose(2, 3, 0, 1)  # (Cout, cg, kh, kw)
         return np.ascontiguousarray(grad_w, dtype=geom.dtype)
+
+    def _correlate_weight_depthwise(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """:meth:`_correlate_weight` with one input channel per group, elementwise."""
+        khe, kwe = _dilated_size(geom)
+        (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
+        g, cog = geom.groups, geom.out_channels // geom.groups
+        tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels,
+                      geom.out_channels, 1, cog, geom.dtype.itemsize, self.budget)
+        ws = self._workers()
+        acc = None
+        for part in _chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
+                            geom.dtype.itemsize, self.budget):
+            xs = sfft.rfft2(_gather(x[part], (pt, pl), tiling, leading=False), workers=ws)
+            gtiles = _gather(grad_output[part], (0, 0), tiling, size=(tiling.th, tiling.tw),
+                             leading=False)
+            gs = sfft.rfft2(gtiles, s=(tiling.Th, tiling.Tw), workers=ws)
+            b = gs.shape[0]
+            gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')
+            np.conjugate(gs, out=gs)
+            gs *= xs[:, :, None]
+            part_sum = gs.sum(axis=(0, 3, 4))  # (G, og, Th, Tw')
+            acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
+        rows = sfft.ifft(acc, axis=-2, overwrite_x=True, workers=ws)[..., :khe:dh, :]
+        full = sfft.irfft(rows, n=tiling.Tw, axis=-1, workers=ws)[..., :kwe:dw]
+        return np.ascontiguousarray(full.reshape(geom.weight_shape), dtype=geom.dtype)
 
     def _workers(self) -> int:
         if self.workers is not None:
@@ -323,30 +388,36 @@ def _gather(
     shift: tuple[int, int],
     tiling: Tiling,
     size: tuple[int, int] | None = None,
+    leading: bool = True,
 ) -> np.ndarray:
     """Tiles ``(Th, Tw, C, N, nh, nw)`` of ``V``, ``src: (N, C, Hs, Ws)`` shifted by ``shift``
     in a zero plane: tile ``(i, j)`` holds ``V[i*th : i*th + Th, j*tw : j*tw + Tw]``.
-    ``size`` overrides ``(Th, Tw)`` (the weight gradient's output tiles are ``(th, tw)``)."""
+    ``size`` overrides ``(Th, Tw)`` (the weight gradient's output tiles are ``(th, tw)``);
+    ``leading=False`` lays them out ``(N, C, nh, nw, Th, Tw)`` (no transposition)."""
     n, c, hs, ws = src.shape
     rows, cols = size or (tiling.Th, tiling.Tw)
     height = (tiling.nh - 1) * tiling.th + rows
     width = (tiling.nw - 1) * tiling.tw + cols
     top, left = shift
-    plane = np.empty((rows, cols, c, n, tiling.nh, tiling.nw), src.dtype)
     canvas = np.zeros((n, c, height, width), src.dtype)
     r0, r1 = max(0, top), min(height, top + hs)
     c0, c1 = max(0, left), min(width, left + ws)
     if r0 < r1 and c0 < c1:
         canvas[:, :, r0:r1, c0:c1] = src[:, :, r0 - top:r1 - top, c0 - left:c1 - left]
+    if not leading and tiling.tiles == 1:
+        return canvas.reshape(n, c, 1, 1, rows, cols)
     s_n, s_c, s_h, s_w = canvas.strides
-    view = np.lib.stride_tricks.as_strided(
-        canvas,
-        shape=(rows, cols, c, n, tiling.nh, tiling.nw),
-        strides=(s_h, s_w, s_c, s_n, s_h * tiling.th, s_w * tiling.tw),
-        writeable=False,
-    )
-    np.copyto(plane, view)
-    return plane
+    shape = (n, c, tiling.nh, tiling.nw, rows, cols)
+    strides = (s_n, s_c, s_h * tiling.th, s_w * tiling.tw, s_h, s_w)
+    if leading:
+        shape, strides = _permute(shape, (4, 5, 1, 0, 2, 3)), _permute(strides, (4, 5, 1, 0, 2, 3))
+    view = np.lib.stride_tricks.as_strided(canvas, shape=shape, strides=strides,
+                                           writeable=False)
+    return np.ascontiguousarray(view)
+
+
+def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(values[i] for i in order)
 
 
 def _kernel_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
@@ -364,6 +435,13 @@ def _kernel_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.nda
     blocks[:, :, :og] = spec.real
     blocks[:, :, og:] = spec.imag
     return blocks
+
+
+def _trailing_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
+    """``kernel: (..., kh, kw)`` -> its ``(..., Th, Tw//2+1)`` spectrum (rows first: only the
+    kernel's ``kh`` rows are non-zero)."""
+    rows = sfft.rfft(kernel, n=tiling.Tw, axis=-1, workers=workers)
+    return sfft.fft(rows, n=tiling.Th, axis=-2, overwrite_x=True, workers=workers)
 
 
 def _spectral_product(kernel: np.ndarray, xs: np.ndarray, og: int) -> np.ndarray:
@@ -412,7 +490,12 @@ def _scatter(
     planes = sfft.irfft(cols, n=tiling.Tw, axis=1, workers=workers)
     valid = planes[:, kw - 1:kw - 1 + tiling.tw]
     # (th, tw, G, og, N, nh, nw) -> (N, G, og, nh, th, nw, tw)
-    blocks = valid.transpose(4, 2, 3, 5, 0, 6, 1)
+    _place(valid.transpose(4, 2, 3, 5, 0, 6, 1), out, tiling)
+
+
+def _place(blocks: np.ndarray, out: np.ndarray, tiling: Tiling) -> None:
+    """Write tiles ``blocks: (N, G, og, nh, th, nw, tw)`` into ``out: (N, G*og, Ho, Wo)``
+    (the last row and column of tiles may reach past the output: cropped)."""
     ho, wo = out.shape[2:]
     full_h, full_w = tiling.nh * tiling.th, tiling.nw * tiling.tw
     if (full_h, full_w) == (ho, wo):
