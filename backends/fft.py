@@ -284,6 +284,41 @@ class FftBackend(ConvBackend):
 
 # --- cost model and tiling ----------------------------------------------------------------
 
+#: Kernel areas (dilated ``kh*kw``) from which FFT beats the best exact backend, measured on
+#: this project's 2-core machine (see :func:`fft_worth_it`): GEMM-shaped layers (8 or more
+#: input channels per group) and depthwise / few-channel layers.
+DENSE_MIN_AREA = 25
+DEPTHWISE_MIN_AREA = 15 * 15
+
+
+def fft_worth_it(geom: ConvGeometry) -> bool:
+    """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
+    three operations), for ``auto``'s rules mode. A pure function of the geometry.
+
+    Measured (float32, 2 threads, a busy shared machine: fft time / best of
+    ``im2col-strided`` and ``numba``, best of 3 interleaved calls; forward, input gradient,
+    weight gradient):
+
+    ========  ==========================  ===============================================
+    kernel    dense 8x64x28x28, 64->64     depthwise 8x128x56x56
+    ========  ==========================  ===============================================
+    3x3       1.43, 0.32, 63 (lose)        6.0, 5.3, 17 (lose)
+    5x5       0.53, 0.38, 0.32             3.7, 6.2, 2.2 (lose)
+    7x7       0.30, 0.30, 1.09             2.1, 1.4, 1.3 (lose)
+    11x11     see docs/fft.md              see docs/fft.md
+    15x15     see docs/fft.md              see docs/fft.md
+    ========  ==========================  ===============================================
+
+    So: stride 1 only; GEMM-shaped layers from a 5x5 (dilated) kernel area on, depthwise and
+    few-channel layers from 15x15 on.
+    """
+    if geom.stride != (1, 1):
+        return False
+    khe, kwe = _dilated_size(geom)
+    dense = geom.weight_shape[1] >= 8
+    return khe * kwe >= (DENSE_MIN_AREA if dense else DEPTHWISE_MIN_AREA)
+
+
 
 def _smooth_lengths(lo: int, hi: int) -> list[int]:
     """5-smooth lengths (fast for pocketfft) in ``[lo, hi]``, plus ``next_fast_len(hi)``."""

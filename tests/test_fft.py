@@ -114,3 +114,17 @@ def test_missing_scipy_says_how_to_install() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "not installed: pip install 'convkit[fft]'" in out
+
+
+@pytest.mark.parametrize("x_shape, w_shape, options, expected", [
+    ((8, 64, 28, 28), (64, 64, 11, 11), {"padding": 5}, True),
+    ((8, 64, 28, 28), (64, 64, 5, 5), {"padding": 2}, True),
+    ((8, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}, False),
+    ((8, 64, 28, 28), (64, 64, 11, 11), {"stride": 2}, False),
+    ((8, 128, 56, 56), (128, 1, 31, 31), {"padding": 15, "groups": 128}, True),
+    ((8, 128, 56, 56), (128, 1, 7, 7), {"padding": 3, "groups": 128}, False),
+    ((8, 128, 56, 56), (128, 1, 7, 7), {"dilation": 3, "groups": 128}, True),  # 19x19
+])
+def test_fft_worth_it(x_shape, w_shape, options, expected) -> None:
+    geom = convkit.make_geometry(x_shape, w_shape, **options)
+    assert fft.fft_worth_it(geom) is expected
