@@ -305,12 +305,13 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     3x3       1.43, 0.32, 63 (lose)        6.0, 5.3, 17 (lose)
     5x5       0.53, 0.38, 0.32             3.7, 6.2, 2.2 (lose)
     7x7       0.30, 0.30, 1.09             2.1, 1.4, 1.3 (lose)
-    11x11     see docs/fft.md              see docs/fft.md
-    15x15     see docs/fft.md              see docs/fft.md
+    11x11     0.15, 0.13, 0.45             1.11, 1.22, 1.32 (lose)
+    15x15     0.12, 0.18, 0.20             0.66, 0.59, 0.88
     ========  ==========================  ===============================================
 
-    So: stride 1 only; GEMM-shaped layers from a 5x5 (dilated) kernel area on, depthwise and
-    few-channel layers from 15x15 on.
+    So: stride 1 only; GEMM-shaped layers from a 5x5 (dilated) kernel area on (the 7x7
+    weight gradient's 1.09 was within this machine's noise), depthwise and few-channel
+    layers from 15x15 on.
     """
     if geom.stride != (1, 1):
         return False
@@ -466,10 +467,10 @@ def _kernel_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.nda
     spec = spec.reshape(tiling.freqs, g, og, ig)
     if ig == 1:
         return np.ascontiguousarray(spec[..., 0])
-    blocks = np.empty((tiling.freqs, g, 2 * og, ig), kernel.dtype)
-    blocks[:, :, :og] = spec.real
-    blocks[:, :, og:] = spec.imag
-    return blocks
+    blocks = np.empty((tiling.freqs, g, 2, og, ig), kernel.dtype)
+    parts = spec.view(kernel.dtype).reshape(tiling.freqs, g, og, ig, 2)
+    np.copyto(blocks, parts.transpose(0, 1, 4, 2, 3))  # one pass: Re and Im blocks
+    return blocks.reshape(tiling.freqs, g, 2 * og, ig)
 
 
 def _trailing_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
@@ -508,10 +509,10 @@ def _cross_product(gs: np.ndarray, xs: np.ndarray) -> np.ndarray:
     np.multiply(gs, 1j, out=stacked[:, :, og:])
     real_dtype = gs.real.dtype
     m = np.matmul(stacked.view(real_dtype), xs.view(real_dtype).swapaxes(-1, -2))
-    out = np.empty((f, g, og, xs.shape[2]), gs.dtype)
-    out.real = m[:, :, :og]
-    out.imag = m[:, :, og:]
-    return out
+    ig = xs.shape[2]
+    out = np.empty((f, g, og, ig, 2), real_dtype)
+    np.copyto(out, m.reshape(f, g, 2, og, ig).transpose(0, 1, 3, 4, 2))  # Re, Im interleaved
+    return out.view(gs.dtype).reshape(f, g, og, ig)
 
 
 def _scatter(
