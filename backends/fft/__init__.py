@@ -229,7 +229,7 @@ class FftBackend(ConvBackend):
                 tiling.freqs, g, cg, b * tiling.tiles)
             del tiles
             gtiles = gather(grad_output[part], (0, 0), tiling, size=(tiling.th, tiling.tw))
-            gs = sfft.rfft2(gtiles, s=(tiling.Th, tiling.Tw), axes=(0, 1), workers=ws).reshape(
+            gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
                 tiling.freqs, g, cog, b * tiling.tiles)
             del gtiles
             part_sum = cross_product(gs, xs)  # (F, G, cog, cg): sum conj(gy) * x over bP
@@ -258,7 +258,7 @@ class FftBackend(ConvBackend):
             xs = sfft.rfft2(gather(x[part], (pt, pl), tiling, leading=False), workers=ws)
             gtiles = gather(grad_output[part], (0, 0), tiling, size=(tiling.th, tiling.tw),
                              leading=False)
-            gs = sfft.rfft2(gtiles, s=(tiling.Th, tiling.Tw), workers=ws)
+            gs = sfft.rfft2(gtiles, workers=ws)
             b = gs.shape[0]
             gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')
             np.conjugate(gs, out=gs)

@@ -18,19 +18,22 @@ def gather(
 ) -> np.ndarray:
     """Tiles ``(Th, Tw, C, N, nh, nw)`` of ``V``, ``src: (N, C, Hs, Ws)`` shifted by ``shift``
     in a zero plane: tile ``(i, j)`` holds ``V[i*th : i*th + Th, j*tw : j*tw + Tw]``.
-    ``size`` overrides ``(Th, Tw)`` (the weight gradient's output tiles are ``(th, tw)``);
-    ``leading=False`` lays them out ``(N, C, nh, nw, Th, Tw)`` (no transposition)."""
+
+    ``size``: take only ``size`` rows and columns from each tile position (the weight
+    gradient's ``(th, tw)`` output tiles), zero-filled to ``(Th, Tw)``. ``leading=False`` lays
+    the tiles out ``(N, C, nh, nw, Th, Tw)`` (no transposition)."""
     n, c, hs, ws = src.shape
     rows, cols = size or (tiling.Th, tiling.Tw)
     height = (tiling.nh - 1) * tiling.th + rows
     width = (tiling.nw - 1) * tiling.tw + cols
     top, left = shift
+    framed = (rows, cols) != (tiling.Th, tiling.Tw)
     canvas = np.zeros((n, c, height, width), src.dtype)
     r0, r1 = max(0, top), min(height, top + hs)
     c0, c1 = max(0, left), min(width, left + ws)
     if r0 < r1 and c0 < c1:
         canvas[:, :, r0:r1, c0:c1] = src[:, :, r0 - top:r1 - top, c0 - left:c1 - left]
-    if not leading and tiling.tiles == 1:
+    if not leading and tiling.tiles == 1 and not framed:
         return canvas.reshape(n, c, 1, 1, rows, cols)
     s_n, s_c, s_h, s_w = canvas.strides
     shape = (n, c, tiling.nh, tiling.nw, rows, cols)
@@ -39,7 +42,15 @@ def gather(
         shape, strides = _permute(shape, (4, 5, 1, 0, 2, 3)), _permute(strides, (4, 5, 1, 0, 2, 3))
     view = np.lib.stride_tricks.as_strided(canvas, shape=shape, strides=strides,
                                            writeable=False)
-    return np.ascontiguousarray(view)
+    if not framed:
+        return np.ascontiguousarray(view)
+    if leading:
+        tiles = np.zeros((tiling.Th, tiling.Tw, *shape[2:]), src.dtype)
+        tiles[:rows, :cols] = view
+    else:
+        tiles = np.zeros((*shape[:4], tiling.Th, tiling.Tw), src.dtype)
+        tiles[..., :rows, :cols] = view
+    return tiles
 
 
 def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]:
