@@ -128,3 +128,17 @@ def test_missing_scipy_says_how_to_install() -> None:
 def test_fft_worth_it(x_shape, w_shape, options, expected) -> None:
     geom = convkit.make_geometry(x_shape, w_shape, **options)
     assert fft.fft_worth_it(geom) is expected
+
+
+def test_a_large_image_runs_in_bands_of_tile_rows() -> None:
+    """One image whose tiles exceed the budget: bands of tile rows, same results."""
+    case = ConvCase("bands", (2, 3, 150, 70), (4, 3, 9, 7), padding=(4, 3))
+    geom = case.geometry()
+    small = 2 * 2**20
+    tiling = plan(geom.out_size, geom.kernel_size, 2, 3, 4, 3, 4, 8, small)
+    units = list(fft.chunks(2, tiling, 3, 4, 8, small))
+    assert tiling.nh > 1 and any(u.rows < tiling.nh for u in units)
+    convkit.register_backend("fft-bands", FftBackend(budget=small))
+    _check(case, "fft-bands")
+    _check(ConvCase("bands-dw", (1, 4, 160, 50), (4, 1, 11, 11), padding=5, groups=4),
+           "fft-bands")

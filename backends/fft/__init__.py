@@ -23,23 +23,26 @@ layers (one input channel per group) multiply elementwise instead.
 **Precision.** float32 is transformed in complex64, float64 in complex128. FFT rounding
 spreads over a whole tile (about ``eps * log2(Th*Tw) * norms``), so the error of an output is
 not proportional to its own direct-sum magnitude: the backend declares
-``Capabilities.error_factor`` (see ``docs/fft.md`` for the measurements behind it).
+``Capabilities.error_factor`` and ``error_spread`` (see ``docs/fft.md`` for the measurements
+behind them).
 
 **Non-finite values.** An FFT spreads one NaN or Inf over every output of its tile, which no
 direct method does. Each call checks its operands (one summation pass) and computes calls
-with NaN or Inf exactly with the ``im2col-strided`` backend's code, so NaN/Inf land where the
-other backends put them.
+with NaN or Inf exactly with the ``numba`` backend (imported on the first such call; it needs
+no column buffer), so NaN/Inf land where the other backends put them.
 
 **Memory.** The tile size is chosen by a cost model among 5-smooth lengths
 (``scipy.fft.next_fast_len``), bounded so the weight spectrum fits in a quarter of
 :attr:`FftBackend.budget`; the batch is processed in chunks whose tiles and spectra fit in
-the rest. :meth:`FftBackend.workspace_bytes` declares the largest chunk's buffers.
+the rest, and an image too large for that in bands of tile rows.
+:meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -52,8 +55,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._workspace import padded_bytes
 from convkit_backends.fft._plan import (
     DEFAULT_BUDGET,
+    Chunk,
     Tiling,
     chunks,
     dilated_size,
@@ -70,10 +75,9 @@ from convkit_backends.fft._spectra import (
     spectral_product,
     trailing_spectrum,
 )
-from convkit_backends.im2col_strided import Im2colStridedBackend
 
 __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tiling",
-           "fft_workspace_bytes", "fft_worth_it", "plan"]
+           "chunks", "fft_workspace_bytes", "fft_worth_it", "plan"]
 
 #: The declared accuracy (:class:`~convkit.Capabilities`): within ``ERROR_FACTOR`` times the
 #: direct-sum bound ``n*eps*sum|terms|`` plus ``ERROR_SPREAD * eps * max(sum|terms|)``. Measured
@@ -82,7 +86,16 @@ __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tili
 ERROR_FACTOR = 2.0
 ERROR_SPREAD = 8.0
 
-_exact = Im2colStridedBackend()
+
+
+@functools.lru_cache(maxsize=1)
+def _exact() -> ConvBackend:
+    """The exact backend for calls with NaN/Inf operands: ``numba``, which needs no column
+    buffer (im2col's columns of a large kernel can be many times the input). Imported on the
+    first such call only."""
+    from convkit_backends.numba_loops import NumbaBackend
+
+    return NumbaBackend()
 
 
 class FftBackend(ConvBackend):
@@ -104,7 +117,7 @@ class FftBackend(ConvBackend):
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         """``x: (N, C, H, W)``, ``weight: (Cout, C/G, kh, kw)`` -> ``y: (N, Cout, Ho, Wo)``."""
         if not (_finite(x) and _finite(weight)):
-            return _exact.forward(x, weight, geom)
+            return _exact().forward(x, weight, geom)
         pt, _, pl, _ = geom.padding
         kernel = _dilated(weight, geom)[:, :, ::-1, ::-1]  # correlation = convolution, flipped
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
@@ -117,7 +130,7 @@ class FftBackend(ConvBackend):
     ) -> np.ndarray:
         """``grad_output: (N, Cout, Ho, Wo)``, ``weight`` -> ``grad_x: (N, C, H, W)``."""
         if not (_finite(grad_output) and _finite(weight)):
-            return _exact.backward_input(grad_output, weight, geom)
+            return _exact().backward_input(grad_output, weight, geom)
         khe, kwe = dilated_size(geom)
         pt, _, pl, _ = geom.padding
         kernel = _dilated(weight, geom)
@@ -131,13 +144,13 @@ class FftBackend(ConvBackend):
     ) -> np.ndarray:
         """``x: (N, C, H, W)``, ``grad_output: (N, Cout, Ho, Wo)`` -> ``(Cout, C/G, kh, kw)``."""
         if not (_finite(x) and _finite(grad_output)):
-            return _exact.backward_weight(x, grad_output, geom)
+            return _exact().backward_weight(x, grad_output, geom)
         return self._correlate_weight(x, grad_output, geom)
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The FFT path's buffers or, for non-finite operands, the exact fallback's."""
         return max(fft_workspace_bytes(geom, method, self.budget),
-                   _exact.workspace_bytes(geom, method))
+                   padded_bytes(geom, geom.batch))  # numba's padded copy
 
     # --- the engine -----------------------------------------------------------------------
 
@@ -164,16 +177,17 @@ class FftBackend(ConvBackend):
         ws = self._workers()
         spec = kernel_spectrum(kernel, tiling, ws)  # (F, G, 2*og, ig) real, or (F, G, og) cplx
         out = np.empty((n, og * g, *out_size), geom.dtype)
-        for part in chunks(n, tiling, ig * g, og * g, geom.dtype.itemsize, self.budget):
-            tiles = gather(src[part], shift, tiling)  # (Th, Tw, Cin, b, nh, nw)
+        for unit in chunks(n, tiling, ig * g, og * g, geom.dtype.itemsize, self.budget):
+            band, moved, target = _band(tiling, unit, shift, out)
+            tiles = gather(src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
-            xs = xs.reshape(tiling.freqs, g, ig, b * tiling.tiles)
+            xs = xs.reshape(band.freqs, g, ig, b * band.tiles)
             ys = spectral_product(spec, xs, og)  # (F, G, og, bP), maybe a strided view
             del xs
-            ys = ys.reshape(tiling.Th, tiling.Tw // 2 + 1, g, og, b, tiling.nh, tiling.nw)
-            scatter(ys, out[part], (kh, kw), tiling, ws)
+            ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
+            scatter(ys, target, (kh, kw), band, ws)
         return out
 
     def _convolve_depthwise(
@@ -194,17 +208,18 @@ class FftBackend(ConvBackend):
         spec = trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
         spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
         out = np.empty((n, og * g, *out_size), geom.dtype)
-        for part in chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
-            tiles = gather(src[part], shift, tiling, leading=False)  # (b, G, nh, nw, Th, Tw)
+        for unit in chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
+            band, moved, target = _band(tiling, unit, shift, out)
+            tiles = gather(src[unit.images], moved, band, leading=False)  # (b, G, nh, nw, Th, Tw)
             xs = sfft.rfft2(tiles, workers=ws)
             del tiles
             ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
             del xs
             rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=ws)
-            cols = rows[..., kh - 1:kh - 1 + tiling.th, :]
-            planes = sfft.irfft(cols, n=tiling.Tw, axis=-1, workers=ws)
-            valid = planes[..., kw - 1:kw - 1 + tiling.tw]  # (b, G, og, nh, nw, th, tw)
-            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), out[part], tiling)
+            cols = rows[..., kh - 1:kh - 1 + band.th, :]
+            planes = sfft.irfft(cols, n=band.Tw, axis=-1, workers=ws)
+            valid = planes[..., kw - 1:kw - 1 + band.tw]  # (b, G, og, nh, nw, th, tw)
+            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band)
         return out
 
     def _correlate_weight(
@@ -221,16 +236,18 @@ class FftBackend(ConvBackend):
                       cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
         acc = None
-        for part in chunks(n, tiling, geom.in_channels, geom.out_channels,
-                            geom.dtype.itemsize, self.budget):
-            tiles = gather(x[part], (pt, pl), tiling)  # (Th, Tw, C, b, nh, nw)
+        for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
+                           geom.dtype.itemsize, self.budget):
+            band, moved, _ = _band(tiling, unit, (pt, pl))
+            tiles = gather(x[unit.images], moved, band)  # (Th, Tw, C, b, nh, nw)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws).reshape(
-                tiling.freqs, g, cg, b * tiling.tiles)
+                tiling.freqs, g, cg, b * band.tiles)
             del tiles
-            gtiles = gather(grad_output[part], (0, 0), tiling, size=(tiling.th, tiling.tw))
+            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
+                            size=(tiling.th, tiling.tw))
             gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
-                tiling.freqs, g, cog, b * tiling.tiles)
+                tiling.freqs, g, cog, b * band.tiles)
             del gtiles
             part_sum = cross_product(gs, xs)  # (F, G, cog, cg): sum conj(gy) * x over bP
             acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
@@ -253,11 +270,12 @@ class FftBackend(ConvBackend):
                       geom.out_channels, 1, cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
         acc = None
-        for part in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
-                            geom.dtype.itemsize, self.budget):
-            xs = sfft.rfft2(gather(x[part], (pt, pl), tiling, leading=False), workers=ws)
-            gtiles = gather(grad_output[part], (0, 0), tiling, size=(tiling.th, tiling.tw),
-                             leading=False)
+        for unit in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
+                           geom.dtype.itemsize, self.budget):
+            band, moved, _ = _band(tiling, unit, (pt, pl))
+            xs = sfft.rfft2(gather(x[unit.images], moved, band, leading=False), workers=ws)
+            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
+                            size=(tiling.th, tiling.tw), leading=False)
             gs = sfft.rfft2(gtiles, workers=ws)
             b = gs.shape[0]
             gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')
@@ -277,6 +295,19 @@ class FftBackend(ConvBackend):
 
 
 # --- small helpers ------------------------------------------------------------------------
+
+
+def _band(
+    tiling: Tiling, unit: Chunk, shift: tuple[int, int], out: np.ndarray | None = None
+) -> tuple[Tiling, tuple[int, int], np.ndarray | None]:
+    """The tiling, source shift and output rows (of ``out: (N, O, Ho, Wo)``) of one work
+    unit: its images, and its band of tile rows starting at output row ``first_row * th``."""
+    r0 = unit.first_row * tiling.th
+    band = replace(tiling, nh=unit.rows)
+    moved = (shift[0] - r0, shift[1])
+    if out is None:
+        return band, moved, None
+    return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]
 
 
 def _finite(a: np.ndarray) -> bool:

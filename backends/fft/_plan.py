@@ -149,17 +149,41 @@ def _per_image_bytes(tiling: Tiling, cin: int, cout: int, itemsize: int) -> int:
     return (cin + cout) * real + cin * spec + 4 * cout * spec + cout * real
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work whose buffers fit the budget: images ``images``, and of each image the
+    ``rows`` tile rows from ``first_row`` on (all of them unless one image is too large)."""
+
+    images: slice
+    first_row: int
+    rows: int
+
+
 def chunks(
     n: int, tiling: Tiling, cin: int, cout: int, itemsize: int, budget: int
-) -> Iterator[slice]:
-    """Slices of the batch whose buffers fit in three quarters of ``budget``."""
-    step = images_per_chunk(_per_image_bytes(tiling, cin, cout, itemsize), budget * 3 // 4)
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))
+) -> Iterator[Chunk]:
+    """Work units whose buffers fit in three quarters of ``budget``: several images each, or
+    bands of tile rows of one image when a whole image does not fit."""
+    per_image = _per_image_bytes(tiling, cin, cout, itemsize)
+    allowed = budget * 3 // 4
+    if per_image <= allowed or tiling.nh == 1:
+        step = images_per_chunk(per_image, allowed)
+        for start in range(0, n, step):
+            yield Chunk(slice(start, min(start + step, n)), 0, tiling.nh)
+        return
+    rows = _rows_per_band(tiling, per_image, allowed)
+    for image in range(n):
+        for first in range(0, tiling.nh, rows):
+            yield Chunk(slice(image, image + 1), first, min(rows, tiling.nh - first))
+
+
+def _rows_per_band(tiling: Tiling, per_image: int, allowed: int) -> int:
+    return max(1, allowed // max(1, per_image // tiling.nh))
 
 
 def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_BUDGET) -> int:
-    """Bytes the FFT path of ``method`` allocates for ``geom`` besides its result."""
+    """Bytes the FFT path of ``method`` allocates for ``geom`` besides its result: the largest
+    work unit's buffers (see :func:`chunks`), the kernel's spectrum and its GEMM form."""
     khe, kwe = dilated_size(geom)
     cog, cg = geom.out_channels // geom.groups, geom.weight_shape[1]
     itemsize = geom.dtype.itemsize
@@ -170,11 +194,14 @@ def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_B
     out_size, cin, cout, ig, og = sizes
     tiling = plan(out_size, (khe, kwe), geom.batch, cin, cout, ig, og, itemsize, budget)
     per_image = _per_image_bytes(tiling, cin, cout, itemsize)
-    chunk = min(geom.batch, images_per_chunk(per_image, budget * 3 // 4))
+    allowed = budget * 3 // 4
+    if per_image <= allowed or tiling.nh == 1:
+        unit = min(geom.batch, images_per_chunk(per_image, allowed)) * per_image
+    else:
+        unit = _rows_per_band(tiling, per_image, allowed) * (per_image // tiling.nh + 1)
     weights = 4 * tiling.freqs * geom.out_channels * cg * 2 * itemsize  # spectrum + GEMM form
     kernel = geom.out_channels * cg * khe * kwe * itemsize
-    return chunk * per_image + weights + kernel + (1 << 16)
-
+    return unit + weights + kernel + (1 << 16)
 
 
 def dilated_size(geom: ConvGeometry) -> tuple[int, int]:
