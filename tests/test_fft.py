@@ -142,3 +142,15 @@ def test_a_large_image_runs_in_bands_of_tile_rows() -> None:
     _check(case, "fft-bands")
     _check(ConvCase("bands-dw", (1, 4, 160, 50), (4, 1, 11, 11), padding=5, groups=4),
            "fft-bands")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", [
+    ConvCase("dw-same", (2, 3, 20, 17), (3, 1, 7, 5), padding="same", groups=3),
+    ConvCase("dw-valid", (2, 3, 20, 17), (6, 1, 7, 5), groups=3),
+    ConvCase("dw-wide-padding", (2, 3, 9, 10), (3, 1, 3, 3), padding=(6, 5), groups=3),
+    ConvCase("dw-one-sided", (1, 2, 12, 12), (2, 1, 5, 5), padding=(4, 0), groups=2),
+], ids=str)
+def test_depthwise_single_tile(case: ConvCase, dtype: str) -> None:
+    """One tile per image: unshifted transforms read at shifted (maybe wrapped) offsets."""
+    _check(case, "fft", dtype)

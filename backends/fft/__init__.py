@@ -208,17 +208,35 @@ class FftBackend(ConvBackend):
         spec = trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
         spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
         out = np.empty((n, og * g, *out_size), geom.dtype)
+        # One tile per image whose circular convolution cannot wrap onto the wanted outputs:
+        # transform the source unshifted (no zero canvas, the row pass over its own rows
+        # only) and read the outputs at the shifted offsets instead.
+        offsets = (kh - 1 - shift[0], kw - 1 - shift[1])
+        direct = tiling.tiles == 1 and all(
+            _unwrapped(size, k, offset, t, length) for size, k, offset, t, length in zip(
+                src.shape[2:], (kh, kw), offsets, (tiling.th, tiling.tw),
+                (tiling.Th, tiling.Tw), strict=True))
         for unit in chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
             band, moved, target = _band(tiling, unit, shift, out)
-            tiles = gather(src[unit.images], moved, band, leading=False)  # (b, G, nh, nw, Th, Tw)
-            xs = sfft.rfft2(tiles, workers=ws)
-            del tiles
-            ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
+            if direct:
+                rows = sfft.rfft(src[unit.images], n=band.Tw, axis=-1, workers=ws)
+                xs = sfft.fft(rows, n=band.Th, axis=-2, overwrite_x=True, workers=ws)
+                xs = xs[:, :, None, None]  # (b, G, 1, 1, Th, Tw')
+                first = offsets
+            else:
+                tiles = gather(src[unit.images], moved, band, leading=False)
+                xs = sfft.rfft2(tiles, workers=ws)  # (b, G, nh, nw, Th, Tw')
+                del tiles
+                first = (kh - 1, kw - 1)
+            if og == 1:  # in place: no fresh pages for the product
+                ys = np.multiply(xs, spec[:, 0], out=xs)[:, :, None]
+            else:
+                ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
             del xs
             rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=ws)
-            cols = rows[..., kh - 1:kh - 1 + band.th, :]
+            cols = _window(rows, -2, first[0], band.th)
             planes = sfft.irfft(cols, n=band.Tw, axis=-1, workers=ws)
-            valid = planes[..., kw - 1:kw - 1 + band.tw]  # (b, G, og, nh, nw, th, tw)
+            valid = _window(planes, -1, first[1], band.tw)  # (b, G, og, nh, nw, th, tw)
             place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band)
         return out
 
@@ -308,6 +326,25 @@ def _band(
     if out is None:
         return band, moved, None
     return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]
+
+
+def _unwrapped(size: int, k: int, offset: int, t: int, length: int) -> bool:
+    """Whether a circular convolution of length ``length`` of ``size`` samples with ``k``
+    taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
+    first sample) without wrapped-around terms."""
+    return max(offset + t, size + k - 1) - min(offset, 0) <= length
+
+
+def _window(a: np.ndarray, axis: int, first: int, count: int) -> np.ndarray:
+    """``count`` entries of ``a`` along ``axis`` from ``first``, circularly (a view unless the
+    window wraps)."""
+    length = a.shape[axis]
+    first %= length
+    if first + count <= length:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(first, first + count)
+        return a[tuple(index)]
+    return np.take(a, np.arange(first, first + count) % length, axis=axis)
 
 
 def _finite(a: np.ndarray) -> bool:
