@@ -123,7 +123,8 @@ def test_missing_scipy_says_how_to_install() -> None:
     ((8, 64, 28, 28), (64, 64, 11, 11), {"stride": 2}, False),
     ((8, 128, 56, 56), (128, 1, 31, 31), {"padding": 15, "groups": 128}, True),
     ((8, 128, 56, 56), (128, 1, 7, 7), {"padding": 3, "groups": 128}, False),
-    ((8, 128, 56, 56), (128, 1, 7, 7), {"dilation": 3, "groups": 128}, True),  # 19x19
+    ((8, 128, 56, 56), (128, 1, 7, 7), {"dilation": 3, "groups": 128}, False),  # 19x19 extent
+    ((8, 64, 28, 28), (64, 64, 3, 3), {"dilation": 4}, False),  # 9x9 extent, 9 taps
 ])
 def test_fft_worth_it(x_shape, w_shape, options, expected) -> None:
     geom = convkit.make_geometry(x_shape, w_shape, **options)

@@ -9,8 +9,11 @@ All three operations are stride-1 convolutions computed tile by tile (overlap-sa
 * weight gradient: the correlation of the padded input with ``grad_output``, summed over the
   images and tiles inside the spectral GEMM.
 
-Dilation uses the zero-inserted kernel ``(dh*(kh-1)+1, dw*(kw-1)+1)``; stride > 1 is declared
-unsupported (it computes every stride-1 output and throws most away, and never won here).
+Dilation uses the zero-inserted kernel ``(dh*(kh-1)+1, dw*(kw-1)+1)`` (supported, but the FFT
+pays for the dilated extent while direct methods pay for the taps, so
+:func:`fft_worth_it` counts taps). Stride > 1 is declared unsupported: an FFT computes every
+stride-1 output and keeps 1 in ``sh*sw``, which moves the crossover from 5x5 to about 10x10
+taps at stride 2 (not measured: no common layer has such a kernel with stride 2).
 
 **Layout.** Tiles are gathered into ``(Th, Tw, C, B*P)`` real arrays (``P`` tiles per image)
 and transformed over the two leading axes, so a spectrum is ``(F, C, B*P)`` with
@@ -85,7 +88,6 @@ __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tili
 #: with a factor of 1 it needs 0.75. Declared with about 4x headroom on each.
 ERROR_FACTOR = 2.0
 ERROR_SPREAD = 8.0
-
 
 
 @functools.lru_cache(maxsize=1)

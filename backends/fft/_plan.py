@@ -41,7 +41,7 @@ class Tiling:
 
 
 
-#: Kernel areas (dilated ``kh*kw``) from which FFT beats the best exact backend, measured on
+#: Kernel areas (taps, ``kh*kw``) from which FFT beats the best exact backend, measured on
 #: this project's 2-core machine (see :func:`fft_worth_it`): GEMM-shaped layers (8 or more
 #: input channels per group) and depthwise / few-channel layers.
 DENSE_MIN_AREA = 25
@@ -66,17 +66,17 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     15x15     0.12, 0.18, 0.20             0.66, 0.59, 0.88
     ========  ==========================  ===============================================
 
-    So: stride 1 only; GEMM-shaped layers from a 5x5 (dilated) kernel area on (the 7x7
+    So: stride 1 only; GEMM-shaped layers from 5x5 = 25 taps on (the 7x7
     weight gradient's 1.09 was within this machine's noise), depthwise and few-channel
-    layers from 15x15 on.
+    layers from 15x15 on. Dilation costs the FFT the dilated extent but the exact backends
+    only the taps, so it counts taps; stride 2 costs the FFT 4x relative to the exact
+    backends (it computes every stride-1 output) and is not supported.
     """
     if geom.stride != (1, 1):
         return False
-    khe, kwe = dilated_size(geom)
+    kh, kw = geom.kernel_size  # the exact backends' cost follows the taps, not the extent
     dense = geom.weight_shape[1] >= 8
-    return khe * kwe >= (DENSE_MIN_AREA if dense else DEPTHWISE_MIN_AREA)
-
-
+    return kh * kw >= (DENSE_MIN_AREA if dense else DEPTHWISE_MIN_AREA)
 
 def _smooth_lengths(lo: int, hi: int) -> list[int]:
     """5-smooth lengths (fast for pocketfft) in ``[lo, hi]``, plus ``next_fast_len(hi)``."""
