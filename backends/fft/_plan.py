@@ -41,36 +41,39 @@ class Tiling:
 
 
 
-#: Kernel areas (taps, ``kh*kw``) from which FFT beats the best exact backend, measured on
-#: this project's 2-core machine (see :func:`fft_worth_it`): GEMM-shaped layers (8 or more
-#: input channels per group) and depthwise / few-channel layers.
-DENSE_MIN_AREA = 25
-DEPTHWISE_MIN_AREA = 15 * 15
+#: Kernel areas (taps, ``kh*kw``) from which FFT beats the best exact backend on all three
+#: operations, measured on this project's 2-core machine (see :func:`fft_worth_it`):
+#: GEMM-shaped layers (8 or more input channels per group) and depthwise / few-channel ones.
+DENSE_MIN_AREA = 7 * 7
+DEPTHWISE_MIN_AREA = 17 * 17
 
 
 def fft_worth_it(geom: ConvGeometry) -> bool:
     """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
     three operations), for ``auto``'s rules mode. A pure function of the geometry.
 
-    Measured (float32, 2 threads, a busy shared machine: fft time / best of
-    ``im2col-strided`` and ``numba``, best of 3 interleaved calls; forward, input gradient,
-    weight gradient):
+    Measured (float32, 2 threads, a shared 2-core machine; each backend in its own process,
+    best of 3 calls, the better of 2 rounds; fft time / the best of ``im2col-strided`` and
+    ``numba``; forward, input gradient, weight gradient; padding ``k//2``):
 
-    ========  ==========================  ===============================================
-    kernel    dense 8x64x28x28, 64->64     depthwise 8x128x56x56
-    ========  ==========================  ===============================================
-    3x3       1.43, 0.32, 63 (lose)        6.0, 5.3, 17 (lose)
-    5x5       0.53, 0.38, 0.32             3.7, 6.2, 2.2 (lose)
-    7x7       0.30, 0.30, 1.09             2.1, 1.4, 1.3 (lose)
-    11x11     0.15, 0.13, 0.45             1.11, 1.22, 1.32 (lose)
-    15x15     0.12, 0.18, 0.20             0.66, 0.59, 0.88
-    ========  ==========================  ===============================================
+    ========  ======================  ======================
+    kernel    dense 8x64x28x28, 64     depthwise 8x128x56x56
+    ========  ======================  ======================
+    3x3       4.1, 2.0, 2.2            (numba's 3x3 kernels)
+    5x5       1.26, 0.56, 0.60         --
+    7x7       0.51, 0.43, 0.73         1.86, 1.73, 1.89
+    11x11     0.14, 0.16, 0.19         1.16, 1.49, 1.60
+    15x15     0.12, 0.15, 0.16         1.12, 0.91, 1.07
+    19x19     --                       0.83, 0.47, 0.60
+    23x23     --                       0.40, 0.38, 0.52
+    31x31     --                       0.18, 0.18, 0.22
+    ========  ======================  ======================
 
-    So: stride 1 only; GEMM-shaped layers from 5x5 = 25 taps on (the 7x7
-    weight gradient's 1.09 was within this machine's noise), depthwise and few-channel
-    layers from 15x15 on. Dilation costs the FFT the dilated extent but the exact backends
-    only the taps, so it counts taps; stride 2 costs the FFT 4x relative to the exact
-    backends (it computes every stride-1 output) and is not supported.
+    So: stride 1 only; GEMM-shaped layers from 7x7 = 49 taps (at 5x5 only the gradients
+    win), depthwise and few-channel layers from 17x17 = 289 taps (even at 15x15, winning
+    at 19x19). Dilation costs the FFT the dilated extent but the exact backends only the
+    taps, so the rule counts taps; stride 2 costs the FFT 4x relative to the exact backends
+    (it computes every stride-1 output) and is not supported.
     """
     if geom.stride != (1, 1):
         return False
