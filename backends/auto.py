@@ -89,7 +89,7 @@ class AutoBackend(ConvBackend):
 
 def _union(configured: tuple[str, ...] | None) -> Capabilities:
     found = [b.capabilities for b in loaded_candidates(configured).values()
-             if allows(b.capabilities.error_factor)]
+             if allows(b.capabilities.error_factor, b.capabilities.error_spread)]
     if not found:  # nothing loads: auto falls back to the reference loops
         return get_backend("naive").capabilities
     return Capabilities(
@@ -99,4 +99,5 @@ def _union(configured: tuple[str, ...] | None) -> Capabilities:
         stride=any(c.stride for c in found),
         padding=any(c.padding for c in found),
         error_factor=max(c.error_factor for c in found),
+        error_spread=max(c.error_spread for c in found),
     )

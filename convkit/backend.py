@@ -45,15 +45,22 @@ class Capabilities:
     ``n * eps * sum(|terms|)`` (:func:`convkit.testing.error_bound`). 1 is an exact algorithm;
     a fast one (Winograd, FFT) declares more and runs unasked only under the ``'fast'``
     precision policy (:mod:`convkit.precision`)."""
+    error_spread: float = 0.0
+    """An error that does not follow each output's own terms but spreads over all of them
+    (an FFT's rounding): the bound gains ``error_spread * eps * max(magnitude)``, the largest
+    direct-sum magnitude ``sum(|terms|)`` of the whole result. 0 (no such term) for every
+    direct method; the bound of an exact backend is the direct-sum bound alone."""
 
     def __post_init__(self) -> None:
         if not self.error_factor >= 1.0:
             raise ValueError(f"error_factor must be at least 1, got {self.error_factor!r}")
+        if not self.error_spread >= 0.0:
+            raise ValueError(f"error_spread must be at least 0, got {self.error_spread!r}")
 
     @property
     def exact(self) -> bool:
-        """Whether results are as accurate as a direct sum (``error_factor`` 1)."""
-        return self.error_factor <= 1.0
+        """Whether results are as accurate as a direct sum (``error_factor`` 1, no spread)."""
+        return self.error_factor <= 1.0 and self.error_spread == 0.0
 
     def unsupported_reason(self, geom: ConvGeometry) -> str | None:
         """Why ``geom`` cannot run on a backend with these capabilities, or ``None``."""
@@ -80,7 +87,10 @@ class Capabilities:
         line = f"{', '.join(sorted(self.dtypes))}; {', '.join(features) or 'no options'}"
         if self.kernel_sizes is not None:
             line += f"; kernels {_sizes(self.kernel_sizes)}"
-        return line if self.exact else f"{line}; inexact (error x{self.error_factor:g})"
+        if self.exact:
+            return line
+        spread = f", spread {self.error_spread:g}" if self.error_spread else ""
+        return f"{line}; inexact (error x{self.error_factor:g}{spread})"
 
 
 def _sizes(kernel_sizes: frozenset[tuple[int, int]]) -> str:

@@ -73,6 +73,8 @@ def precision(mode: Precision) -> Iterator[None]:
         _in_block.reset(token)
 
 
-def allows(error_factor: float) -> bool:
-    """Whether the policy in force lets a backend declaring ``error_factor`` run unasked."""
-    return get_precision() == "fast" or error_factor <= 1.0
+def allows(error_factor: float, error_spread: float = 0.0) -> bool:
+    """Whether the policy in force lets a backend declaring ``error_factor`` (and
+    ``error_spread``, :attr:`Capabilities.error_spread <convkit.Capabilities.error_spread>`)
+    run unasked."""
+    return get_precision() == "fast" or (error_factor <= 1.0 and error_spread == 0.0)

@@ -172,10 +172,17 @@ def error_bound(
     ``eps`` the epsilon of the arrays' dtype.
     """
     dtype = arrays.x.dtype
+    return rounding_bound(magnitude(op, arrays, case, backend),
+                          terms_per_output(op, case.geometry(dtype.name)), dtype)
+
+
+def magnitude(
+    op: Operation, arrays: ConvArrays, case: ConvCase, backend: str = "naive"
+) -> np.ndarray:
+    """``op`` on the operands' absolute values in float64: each output's ``sum(|terms|)``."""
     absolute = ConvArrays(*(np.abs(a) for a in (arrays.x, arrays.weight,
                                                 arrays.grad_output))).astype(np.float64)
-    magnitude = run_operation(op, absolute, case, backend)
-    return rounding_bound(magnitude, terms_per_output(op, case.geometry(dtype.name)), dtype)
+    return run_operation(op, absolute, case, backend)
 
 
 def rounding_bound(magnitude: np.ndarray, terms: int, dtype: np.dtype) -> np.ndarray:

@@ -16,12 +16,16 @@ import pytest
 
 import convkit
 
+#: The exact built-in backends: every configuration, results within the direct-sum bound.
 BUILTIN_BACKENDS = ("naive", "im2col-strided", "im2col-take", "numba")
+#: Built-in backends that declare an error bound of their own and only some configurations
+#: (tested against their declaration, skipping what they refuse).
+INEXACT_BACKENDS = ("fft",)
 
 
 @pytest.fixture(params=BUILTIN_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each built-in backend's name."""
+    """Each exact built-in backend's name."""
     return request.param
 
 
@@ -53,6 +57,19 @@ def measuring_auto(monkeypatch: pytest.MonkeyPatch, tmp_path):
     autotune.set_candidates(None)
     autotune.forget()
     keys.forget_environment()
+
+
+@pytest.fixture(params=BUILTIN_BACKENDS + INEXACT_BACKENDS)
+def any_backend(request: pytest.FixtureRequest) -> str:
+    """Each built-in backend's name, the inexact ones included."""
+    return request.param
+
+
+def skip_unsupported(backend: str, geom: convkit.ConvGeometry) -> None:
+    """Skip the test if ``backend``'s capabilities refuse ``geom``."""
+    reason = convkit.get_backend(backend).capabilities.unsupported_reason(geom)
+    if reason is not None:
+        pytest.skip(f"{backend}: {reason}")
 
 
 @pytest.fixture(autouse=True)

@@ -48,13 +48,18 @@ class _NoDilationFloat64(NaiveBackend):
     capabilities = convkit.Capabilities(dtypes=frozenset({"float64"}), dilation=False)
 
 
-def test_builtin_backend_passes(backend: str) -> None:
-    report = check_backend(backend)
+def test_builtin_backend_passes(any_backend: str) -> None:
+    report = check_backend(any_backend)
     assert report.ok, report.summary()
-    expected = len(CONFORMANCE_CASES) * len(CHECK_KINDS) * len(DTYPES)
+    capabilities = convkit.get_backend(any_backend).capabilities
+    supported = sum(capabilities.unsupported_reason(c.geometry(d)) is None
+                    for c in CONFORMANCE_CASES for d in DTYPES)
+    expected = supported * len(CHECK_KINDS)
+    skipped = len(CONFORMANCE_CASES) * len(CHECK_KINDS) * len(DTYPES) - expected
     assert sum(report.passed.values()) == expected
-    assert not report.skipped and not report.failures
-    assert report.summary().endswith(f"PASS: {expected} passed, 0 failed, 0 skipped")
+    assert sum(report.skipped.values()) == skipped and not report.failures
+    assert report.summary().endswith(f"PASS: {expected} passed, 0 failed, {skipped} skipped")
+    assert capabilities.exact or expected >= len(CONFORMANCE_CASES) * len(DTYPES) // 2
 
 
 def test_float32_computed_in_float16_fails() -> None:

@@ -85,7 +85,20 @@ def test_built_in_backends_declare_exact(name):
     assert convkit.get_backend(name).capabilities.error_factor == 1.0
 
 
-@pytest.mark.parametrize("name", ["winograd"])
+@pytest.mark.parametrize("name", ["winograd", "fft"])
 def test_inexact_built_in_backends_declare_it(name):
-    factor = convkit.get_backend(name).capabilities.error_factor
-    assert factor > 1.0 and not allows(factor)
+    capabilities = convkit.get_backend(name).capabilities
+    assert not capabilities.exact
+    assert not allows(capabilities.error_factor, capabilities.error_spread)
+
+
+def test_a_spread_term_makes_a_backend_inexact():
+    spread = Capabilities(error_factor=1.0, error_spread=4.0)
+    assert not spread.exact and spread.describe().endswith("inexact (error x1, spread 4)")
+    assert not allows(1.0, 4.0)
+    with precision("fast"):
+        assert allows(1.0, 4.0)
+    with pytest.raises(ValueError, match="error_spread must be at least 0"):
+        Capabilities(error_spread=-1.0)
+
+

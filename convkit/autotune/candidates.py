@@ -58,7 +58,7 @@ def usable(backends: dict[str, ConvBackend], geom: ConvGeometry) -> tuple[str, .
     """The names in ``backends`` that support ``geom`` under the precision policy in force."""
     return tuple(
         name for name, backend in backends.items()
-        if allows(backend.capabilities.error_factor)
+        if allows(backend.capabilities.error_factor, backend.capabilities.error_spread)
         and backend.capabilities.unsupported_reason(geom) is None
     )
 

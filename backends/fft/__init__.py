@@ -1,0 +1,375 @@
+"""Convolution by FFT (``scipy.fft``): the cost hardly depends on the kernel size.
+
+All three operations are stride-1 convolutions computed tile by tile (overlap-save):
+
+* forward: ``y = xp (*) w``, the cross-correlation of the padded input with the kernel;
+* input gradient: ``grad_x``, the full convolution of ``grad_output`` with the kernel, cropped
+  to the input (the same engine, fed ``grad_output`` shifted by ``k-1-p`` and the unflipped,
+  transposed kernel);
+* weight gradient: the correlation of the padded input with ``grad_output``, summed over the
+  images and tiles inside the spectral GEMM.
+
+Dilation uses the zero-inserted kernel ``(dh*(kh-1)+1, dw*(kw-1)+1)`` (supported, but the FFT
+pays for the dilated extent while direct methods pay for the taps, so
+:func:`fft_worth_it` counts taps). Stride > 1 is declared unsupported: an FFT computes every
+stride-1 output and keeps 1 in ``sh*sw``, which moves the crossover from 5x5 to about 10x10
+taps at stride 2 (not measured: no common layer has such a kernel with stride 2).
+
+**Layout.** Tiles are gathered into ``(Th, Tw, C, B*P)`` real arrays (``P`` tiles per image)
+and transformed over the two leading axes, so a spectrum is ``(F, C, B*P)`` with
+``F = Th * (Tw//2 + 1)`` frequencies: each frequency is one small GEMM over channels, and all
+of them are one batched ``np.matmul``. OpenBLAS's complex GEMM is slow on such small
+matrices, so each complex product ``W @ X`` runs as one real GEMM: ``[Wr; Wi] @ X`` on the
+float view of ``X`` gives ``Wr@X`` and ``Wi@X``, and ``W@X = Wr@X + i*(Wi@X)``. Depthwise
+layers (one input channel per group) multiply elementwise instead.
+
+**Precision.** float32 is transformed in complex64, float64 in complex128. FFT rounding
+spreads over a whole tile (about ``eps * log2(Th*Tw) * norms``), so the error of an output is
+not proportional to its own direct-sum magnitude: the backend declares
+``Capabilities.error_factor`` and ``error_spread`` (see ``docs/fft.md`` for the measurements
+behind them).
+
+**Non-finite values.** An FFT spreads one NaN or Inf over every output of its tile, which no
+direct method does. Each call checks its operands (one summation pass) and computes calls
+with NaN or Inf exactly with the ``numba`` backend (imported on the first such call; it needs
+no column buffer), so NaN/Inf land where the other backends put them.
+
+**Memory.** The tile size is chosen by a cost model among 5-smooth lengths
+(``scipy.fft.next_fast_len``), bounded so the weight spectrum fits in a quarter of
+:attr:`FftBackend.budget`; the batch is processed in chunks whose tiles and spectra fit in
+the rest, and an image too large for that in bands of tile rows.
+:meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import replace
+
+import numpy as np
+
+try:
+    import scipy.fft as sfft
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the fft backend needs scipy (a dependency of convkit), which is not installed: "
+        "pip install scipy"
+    ) from exc
+
+from convkit.backend import Capabilities, ConvBackend
+from convkit.geometry import ConvGeometry
+from convkit_backends._workspace import padded_bytes
+from convkit_backends.fft._plan import (
+    DEFAULT_BUDGET,
+    Chunk,
+    Tiling,
+    chunks,
+    dilated_size,
+    fft_workspace_bytes,
+    fft_worth_it,
+    plan,
+)
+from convkit_backends.fft._spectra import (
+    cross_product,
+    gather,
+    kernel_spectrum,
+    place,
+    scatter,
+    spectral_product,
+    trailing_spectrum,
+)
+
+__all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tiling",
+           "chunks", "fft_workspace_bytes", "fft_worth_it", "plan"]
+
+#: The declared accuracy (:class:`~convkit.Capabilities`): within ``ERROR_FACTOR`` times the
+#: direct-sum bound ``n*eps*sum|terms|`` plus ``ERROR_SPREAD * eps * max(sum|terms|)``. Measured
+#: worst cases (docs/fft.md): the spread term alone needs 2.5 (float64) and 2.1 (float32);
+#: with a factor of 1 it needs 0.9. Declared with 3x headroom or more.
+ERROR_FACTOR = 2.0
+ERROR_SPREAD = 8.0
+
+
+@functools.lru_cache(maxsize=1)
+def _exact() -> ConvBackend:
+    """The exact backend for calls with NaN/Inf operands: ``numba``, which needs no column
+    buffer (im2col's columns of a large kernel can be many times the input). Imported on the
+    first such call only."""
+    from convkit_backends.numba_direct.backend import NumbaBackend
+
+    return NumbaBackend()
+
+
+class FftBackend(ConvBackend):
+    """Overlap-save FFT convolution with per-frequency batched GEMMs.
+
+    ``budget``: bytes of temporary buffers per call (see the module notes); ``workers``:
+    threads for the transforms (``None``: the cores this process may run on).
+    """
+
+    capabilities = Capabilities(stride=False, error_factor=ERROR_FACTOR,
+                                error_spread=ERROR_SPREAD)
+
+    def __init__(self, budget: int = DEFAULT_BUDGET, workers: int | None = None) -> None:
+        self.budget = budget
+        self.workers = workers
+
+    # --- the three operations -------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+        """``x: (N, C, H, W)``, ``weight: (Cout, C/G, kh, kw)`` -> ``y: (N, Cout, Ho, Wo)``."""
+        if not (_finite(x) and _finite(weight)):
+            return _exact().forward(x, weight, geom)
+        pt, _, pl, _ = geom.padding
+        kernel = _dilated(weight, geom)[:, :, ::-1, ::-1]  # correlation = convolution, flipped
+        g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+        # (kh, kw, G, Cog, Cg): out channels = G*Cog, in channels per group Cg
+        k = kernel.reshape(g, cog, cg, *kernel.shape[2:]).transpose(3, 4, 0, 1, 2)
+        return self._convolve(x, k, (pt, pl), geom.out_size, geom)
+
+    def backward_input(
+        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """``grad_output: (N, Cout, Ho, Wo)``, ``weight`` -> ``grad_x: (N, C, H, W)``."""
+        if not (_finite(grad_output) and _finite(weight)):
+            return _exact().backward_input(grad_output, weight, geom)
+        khe, kwe = dilated_size(geom)
+        pt, _, pl, _ = geom.padding
+        kernel = _dilated(weight, geom)
+        g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+        # (kh, kw, G, Cg, Cog): the transposed kernel, out channels = C, in channels per group Cog
+        k = kernel.reshape(g, cog, cg, khe, kwe).transpose(3, 4, 0, 2, 1)
+        return self._convolve(grad_output, k, (khe - 1 - pt, kwe - 1 - pl), geom.in_size, geom)
+
+    def backward_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """``x: (N, C, H, W)``, ``grad_output: (N, Cout, Ho, Wo)`` -> ``(Cout, C/G, kh, kw)``."""
+        if not (_finite(x) and _finite(grad_output)):
+            return _exact().backward_weight(x, grad_output, geom)
+        return self._correlate_weight(x, grad_output, geom)
+
+    def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
+        """The FFT path's buffers or, for non-finite operands, the exact fallback's."""
+        return max(fft_workspace_bytes(geom, method, self.budget),
+                   padded_bytes(geom, geom.batch))  # numba's padded copy
+
+    # --- the engine -----------------------------------------------------------------------
+
+    def _convolve(
+        self,
+        src: np.ndarray,
+        kernel: np.ndarray,
+        shift: tuple[int, int],
+        out_size: tuple[int, int],
+        geom: ConvGeometry,
+    ) -> np.ndarray:
+        """``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
+
+        ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
+        columns, negative: up/left) in a zero plane; ``kernel: (kh, kw, G, Out/G, Cin/G)``;
+        the result ``(N, Out, *out_size)`` in ``geom.dtype``.
+        """
+        kh, kw, g, og, ig = kernel.shape
+        if ig == 1:
+            return self._convolve_depthwise(src, kernel, shift, out_size, geom)
+        n = src.shape[0]
+        tiling = plan(out_size, (kh, kw), n, ig * g, og * g, ig, og, geom.dtype.itemsize,
+                      self.budget)
+        ws = self._workers()
+        spec = kernel_spectrum(kernel, tiling, ws)  # (F, G, 2*og, ig) real, or (F, G, og) cplx
+        out = np.empty((n, og * g, *out_size), geom.dtype)
+        for unit in chunks(n, tiling, ig * g, og * g, geom.dtype.itemsize, self.budget):
+            band, moved, target = _band(tiling, unit, shift, out)
+            tiles = gather(src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
+            b = tiles.shape[3]
+            xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
+            del tiles
+            xs = xs.reshape(band.freqs, g, ig, b * band.tiles)
+            ys = spectral_product(spec, xs, og)  # (F, G, og, bP), maybe a strided view
+            del xs
+            ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
+            scatter(ys, target, (kh, kw), band, ws)
+        return out
+
+    def _convolve_depthwise(
+        self,
+        src: np.ndarray,
+        kernel: np.ndarray,
+        shift: tuple[int, int],
+        out_size: tuple[int, int],
+        geom: ConvGeometry,
+    ) -> np.ndarray:
+        """:meth:`_convolve` with one input channel per group: spectra stay in the arrays'
+        own ``(N, C, tiles, Th, Tw//2+1)`` layout and multiply elementwise."""
+        kh, kw, g, og, _ = kernel.shape
+        n = src.shape[0]
+        tiling = plan(out_size, (kh, kw), n, g, og * g, 1, og, geom.dtype.itemsize,
+                      self.budget)
+        ws = self._workers()
+        spec = trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
+        spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
+        out = np.empty((n, og * g, *out_size), geom.dtype)
+        # One tile per image whose circular convolution cannot wrap onto the wanted outputs:
+        # transform the source unshifted (no zero canvas, the row pass over its own rows
+        # only) and read the outputs at the shifted offsets instead.
+        offsets = (kh - 1 - shift[0], kw - 1 - shift[1])
+        direct = tiling.tiles == 1 and all(
+            _unwrapped(size, k, offset, t, length) for size, k, offset, t, length in zip(
+                src.shape[2:], (kh, kw), offsets, (tiling.th, tiling.tw),
+                (tiling.Th, tiling.Tw), strict=True))
+        for unit in chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
+            band, moved, target = _band(tiling, unit, shift, out)
+            if direct:
+                rows = sfft.rfft(src[unit.images], n=band.Tw, axis=-1, workers=ws)
+                xs = sfft.fft(rows, n=band.Th, axis=-2, overwrite_x=True, workers=ws)
+                xs = xs[:, :, None, None]  # (b, G, 1, 1, Th, Tw')
+                first = offsets
+            else:
+                tiles = gather(src[unit.images], moved, band, leading=False)
+                xs = sfft.rfft2(tiles, workers=ws)  # (b, G, nh, nw, Th, Tw')
+                del tiles
+                first = (kh - 1, kw - 1)
+            if og == 1:  # in place: no fresh pages for the product
+                ys = np.multiply(xs, spec[:, 0], out=xs)[:, :, None]
+            else:
+                ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
+            del xs
+            rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=ws)
+            cols = _window(rows, -2, first[0], band.th)
+            planes = sfft.irfft(cols, n=band.Tw, axis=-1, workers=ws)
+            valid = _window(planes, -1, first[1], band.tw)  # (b, G, og, nh, nw, th, tw)
+            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band)
+        return out
+
+    def _correlate_weight(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """``grad_w[o, c, a, b] = sum_{n,i,j} gy[n, o, i, j] * xp[n, c, i + a*dh, j + b*dw]``."""
+        khe, kwe = dilated_size(geom)
+        (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
+        g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
+        n = geom.batch
+        if cg == 1:
+            return self._correlate_weight_depthwise(x, grad_output, geom)
+        tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
+                      cog, geom.dtype.itemsize, self.budget)
+        ws = self._workers()
+        acc = None
+        for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
+                           geom.dtype.itemsize, self.budget):
+            band, moved, _ = _band(tiling, unit, (pt, pl))
+            tiles = gather(x[unit.images], moved, band)  # (Th, Tw, C, b, nh, nw)
+            b = tiles.shape[3]
+            xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws).reshape(
+                tiling.freqs, g, cg, b * band.tiles)
+            del tiles
+            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
+                            size=(tiling.th, tiling.tw))
+            gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
+                tiling.freqs, g, cog, b * band.tiles)
+            del gtiles
+            part_sum = cross_product(gs, xs)  # (F, G, cog, cg): sum conj(gy) * x over bP
+            acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
+        spectrum = acc.reshape(tiling.Th, tiling.Tw // 2 + 1, geom.out_channels, cg)
+        # Only the kernel's rows are wanted: inverse along axis 0, then the kept rows' real
+        # inverse along axis 1.
+        rows = sfft.ifft(spectrum, axis=0, overwrite_x=True, workers=ws)[:khe:dh]
+        full = sfft.irfft(rows, n=tiling.Tw, axis=1, workers=ws)
+        grad_w = full[:, :kwe:dw].transpose(2, 3, 0, 1)  # (Cout, cg, kh, kw)
+        return np.ascontiguousarray(grad_w, dtype=geom.dtype)
+
+    def _correlate_weight_depthwise(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
+        """:meth:`_correlate_weight` with one input channel per group, elementwise."""
+        khe, kwe = dilated_size(geom)
+        (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
+        g, cog = geom.groups, geom.out_channels // geom.groups
+        tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels,
+                      geom.out_channels, 1, cog, geom.dtype.itemsize, self.budget)
+        ws = self._workers()
+        acc = None
+        for unit in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
+                           geom.dtype.itemsize, self.budget):
+            band, moved, _ = _band(tiling, unit, (pt, pl))
+            xs = sfft.rfft2(gather(x[unit.images], moved, band, leading=False), workers=ws)
+            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
+                            size=(tiling.th, tiling.tw), leading=False)
+            gs = sfft.rfft2(gtiles, workers=ws)
+            b = gs.shape[0]
+            gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')
+            np.conjugate(gs, out=gs)
+            gs *= xs[:, :, None]
+            part_sum = gs.sum(axis=(0, 3, 4))  # (G, og, Th, Tw')
+            acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
+        rows = sfft.ifft(acc, axis=-2, overwrite_x=True, workers=ws)[..., :khe:dh, :]
+        full = sfft.irfft(rows, n=tiling.Tw, axis=-1, workers=ws)[..., :kwe:dw]
+        return np.ascontiguousarray(full.reshape(geom.weight_shape), dtype=geom.dtype)
+
+    def _workers(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return _usable_cores()
+
+
+
+# --- small helpers ------------------------------------------------------------------------
+
+
+def _band(
+    tiling: Tiling, unit: Chunk, shift: tuple[int, int], out: np.ndarray | None = None
+) -> tuple[Tiling, tuple[int, int], np.ndarray | None]:
+    """The tiling, source shift and output rows (of ``out: (N, O, Ho, Wo)``) of one work
+    unit: its images, and its band of tile rows starting at output row ``first_row * th``."""
+    r0 = unit.first_row * tiling.th
+    band = replace(tiling, nh=unit.rows)
+    moved = (shift[0] - r0, shift[1])
+    if out is None:
+        return band, moved, None
+    return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]
+
+
+def _unwrapped(size: int, k: int, offset: int, t: int, length: int) -> bool:
+    """Whether a circular convolution of length ``length`` of ``size`` samples with ``k``
+    taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
+    first sample) without wrapped-around terms."""
+    return max(offset + t, size + k - 1) - min(offset, 0) <= length
+
+
+def _window(a: np.ndarray, axis: int, first: int, count: int) -> np.ndarray:
+    """``count`` entries of ``a`` along ``axis`` from ``first``, circularly (a view unless the
+    window wraps)."""
+    length = a.shape[axis]
+    first %= length
+    if first + count <= length:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(first, first + count)
+        return a[tuple(index)]
+    return np.take(a, np.arange(first, first + count) % length, axis=axis)
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether ``a`` holds no NaN/Inf (one summation pass; an overflowing sum of finite
+    values also says no, which only sends the call to the exact path)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum()))
+
+
+
+def _dilated(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``weight: (Cout, Cg, kh, kw)`` with zeros between taps: ``(Cout, Cg, khe, kwe)``."""
+    if geom.dilation == (1, 1):
+        return weight
+    (dh, dw) = geom.dilation
+    out = np.zeros((*weight.shape[:2], *dilated_size(geom)), weight.dtype)
+    out[:, :, ::dh, ::dw] = weight
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

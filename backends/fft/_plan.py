@@ -1,0 +1,213 @@
+"""Tiling and cost model of the fft backend: which tiles, how many images per chunk, how
+many bytes, and whether FFT beats the best exact backend at all (:func:`fft_worth_it`)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import scipy.fft as sfft
+
+from convkit.geometry import ConvGeometry
+from convkit_backends._common import images_per_chunk
+
+#: Default bytes of temporary buffers per call (spectra, tiles); the weight spectrum may use
+#: a quarter of it.
+DEFAULT_BUDGET = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Overlap-save tiles: ``(nh, nw)`` tiles of ``(Th, Tw)`` inputs each producing ``(th, tw)``
+    outputs (``T = t + k - 1`` along each axis, ``k`` the dilated kernel size)."""
+
+    Th: int
+    Tw: int
+    th: int
+    tw: int
+    nh: int
+    nw: int
+
+    @property
+    def tiles(self) -> int:
+        return self.nh * self.nw
+
+    @property
+    def freqs(self) -> int:
+        """Frequencies of one tile's real-to-complex spectrum, ``Th * (Tw//2 + 1)``."""
+        return self.Th * (self.Tw // 2 + 1)
+
+
+
+#: Kernel areas (taps, ``kh*kw``) from which FFT beats the best exact backend on all three
+#: operations, measured on this project's 2-core machine (see :func:`fft_worth_it`):
+#: GEMM-shaped layers (8 or more input channels per group) and depthwise / few-channel ones.
+DENSE_MIN_AREA = 7 * 7
+DEPTHWISE_MIN_AREA = 17 * 17
+
+
+def fft_worth_it(geom: ConvGeometry) -> bool:
+    """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
+    three operations), for ``auto``'s rules mode. A pure function of the geometry.
+
+    Measured (float32, 2 threads, a shared 2-core machine; each backend in its own process,
+    best of 3 calls, the better of 2 rounds; fft time / the best of ``im2col-strided`` and
+    ``numba``; forward, input gradient, weight gradient; padding ``k//2``):
+
+    ========  ======================  ======================
+    kernel    dense 8x64x28x28, 64     depthwise 8x128x56x56
+    ========  ======================  ======================
+    3x3       4.1, 2.0, 2.2            (numba's 3x3 kernels)
+    5x5       1.26, 0.56, 0.60         --
+    7x7       0.51, 0.43, 0.73         1.86, 1.73, 1.89
+    11x11     0.14, 0.16, 0.19         1.16, 1.49, 1.60
+    15x15     0.12, 0.15, 0.16         1.12, 0.91, 1.07
+    19x19     --                       0.83, 0.47, 0.60
+    23x23     --                       0.40, 0.38, 0.52
+    31x31     --                       0.18, 0.18, 0.22
+    ========  ======================  ======================
+
+    So: stride 1 only; GEMM-shaped layers from 7x7 = 49 taps (at 5x5 only the gradients
+    win), depthwise and few-channel layers from 17x17 = 289 taps (even at 15x15, winning
+    at 19x19). Dilation costs the FFT the dilated extent but the exact backends only the
+    taps, so the rule counts taps; stride 2 costs the FFT 4x relative to the exact backends
+    (it computes every stride-1 output) and is not supported.
+    """
+    if geom.stride != (1, 1):
+        return False
+    kh, kw = geom.kernel_size  # the exact backends' cost follows the taps, not the extent
+    dense = geom.weight_shape[1] >= 8
+    return kh * kw >= (DENSE_MIN_AREA if dense else DEPTHWISE_MIN_AREA)
+
+def _smooth_lengths(lo: int, hi: int) -> list[int]:
+    """5-smooth lengths (fast for pocketfft) in ``[lo, hi]``, plus ``next_fast_len(hi)``."""
+    found = {sfft.next_fast_len(hi, real=True)}
+    p2 = 1
+    while p2 <= hi:
+        p3 = p2
+        while p3 <= hi:
+            p5 = p3
+            while p5 <= hi:
+                if p5 >= lo:
+                    found.add(p5)
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return sorted(found)
+
+
+def _axis_options(out: int, k: int) -> list[tuple[int, int, int]]:
+    """``(T, t, count)`` overlap-save choices along one axis: ``count`` tiles of ``T`` inputs
+    and ``t = T - k + 1`` outputs (the last one may produce fewer)."""
+    whole = out + k - 1
+    options = []
+    for length in _smooth_lengths(max(k + 1, 8), whole):
+        t = min(length - k + 1, out)
+        options.append((length, t, -(-out // t)))
+    return options
+
+
+@functools.lru_cache(maxsize=512)
+def plan(
+    out_size: tuple[int, int],
+    kernel: tuple[int, int],
+    batch: int,
+    cin: int,
+    cout: int,
+    cg: int,
+    cog: int,
+    itemsize: int,
+    budget: int,
+) -> Tiling:
+    """The cheapest tiling by a flop count: transforms ``2.5 T log2 T`` per real plane (inputs,
+    outputs and the ``cout*cg`` kernels) and 8 flops per complex multiply-add of the spectral
+    product, among those whose weight spectrum fits in a quarter of ``budget`` (the
+    smallest tile if none does). ``out_size``: outputs per image; ``kernel``: dilated size."""
+    best, best_cost = None, math.inf
+    fallback, fallback_bytes = None, math.inf
+    csize = 2 * itemsize
+    for th_len, th, nh in _axis_options(out_size[0], kernel[0]):
+        for tw_len, tw, nw in _axis_options(out_size[1], kernel[1]):
+            tiling = Tiling(th_len, tw_len, th, tw, nh, nw)
+            area = th_len * tw_len
+            fft = 2.5 * area * math.log2(area)
+            tiles = nh * nw
+            product = 8 * tiling.freqs * tiles * batch * cout * cg
+            cost = fft * (tiles * batch * (cin + cout) + cout * cg) + product
+            kernel_bytes = 2 * tiling.freqs * cout * cg * csize
+            if kernel_bytes <= budget // 4 and cost < best_cost:
+                best, best_cost = tiling, cost
+            if kernel_bytes < fallback_bytes:
+                fallback, fallback_bytes = tiling, kernel_bytes
+    return best if best is not None else fallback  # type: ignore[return-value]
+
+
+def _per_image_bytes(tiling: Tiling, cin: int, cout: int, itemsize: int) -> int:
+    """Buffers of one image in a chunk: tiles and spectra of the inputs and outputs, the real
+    GEMM result (twice the output spectrum) and the inverse transform."""
+    real = tiling.Th * tiling.Tw * tiling.tiles * itemsize
+    spec = tiling.freqs * tiling.tiles * 2 * itemsize
+    return (cin + cout) * real + cin * spec + 4 * cout * spec + cout * real
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of work whose buffers fit the budget: images ``images``, and of each image the
+    ``rows`` tile rows from ``first_row`` on (all of them unless one image is too large)."""
+
+    images: slice
+    first_row: int
+    rows: int
+
+
+def chunks(
+    n: int, tiling: Tiling, cin: int, cout: int, itemsize: int, budget: int
+) -> Iterator[Chunk]:
+    """Work units whose buffers fit in three quarters of ``budget``: several images each, or
+    bands of tile rows of one image when a whole image does not fit."""
+    per_image = _per_image_bytes(tiling, cin, cout, itemsize)
+    allowed = budget * 3 // 4
+    if per_image <= allowed or tiling.nh == 1:
+        step = images_per_chunk(per_image, allowed)
+        for start in range(0, n, step):
+            yield Chunk(slice(start, min(start + step, n)), 0, tiling.nh)
+        return
+    rows = _rows_per_band(tiling, per_image, allowed)
+    for image in range(n):
+        for first in range(0, tiling.nh, rows):
+            yield Chunk(slice(image, image + 1), first, min(rows, tiling.nh - first))
+
+
+def _rows_per_band(tiling: Tiling, per_image: int, allowed: int) -> int:
+    return max(1, allowed // max(1, per_image // tiling.nh))
+
+
+def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_BUDGET) -> int:
+    """Bytes the FFT path of ``method`` allocates for ``geom`` besides its result: the largest
+    work unit's buffers (see :func:`chunks`), the kernel's spectrum and its GEMM form."""
+    khe, kwe = dilated_size(geom)
+    cog, cg = geom.out_channels // geom.groups, geom.weight_shape[1]
+    itemsize = geom.dtype.itemsize
+    if method == "backward_input":
+        sizes = (geom.in_size, geom.out_channels, geom.in_channels, cog, cg)
+    else:
+        sizes = (geom.out_size, geom.in_channels, geom.out_channels, cg, cog)
+    out_size, cin, cout, ig, og = sizes
+    tiling = plan(out_size, (khe, kwe), geom.batch, cin, cout, ig, og, itemsize, budget)
+    per_image = _per_image_bytes(tiling, cin, cout, itemsize)
+    allowed = budget * 3 // 4
+    if per_image <= allowed or tiling.nh == 1:
+        unit = min(geom.batch, images_per_chunk(per_image, allowed)) * per_image
+    else:
+        unit = _rows_per_band(tiling, per_image, allowed) * (per_image // tiling.nh + 1)
+    weights = 4 * tiling.freqs * geom.out_channels * cg * 2 * itemsize  # spectrum + GEMM form
+    kernel = geom.out_channels * cg * khe * kwe * itemsize
+    return unit + weights + kernel + (1 << 16)
+
+
+def dilated_size(geom: ConvGeometry) -> tuple[int, int]:
+    """The zero-inserted kernel's ``(dh*(kh-1)+1, dw*(kw-1)+1)``."""
+    (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
+    return dh * (kh - 1) + 1, dw * (kw - 1) + 1
