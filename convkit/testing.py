@@ -36,6 +36,7 @@ from convkit.workload import (
     ConvArrays,
     ConvCase,
     Operation,
+    declared_bound_of,
     error_bound,
     magnitude,
     rounding_bound,
@@ -151,13 +152,9 @@ def declared_bound(
     exact backend this is :func:`error_bound` itself.
     """
     dtype = arrays.x.dtype
-    sums = magnitude(op, arrays, case)
-    bound = rounding_bound(sums, terms_per_output(op, case.geometry(dtype.name)), dtype)
-    if capabilities.error_factor != 1.0:
-        bound = capabilities.error_factor * bound
-    if capabilities.error_spread:
-        bound = bound + capabilities.error_spread * np.finfo(dtype).eps * float(sums.max())
-    return bound
+    return declared_bound_of(magnitude(op, arrays, case),
+                             terms_per_output(op, case.geometry(dtype.name)), dtype,
+                             capabilities.error_factor, capabilities.error_spread)
 
 
 def check_against_naive(

@@ -185,6 +185,22 @@ def magnitude(
     return run_operation(op, absolute, case, backend)
 
 
+def declared_bound_of(
+    sums: np.ndarray, terms: int, dtype: np.dtype, error_factor: float = 1.0,
+    error_spread: float = 0.0,
+) -> np.ndarray:
+    """The error a backend declaring ``error_factor`` and ``error_spread``
+    (:class:`~convkit.Capabilities`) may make on results whose elements sum ``terms``
+    products with absolute sums ``sums``: ``error_factor`` times :func:`rounding_bound`, plus
+    ``error_spread * eps * max(sums)``. For an exact backend, :func:`rounding_bound` itself."""
+    bound = rounding_bound(sums, terms, dtype)
+    if error_factor != 1.0:
+        bound = error_factor * bound
+    if error_spread:
+        bound = bound + error_spread * np.finfo(dtype).eps * float(sums.max(initial=0.0))
+    return bound
+
+
 def rounding_bound(magnitude: np.ndarray, terms: int, dtype: np.dtype) -> np.ndarray:
     """``terms * eps * magnitude`` (plus the smallest normal number): how far two correct
     ``dtype`` sums of ``terms`` products may differ, ``magnitude`` being the sums of the

@@ -726,8 +726,9 @@ def test_a_first_call_that_keeps_running_is_announced(monkeypatch):
     notices = []
     run_benchmark([TINY], ["slow-start"], _settings(ops=("forward",), threads=1),
                   isolate=False, on_notice=notices.append)
-    assert notices == ["slow-start: the first call of tiny is still running: it compiles "
-                       "(numba compiles its kernels once per install, tens of seconds)"]
+    assert notices == ["slow-start: the first call of tiny is still running after 0.05 s (a "
+                       "large layer, or compilation: numba compiles its kernels once per "
+                       "install, tens of seconds)"]
 
 
 def test_auto_is_tuned_before_its_first_call_and_the_cost_reported_apart(measuring_auto):
@@ -743,3 +744,23 @@ def test_auto_is_tuned_before_its_first_call_and_the_cost_reported_apart(measuri
     assert stored["backend"] in ("im2col-take", "im2col-strided")
     assert result["backends"][0]["prepare_s"] == pytest.approx(row["prepare_s"])
     assert "auto measures its candidates here): auto" in report.to_rows_table(result)
+
+
+@pytest.mark.parametrize(("declared", "status"), [(4.0, "ok"), (1.0, "error")])
+def test_a_result_is_judged_against_the_bound_its_backend_declares(declared, status, tmp_path):
+    from convkit_backends.naive import NaiveBackend
+
+    class Perturbed(NaiveBackend):  # off by 3x the direct-sum bound at worst
+        capabilities = Capabilities(error_factor=declared)
+
+        def forward(self, x, weight, geom):
+            terms = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+            return super().forward(x, weight, geom) * (1 + 3 * terms * np.finfo(geom.dtype).eps)
+
+    convkit.register_backend("perturbed", Perturbed)
+    settings = _settings(ops=("forward",), threads=1)
+    runner.write_references([TINY], settings, tmp_path)
+    row = measure_row(convkit.get_backend("perturbed"), TINY, "forward", settings,
+                      tmp_path / worker.reference_name(0, "forward"))
+    assert row.status == status
+    assert (row.error_vs_bound <= 1) == (status == "ok")

@@ -18,8 +18,9 @@ How a row is measured (:class:`Measurement`):
    or the traced peak is smaller than the result itself, the row says ``None`` (n/a)
    rather than a wrong number (:func:`traced_call`).
 4. That call's result against the float64 reference the parent computed: the largest
-   absolute error, and that error relative to the error bound of
-   :func:`convkit.workload.error_bound` (above 1 means a wrong result, and the row is an
+   absolute error, and that error relative to the bound the backend declares
+   (:func:`convkit.workload.declared_bound_of`: the direct-sum bound for an exact backend,
+   scaled and widened for a fast one; above 1 means a wrong result, and the row is an
    error).
 """
 
@@ -40,7 +41,13 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.bench.results import BUDGETED_BACKENDS, BenchSettings, Row
 from convkit.errors import UnsupportedConfigurationError
-from convkit.workload import ConvArrays, ConvCase, Operation, run_operation
+from convkit.workload import (
+    ConvArrays,
+    ConvCase,
+    Operation,
+    declared_bound_of,
+    run_operation,
+)
 
 #: The backend method of each operation.
 METHODS = {"forward": "forward", "input-grad": "backward_input",
@@ -137,10 +144,13 @@ class Measurement:
         """The largest error against the reference, absolute and relative to the bound; the
         row is an error beyond the bound. An empty result (an empty batch) has none."""
         row = self.row
+        capabilities = self._backend.capabilities
         with np.load(reference) as ref:
             err = np.abs(result.astype(np.float64) - ref["reference"])
+            bound = declared_bound_of(ref["sums"], int(ref["terms"]), np.dtype(result.dtype),
+                                      capabilities.error_factor, capabilities.error_spread)
             row.max_abs_error = float(err.max(initial=0.0))
-            row.error_vs_bound = float((err / ref["bound"]).max(initial=0.0))
+            row.error_vs_bound = float((err / bound).max(initial=0.0))
         if not row.error_vs_bound <= 1:  # also NaN
             self.end(
                 "error",

@@ -55,7 +55,7 @@ from convkit.machine import (
     usable_cores,
 )
 from convkit.registry import DEFAULT_BACKEND
-from convkit.workload import ConvCase, error_bound, run_operation
+from convkit.workload import ConvCase, magnitude, run_operation, terms_per_output
 
 RowKey = tuple[int, str, str]
 """(case index, operation, backend)."""
@@ -276,14 +276,17 @@ def write_references(
     cases: Sequence[ConvCase], settings: BenchSettings, directory: Path
 ) -> None:
     """Save, per case and op, the float64 reference result of the ``settings.dtype`` data
-    and the elementwise error bound (:func:`convkit.workload.error_bound`)."""
+    and what each backend's error bound is made of: each element's sum of absolute terms and
+    the number of terms (:func:`convkit.workload.declared_bound_of`)."""
     for index, case in enumerate(cases):
         arrays = case.arrays(settings.dtype)
         exact = arrays.astype(np.float64)
         for op in settings.ops:
             reference = run_operation(op, exact, case, REFERENCE_BACKEND)
-            bound = error_bound(op, arrays, case, REFERENCE_BACKEND)
-            np.savez(directory / reference_name(index, op), reference=reference, bound=bound)
+            sums = magnitude(op, arrays, case, REFERENCE_BACKEND)
+            terms = terms_per_output(op, case.geometry(settings.dtype))
+            np.savez(directory / reference_name(index, op), reference=reference, sums=sums,
+                     terms=terms)
 
 
 def _worker_env(threads: int) -> dict[str, str]:

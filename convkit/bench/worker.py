@@ -84,8 +84,9 @@ def _measure_interleaved(
                 m.end("skipped", skip_reason)
             else:
                 with _notice_if_slow(emit, f"{backend.name}: the first call of {case.name} is "
-                                           "still running: it compiles (numba compiles its "
-                                           "kernels once per install, tens of seconds)"):
+                                           f"still running after {SLOW_FIRST_CALL_S:g} s (a "
+                                           "large layer, or compilation: numba compiles "
+                                           "its kernels once per install, tens of seconds)"):
                     m.start()
                 if m.over_budget:
                     skip_reason = m.row.reason
