@@ -35,3 +35,11 @@ def test_every_entry_point_names_a_shipped_package():
     for name, target in project["project"]["entry-points"]["convkit.backends"].items():
         module = target.split(":")[0]
         assert module.rsplit(".", 1)[0] in packages, name
+
+
+def test_asv_backends_keep_their_order():
+    """asv's parameter lists follow the entry points' order (benchmarks/common.py): the
+    backends asv measured before must keep their places, new ones come after."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = list(project["project"]["entry-points"]["convkit.backends"])
+    assert names[:4] == ["naive", "im2col-strided", "im2col-take", "numba"]
