@@ -93,17 +93,29 @@ def package_copy(tmp_path: Path) -> Path:
     return root
 
 
-def test_numba_cache_falls_back_to_user_cache_dir(package_copy: Path, tmp_path: Path) -> None:
+def test_numba_cache_lives_in_convkits_user_cache_dir(package_copy: Path, tmp_path: Path) -> None:
+    """Not in the package's ``__pycache__``: files there outlive a pip uninstall and leave a
+    ``convkit_backends`` directory that shadows a later editable install."""
     user_cache = tmp_path / "user-cache"
     env = {"XDG_CACHE_HOME": str(user_cache)}
     first = _run_probe(env, package_copy)
     assert first["file"].startswith(str(package_copy))
     assert first["correct"] and first["caching"] and not first["warnings"]
-    assert list((user_cache / "numba").rglob("three_by_three.*.nbi"))
+    assert list((user_cache / "convkit" / "numba").rglob("three_by_three.*.nbi"))
 
     second = _run_probe(env, package_copy)
     assert second["correct"]
     assert second["cache_hits"] >= 1  # loaded from the user cache, not compiled again
+
+
+def test_numba_writes_no_cache_into_an_installed_package(tmp_path: Path) -> None:
+    site = tmp_path / "site"  # a writable install, as pip leaves one
+    shutil.copytree(Path(convkit_backends.__file__).parent, site / "convkit_backends",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    result = _run_probe({"XDG_CACHE_HOME": str(tmp_path / "user-cache")}, site)
+    assert result["correct"] and result["caching"]
+    assert not list(site.rglob("*.nbi")) and not list(site.rglob("*.nbc"))
+    assert list((tmp_path / "user-cache" / "convkit" / "numba").rglob("*.nbi"))
 
 
 def test_numba_without_any_writable_cache_compiles_and_warns(

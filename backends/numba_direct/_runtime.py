@@ -15,10 +15,16 @@ initialised (spinning): there, set ``OMP_WAIT_POLICY=PASSIVE`` before
 starting Python. The ``workqueue`` layer also sleeps when idle, but it aborts the process
 when two Python threads launch kernels at once, and these kernels release the GIL.
 
-Cache. ``cache=True`` makes numba keep compiled kernels on disk: in the package's
-``__pycache__``, or, when that is read-only (a system-wide install), in the user's cache
-directory (``~/.cache/numba``). When neither is writable numba refuses to decorate the
-function at all; then the kernels are compiled in every process instead.
+Cache. ``cache=True`` makes numba keep compiled kernels on disk. By default numba writes
+them into the package's own ``__pycache__``, which for an installed package is inside
+site-packages: files pip does not know of, which outlive an uninstall and leave a stale
+``convkit_backends`` directory that shadows a later editable install. So unless
+``NUMBA_CACHE_DIR`` is set, :func:`use_user_cache_dir` points numba at convkit's user cache
+directory (``platformdirs.user_cache_dir("convkit")/numba``; numba keys its files by the
+source file's path, so checkouts do not collide). Where that is not writable numba falls
+back to its own choices (the package's ``__pycache__``, then ``~/.cache/numba``); when none
+is writable it refuses to decorate the function at all, and the kernels are compiled in
+every process instead.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+import platformdirs
 
 #: False once a kernel had to be compiled without the on-disk cache.
 caching = True
@@ -44,6 +51,16 @@ def quiet_idle_threads() -> None:
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+
+def use_user_cache_dir() -> None:
+    """Keep compiled kernels in convkit's user cache directory, unless the user chose a
+    directory with ``NUMBA_CACHE_DIR`` (numba then already uses it)."""
+    if not numba.config.CACHE_DIR:
+        numba.config.CACHE_DIR = os.path.join(platformdirs.user_cache_dir("convkit"), "numba")
+
+
+use_user_cache_dir()  # before any kernel module decorates its kernels
 
 
 def jit(**options: Any) -> Callable[[Callable], Callable]:
