@@ -76,6 +76,7 @@ class _Block:
 
 
 _active: ContextVar[_Block | None] = ContextVar("convkit_threads", default=None)
+_process_wide: int | None = None  # CONVKIT_NUM_THREADS, once applied
 
 
 def threads(n: int) -> contextlib.AbstractContextManager[None]:
@@ -106,6 +107,14 @@ def _block(n: int) -> Iterator[None]:
         block.restore()
 
 
+def thread_limit() -> int | None:
+    """The thread count in force for code that sizes its own workers (the fft backend's
+    transforms): the innermost :func:`threads` block's, else ``CONVKIT_NUM_THREADS`` as
+    applied at import, else None (no limit was asked for)."""
+    block = _active.get()
+    return block.n if block is not None else _process_wide
+
+
 def limit_pools_loaded_since_block_began() -> None:
     """Called before and after each backend call: if modules were imported since the innermost
     :func:`threads` block last looked (the numba backend is loaded at its first call; numba
@@ -127,6 +136,8 @@ def apply_environment() -> None:
         n = 0
     if n < 1:
         raise ValueError(f"{ENV_VAR} must be a positive int (or empty), got {value!r}")
+    global _process_wide
+    _process_wide = n
     for var in POOL_VARIABLES:
         os.environ[var] = str(n)
     from threadpoolctl import threadpool_limits

@@ -157,3 +157,11 @@ def test_a_large_image_runs_in_bands_of_tile_rows() -> None:
 def test_depthwise_single_tile(case: ConvCase, dtype: str) -> None:
     """One tile per image: unshifted transforms read at shifted (maybe wrapped) offsets."""
     _check(case, "fft", dtype)
+
+
+def test_transforms_follow_convkits_thread_limit() -> None:
+    backend = convkit.get_backend("fft")
+    with convkit.threads(1):
+        assert backend._workers() == 1
+    assert backend._workers() >= 1
+    assert type(backend)(workers=3)._workers() == 3

@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit.parallelism import thread_limit
 from convkit_backends._workspace import padded_bytes
 from convkit_backends.fft._plan import (
     DEFAULT_BUDGET,
@@ -310,9 +311,11 @@ class FftBackend(ConvBackend):
         return np.ascontiguousarray(full.reshape(geom.weight_shape), dtype=geom.dtype)
 
     def _workers(self) -> int:
+        """Threads for the transforms: ``workers`` if given, else the limit of
+        :func:`convkit.threads` or ``CONVKIT_NUM_THREADS``, else the usable cores."""
         if self.workers is not None:
             return self.workers
-        return _usable_cores()
+        return thread_limit() or _usable_cores()
 
 
 
