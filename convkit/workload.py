@@ -26,6 +26,10 @@ from convkit.geometry import ConvGeometry, IntPair, Padding, make_geometry
 
 Operation = Literal["forward", "input-grad", "weight-grad"]
 OPERATIONS: tuple[Operation, ...] = ("forward", "input-grad", "weight-grad")
+#: The :class:`~convkit.ConvBackend` method that computes each operation.
+BACKEND_METHODS: dict[Operation, str] = {
+    "forward": "forward", "input-grad": "backward_input", "weight-grad": "backward_weight",
+}
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
 

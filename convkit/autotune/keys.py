@@ -18,17 +18,15 @@ import os
 import platform
 import sys
 import threading
-from typing import Literal
 
 import numpy as np
 
 from convkit.geometry import ConvGeometry
+from convkit.workload import BACKEND_METHODS, Operation
 
-Op = Literal["forward", "input-grad", "weight-grad"]
+Op = Operation
 #: The operations, as the CLI and ``convkit.testing`` name them, and their backend methods.
-METHODS: dict[str, str] = {
-    "forward": "forward", "input-grad": "backward_input", "weight-grad": "backward_weight",
-}
+METHODS: dict[Operation, str] = BACKEND_METHODS
 OPS: dict[str, str] = {method: op for op, method in METHODS.items()}
 
 _environment: dict | None = None

@@ -42,6 +42,7 @@ from convkit.backend import ConvBackend
 from convkit.bench.results import BUDGETED_BACKENDS, BenchSettings, Row
 from convkit.errors import UnsupportedConfigurationError
 from convkit.workload import (
+    BACKEND_METHODS,
     ConvArrays,
     ConvCase,
     Operation,
@@ -49,9 +50,6 @@ from convkit.workload import (
     run_operation,
 )
 
-#: The backend method of each operation.
-METHODS = {"forward": "forward", "input-grad": "backward_input",
-           "weight-grad": "backward_weight"}
 #: Offsets of :func:`placed` are multiples of this many bytes (a cache line), below
 #: ``PLACEMENT_RANGE``: they move an array against the 4 KiB page and cache-set boundaries.
 PLACEMENT_STEP = 64
@@ -99,7 +97,7 @@ class Measurement:
 
         def warm_up() -> None:
             start = time.perf_counter()
-            backend.prepare(case.geometry(self.settings.dtype), METHODS[op])
+            backend.prepare(case.geometry(self.settings.dtype), BACKEND_METHODS[op])
             self.row.prepare_s = time.perf_counter() - start
             self.row.first_call_s = _first_call(call, self.budget)
             self._call = call
