@@ -106,7 +106,7 @@ def bench(
     """
     backends = backend_names(backend_spec)
     ops = operations(op_spec)
-    cases, counts = selected_layers(suite, case_specs, batch, image_size)
+    suite, cases, counts = selected_layers(suite, case_specs, batch, image_size)
     if baseline is not None and baseline not in backends:
         raise click.BadParameter(
             f"{baseline!r} is not among the benchmarked backends ({', '.join(backends)})",
@@ -132,7 +132,7 @@ def bench(
                 baseline=baseline or DEFAULT_BASELINE,
                 isolate=not in_process,
                 named_explicitly=backend_spec.strip() != "all",
-                suite=suite or (None if case_specs else "quick"),
+                suite=suite,
                 counts=counts,
                 on_progress=lambda seconds, text: bar.update(round(1e3 * seconds), text),
                 on_notice=lambda text: click.echo(f"\n{text}", err=True),

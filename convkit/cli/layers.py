@@ -75,9 +75,9 @@ def comma_list(spec: str, allowed: Sequence[str], option: str, what: str) -> lis
 
 def selected_layers(
     suite: str | None, specs: tuple[str, ...], batch: int | None, image_size: int | None
-) -> tuple[list[ConvCase], list[int] | None]:
-    """The cases the layer options chose (the quick suite if none) and, for a network
-    suite, how often each occurs in the network."""
+) -> tuple[str | None, list[ConvCase], list[int] | None]:
+    """The suite in force (the quick suite if neither a suite nor a case was given), the
+    cases the layer options chose and, for a network suite, how often each occurs."""
     if suite is None and not specs:
         suite = "quick"
     counts = None
@@ -107,4 +107,4 @@ def selected_layers(
         if names.count(name) > 1:
             raise click.BadParameter(f"two cases are named {name!r}; give one a name=...",
                                      param_hint="'--case'")
-    return cases, counts
+    return suite, cases, counts

@@ -59,7 +59,7 @@ def tune(suite: str | None, batch: int | None, image_size: int | None,
         raise click.ClickException(
             f"{autotune.AUTOTUNE_ENV}=off: auto follows its rules only; nothing to measure")
     ops = operations(op_spec)
-    cases, _ = selected_layers(suite, case_specs, batch, image_size)
+    _, cases, _ = selected_layers(suite, case_specs, batch, image_size)
     rows = []
     with click.progressbar([(c, op) for c in cases for op in ops], label="tuning",
                            file=sys.stderr, hidden=not progress,
