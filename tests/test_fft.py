@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
+from test_memory import traced_workspace
 
 import convkit
 from convkit.testing import ConvArrays, ConvCase, declared_bound, error_bound, run_operation
@@ -90,17 +90,9 @@ def test_declared_workspace_bounds_the_measured_peak(
     geom = convkit.make_geometry(x_shape, w_shape, padding=padding, groups=groups)
     x, w, gy = (rng.standard_normal(s) for s in (x_shape, w_shape, geom.output_shape))
     backend = FftBackend(budget=budget)
-    compute = getattr(backend, method)
     args = {"forward": (x, w), "backward_input": (gy, w), "backward_weight": (x, gy)}[method]
-    compute(*args, geom)  # fill caches (the tiling plan)
-    tracemalloc.start()
-    try:
-        out = compute(*args, geom)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
     declared = fft_workspace_bytes(geom, method, budget)
-    assert peak - out.nbytes <= declared + MiB
+    assert traced_workspace(backend, method, args, geom) <= declared + MiB
     assert backend.workspace_bytes(geom, method) >= declared
 
 

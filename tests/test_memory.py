@@ -118,19 +118,26 @@ def test_format_bytes(size: int, text: str) -> None:
     assert format_bytes(size) == text
 
 
-def _assert_peak_within_workspace(backend, method: str, args, geom) -> int:
-    """tracemalloc (numpy and numba's runtime report to it): peak minus the result <=
-    ``workspace_bytes + 1 MiB``."""
+def traced_workspace(backend, method: str, args, geom) -> int:
+    """Bytes ``backend.method(*args, geom)`` allocates besides its result, seen by tracemalloc
+    (numpy and numba's runtime report to it), on a second call: the first compiles numba's
+    kernels and fills caches (im2col-take's indices, fft's tiling plan)."""
     compute = getattr(backend, method)
-    compute(*args, geom)  # compile numba's kernels, fill im2col-take's index cache
+    compute(*args, geom)
     tracemalloc.start()
     try:
         out = compute(*args, geom)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    declared = backend.workspace_bytes(geom, method)
-    assert peak - out.nbytes <= declared + MiB, (peak - out.nbytes, declared)
+    return peak - out.nbytes
+
+
+def _assert_peak_within_workspace(backend, method: str, args, geom) -> None:
+    """tracemalloc: peak minus the result <= ``workspace_bytes + 1 MiB``."""
+    used, declared = traced_workspace(backend, method, args, geom), backend.workspace_bytes(
+        geom, method)
+    assert used <= declared + MiB, (used, declared)
 
 
 GEOMETRIES = [((1, 16, 64, 64), (16, 16, 7, 7), 3, 1), ((6, 32, 24, 24), (64, 32, 3, 3), 1, 1),
