@@ -5,6 +5,11 @@
 >>> convkit.conv2d(x, w, padding="same").shape
 (1, 4, 8, 8)
 """
+# ruff: noqa: E402 (the idle-spin setting must come before any import of numpy)
+
+from convkit.idle_threads import quiet_blas_threads as _quiet_blas_threads
+
+_quiet_blas_threads()  # before convkit imports numpy: OpenBLAS reads it when it loads
 
 from convkit import autotune
 from convkit.backend import Capabilities, ConvBackend

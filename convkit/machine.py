@@ -21,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import convkit
+from convkit.idle_threads import blas_idle_spin
 
 #: Side of the square matrices whose product measures the peak.
 PEAK_MATRIX_SIZE = 1024
@@ -112,6 +113,7 @@ def machine_info() -> dict:
         "numba": package_version("numba"),
         "torch": package_version("torch"),
         "blas": blas_libraries(),
+        "blas_idle_spin": blas_idle_spin(),
     }
 
 

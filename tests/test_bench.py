@@ -30,6 +30,7 @@ from convkit.bench import (
 )
 from convkit.bench import table as report
 from convkit.cases import SUITES, parse_case
+from convkit.idle_threads import blas_idle_spin
 
 TINY = parse_case("name=tiny,n=2,c=3,o=4,hw=6,k=3,p=1")
 TINY_GROUPED = parse_case("name=tiny-grouped,n=1,c=4,o=4,hw=5,k=2,g=2,p=same")
@@ -356,10 +357,12 @@ def check_report_schema(result: dict) -> None:
     assert source["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", source["commit"])
     assert isinstance(source["dirty"], (bool, type(None)))
     m = result["machine"]
-    assert set(m) == {"cpu", "cores", "platform", "python", "numpy", "numba", "torch", "blas"}
+    assert set(m) == {"cpu", "cores", "platform", "python", "numpy", "numba", "torch", "blas",
+                      "blas_idle_spin"}
     assert isinstance(m["cpu"], str) and isinstance(m["cores"], int) and m["cores"] >= 1
     assert m["numpy"] == np.__version__
     assert all(isinstance(m[k], str_or_none) for k in ("numba", "torch"))
+    assert m["blas_idle_spin"] == blas_idle_spin()  # tests/test_idle_threads.py has its states
     for lib in m["blas"]:
         assert set(lib) == {"library", "version", "threading", "architecture"}
     s = result["settings"]
