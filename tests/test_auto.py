@@ -100,6 +100,28 @@ def test_the_rule_yields_only_to_a_margin_noise_cannot_flip(fast, rule, expected
     assert m.winner == expected
 
 
+@pytest.mark.parametrize(("first", "rule", "expected"), [
+    (1.01, 1.5, "first"),  # a near-tie goes to the earlier candidate
+    (1.10, 1.5, "second"),  # beyond the margin: the fastest
+    (1.05, 1.1, "second"),  # near, but not 5% under the rule's median, as the fastest is
+])
+def test_near_ties_among_the_others_go_to_the_earlier_candidate(first, rule, expected):
+    samples = {"rule": [rule] * 3, "first": [first] * 3, "second": [1.0] * 3}
+    m = tuner.Measurement(winner="rule", reason="", samples=samples)
+    tuner._decide(m, "rule")
+    assert m.winner == expected
+
+
+def test_a_sample_is_the_last_of_calls_in_a_row():
+    order: list[str] = []
+    calls = {name: (lambda n=name: order.append(n)) for name in ("rule", "other")}
+    tuner.measure(calls, "rule", "a layer")
+    rounds = order[2:]  # after one warm-up call each
+    assert len(rounds) % (2 * tuner.CALLS_PER_SAMPLE) == 0
+    for start in range(0, len(rounds), tuner.CALLS_PER_SAMPLE):
+        assert len(set(rounds[start:start + tuner.CALLS_PER_SAMPLE])) == 1
+
+
 def test_a_failed_rule_choice_leaves_the_fastest():
     m = tuner.Measurement(winner="rule", reason="", samples={"a": [2.0], "b": [1.0]})
     tuner._decide(m, "rule")

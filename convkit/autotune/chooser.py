@@ -209,7 +209,7 @@ class Chooser:
     ) -> tuner.Measurement:
         method = keys.METHODS[op]
         calls, too_big = {}, {}
-        for name in rule.candidates:
+        for name in rules.by_preference(rule.candidates):
             try:
                 if name != rule.backend:  # the call itself checked the rule's choice
                     _check_memory(backends[name], method, geom)

@@ -46,9 +46,15 @@ def rule_choice(geom: ConvGeometry, candidates: Sequence[str]) -> tuple[str, str
     preferred, why = _preferred(geom)
     if preferred in candidates:
         return preferred, why
-    order = [*(n for n in PREFERENCE if n in candidates),
-             *sorted(n for n in candidates if n not in PREFERENCE)]
+    order = by_preference(candidates)
     return order[0], f"{why}, but {preferred!r} is not a candidate here: the first of {order}"
+
+
+def by_preference(candidates: Sequence[str]) -> list[str]:
+    """``candidates`` in the order they stand in for each other: :data:`PREFERENCE`, then
+    the rest by name (also the order in which near-ties are broken when measuring)."""
+    return [*(n for n in PREFERENCE if n in candidates),
+            *sorted(n for n in candidates if n not in PREFERENCE)]
 
 
 def _preferred(geom: ConvGeometry) -> tuple[str, str]:

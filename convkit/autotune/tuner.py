@@ -9,15 +9,23 @@
    one the tuning call returns.
 2. **Interleaved rounds** (A B C, B C A, C A B, ...: each round starts one candidate later,
    so none always runs right after another's thread pools): between :data:`MIN_ROUNDS`
-   and :data:`MAX_ROUNDS` timed calls per candidate, fewer once the timed calls have taken
-   :data:`TIME_BUDGET` seconds. From the second round on, a candidate whose fastest sample
-   is :data:`DROP_FACTOR` times slower than another's median is clearly losing and stops.
+   and :data:`MAX_ROUNDS` samples per candidate, fewer once the calls have taken
+   :data:`TIME_BUDGET` seconds. A sample is the last of :data:`CALLS_PER_SAMPLE` calls in a
+   row: a layer's steady time, with the buffers and warm caches of its own previous call, as
+   ``convkit bench`` measures it. A single call right after another candidate's pays for
+   their different buffers instead: im2col's weight gradient of a 3x3 256-channel layer at
+   14x14 took 16 ms that way, and 11.9 ms in the bench, where it was the fastest backend.
+   From the second round on, a candidate whose fastest sample is :data:`DROP_FACTOR` times
+   slower than another's median is clearly losing and stops.
 3. **Decision**: the fastest median wins over the rule's choice only by a margin noise
    cannot flip: every sample of the winner but its slowest beats the rule's median by more
    than :data:`MARGIN` (5%). One slow sample (a spell of the machine, a neighbour) cannot
    keep a clearly faster candidate out, and a near-tie keeps the rule's choice, so runs on
    one machine agree (cuDNN's benchmark mode flips between near-equal algorithms, pytorch
-   #6351) and what is given up is at most the margin.
+   #6351) and what is given up is at most the margin. Near-ties among the others go the
+   same way in every run too: of the candidates within :data:`MARGIN` of the fastest
+   median, the first in ``calls``' order that clears the margin wins (the chooser lists
+   them in the rule's order of preference).
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ import numpy as np
 
 MIN_ROUNDS = 3
 MAX_ROUNDS = 5
-#: Seconds of timed calls after which no round beyond :data:`MIN_ROUNDS` starts.
+#: Calls of a candidate in a row per round; the last one is timed.
+CALLS_PER_SAMPLE = 2
+#: Seconds of calls after which no round beyond :data:`MIN_ROUNDS` starts.
 TIME_BUDGET = 1.0
 #: A candidate whose best sample is this many times another's median stops early.
 DROP_FACTOR = 2.0
@@ -130,15 +140,16 @@ def _timed_rounds(calls: dict, alive: list[str], m: Measurement, fail: Callable)
             shift = r % len(alive)
             for name in alive[shift:] + alive[:shift]:
                 try:
-                    t0 = time.perf_counter()
-                    calls[name]()
-                    dt = time.perf_counter() - t0
+                    for _ in range(CALLS_PER_SAMPLE):
+                        t0 = time.perf_counter()
+                        calls[name]()
+                        dt = time.perf_counter() - t0
+                        spent += dt
                 except Exception as exc:
                     del samples[name]
                     fail(name, exc)
                     continue
                 samples[name].append(dt)
-                spent += dt
             alive[:] = [n for n in alive if n in samples]
             if r >= 1:
                 _drop_losers(alive, m)
@@ -160,22 +171,29 @@ def _drop_losers(alive: list[str], m: Measurement) -> None:
 
 def _decide(m: Measurement, rule: str) -> None:
     medians = {n: statistics.median(s) for n, s in m.samples.items() if s}
-    best = min(medians, key=medians.__getitem__)
+    fastest = min(medians, key=medians.__getitem__)
     if rule not in medians:
-        m.winner, m.reason = best, f"tuned: the rule's {rule!r} failed; {best!r} was fastest"
+        m.winner, m.reason = fastest, f"tuned: the rule's {rule!r} failed; {fastest!r} was fastest"
         return
-    if best == rule:
+    if fastest == rule:
         m.winner, m.reason = rule, f"tuned: the rule's {rule!r} was fastest"
         return
-    samples, typical = sorted(m.samples[best]), medians[rule]
-    worst = samples[-2] if len(samples) > 2 else samples[-1]  # all but one slow outlier
-    if worst < (1 - MARGIN) * typical:
-        m.winner = best
-        m.reason = (f"tuned: every sample of {best!r} but its slowest (the next slowest "
-                    f"{worst * 1e3:.3g} ms) beat the rule's {rule!r} (median "
-                    f"{typical * 1e3:.3g} ms) by over {MARGIN:.0%}")
-    else:
-        m.winner = rule
-        m.reason = (f"tuned: {best!r} had the best median ({medians[best] * 1e3:.3g} ms "
-                    f"against {typical * 1e3:.3g} ms) but not by the {MARGIN:.0%} margin in "
-                    f"all its samples but one; kept the rule's {rule!r}")
+    typical = medians[rule]
+    near = [n for n in medians if n != rule and medians[n] <= (1 + MARGIN) * medians[fastest]]
+    for name in near:
+        samples = sorted(m.samples[name])
+        worst = samples[-2] if len(samples) > 2 else samples[-1]  # all but one slow outlier
+        if worst < (1 - MARGIN) * typical:
+            m.winner = name
+            m.reason = (f"tuned: every sample of {name!r} but its slowest (the next slowest "
+                        f"{worst * 1e3:.3g} ms) beat the rule's {rule!r} (median "
+                        f"{typical * 1e3:.3g} ms) by over {MARGIN:.0%}")
+            if name != fastest:
+                m.reason += (f"; {fastest!r} was within {MARGIN:.0%} of it "
+                             f"({medians[fastest] * 1e3:.3g} ms) and comes later in the "
+                             "order of preference")
+            return
+    m.winner = rule
+    m.reason = (f"tuned: {fastest!r} had the best median ({medians[fastest] * 1e3:.3g} ms "
+                f"against {typical * 1e3:.3g} ms) but not by the {MARGIN:.0%} margin in "
+                f"all its samples but one; kept the rule's {rule!r}")
