@@ -240,7 +240,7 @@ def test_defaults(recorded):
     assert call["named_explicitly"] is False and call["suite"] == "quick"
     s = call["settings"]
     assert (s.dtype, s.ops, s.min_time, s.repeats, s.passes, s.naive_budget) == (
-        "float32", ("forward", "input-grad", "weight-grad"), 0.05, 9, 3, 1.0)
+        "float32", ("forward", "input-grad", "weight-grad"), 0.03, 15, 3, 1.0)
 
 
 def test_every_option_reaches_the_harness(recorded):

@@ -44,11 +44,14 @@ class BenchSettings:
     dtype: str = "float32"
     threads: int = dataclasses.field(default_factory=usable_cores)
     """BLAS, OpenMP, numba and torch threads in each worker."""
-    min_time: float = 0.05
+    min_time: float = 0.03
     """Shortest duration of one measurement (calls are repeated within it)."""
-    repeats: int = 9
+    repeats: int = 15
     """Measurements per row; the row reports the median of its fastest pass and the
-    minimum of all."""
+    minimum of all. Many short measurements rather than a few long ones: each lands on
+    another memory placement, and ``convkit compare``'s test gains power with their number
+    (in two quick runs each, 15 of 0.03 s found a 10% slowdown on 12-17 of a backend's 18
+    rows, 9 of 0.05 s on 3-10)."""
     passes: int = 3
     """Worker processes per backend, run in turn with the other backends' (A B C A B C ...),
     each taking its share of the ``repeats``: a slow spell of the machine, or a slow process,

@@ -51,9 +51,11 @@ _FORMATTERS = {"table": to_overview, "rows": formats.to_rows_table, "json": form
     help=f"Backend the speedup column compares with.  [default: {DEFAULT_BASELINE} where it "
          "ran, else the slowest]",
 )
-@click.option("--min-time", type=click.FloatRange(min=0, min_open=True), default=0.05,
+@click.option("--min-time", type=click.FloatRange(min=0, min_open=True),
+              default=BenchSettings.min_time,
               show_default=True, help="Seconds one measurement lasts at least.")
-@click.option("--repeats", type=click.IntRange(min=1), default=9, show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=BenchSettings.repeats,
+              show_default=True,
               help="Measurements per row, shared out over the passes (compare's test needs "
                    "5 or more in each report).")
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
