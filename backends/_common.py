@@ -1,4 +1,5 @@
-"""Array helpers shared by the built-in numpy backends: padding, windows, col2im, chunks."""
+"""Array helpers shared by the built-in numpy backends: padding, windows, col2im, grouped views,
+chunks."""
 
 from __future__ import annotations
 
@@ -60,6 +61,17 @@ def col2im(grad_cols: np.ndarray, geom: ConvGeometry) -> np.ndarray:
             cols = slice(b * dw, b * dw + sw * (wo - 1) + 1, sw)
             grad_xp[:, :, rows, cols] += grad_cols[:, :, a, b]
     return np.ascontiguousarray(crop(grad_xp, geom))
+
+
+def grouped_weight(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``weight: (Cout, Cg, kh, kw)`` -> ``(G, Cog, Cg*kh*kw)``, one GEMM operand per group
+    (a view)."""
+    return weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)
+
+
+def per_group(a: np.ndarray, geom: ConvGeometry) -> np.ndarray:
+    """``a: (N, channels, H, W)`` -> ``(N, G, channels/G, H*W)`` (a view)."""
+    return a.reshape(a.shape[0], geom.groups, a.shape[1] // geom.groups, -1)
 
 
 def reuse(buffer: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -105,3 +105,8 @@ class Im2colBackend(ConvBackend):
     def _backward_weight_columns(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray: ...
+
+
+def taps_per_group(geom: ConvGeometry) -> int:
+    """``K = Cg*kh*kw``: the rows of one group's columns, the columns of its grouped weight."""
+    return geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]

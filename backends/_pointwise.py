@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from convkit.geometry import ConvGeometry
+from convkit_backends._common import grouped_weight, per_group
 
 
 def is_pointwise(geom: ConvGeometry) -> bool:
@@ -19,30 +20,21 @@ def is_pointwise(geom: ConvGeometry) -> bool:
 
 def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``x: (N, C, H, W)``, ``weight: (Cout, C/G, 1, 1)`` -> ``y: (N, Cout, H, W)``."""
-    y = np.matmul(_weights(weight, geom), _per_group(x, geom))  # (N, G, Cog, P)
+    y = np.matmul(grouped_weight(weight, geom), per_group(x, geom))  # (N, G, Cog, P)
     return y.reshape(geom.output_shape)
 
 
 def backward_input(grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``grad_output: (N, Cout, H, W)`` -> ``grad_x: (N, C, H, W)``."""
-    w_t = _weights(weight, geom).transpose(0, 2, 1)  # (G, Cg, Cog)
-    return np.matmul(w_t, _per_group(grad_output, geom)).reshape(geom.input_shape)
+    w_t = grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, Cg, Cog)
+    return np.matmul(w_t, per_group(grad_output, geom)).reshape(geom.input_shape)
 
 
 def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``x: (N, C, H, W)``, ``grad_output: (N, Cout, H, W)`` -> ``(Cout, C/G, 1, 1)``."""
     cog, cg = geom.out_channels // geom.groups, geom.weight_shape[1]
     grad_w = np.zeros((geom.groups, cog, cg), geom.dtype)
-    for x_n, grad_y_n in zip(_per_group(x, geom), _per_group(grad_output, geom), strict=True):
+    for x_n, grad_y_n in zip(per_group(x, geom), per_group(grad_output, geom), strict=True):
         grad_w += np.matmul(grad_y_n, x_n.transpose(0, 2, 1))  # (G, Cog, Cg)
     return grad_w.reshape(geom.weight_shape)
 
-
-def _weights(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``(Cout, Cg, 1, 1)`` -> ``(G, Cog, Cg)`` (a view)."""
-    return weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)
-
-
-def _per_group(a: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``(N, channels, H, W)`` -> ``(N, G, channels/G, H*W)`` (a view)."""
-    return a.reshape(a.shape[0], geom.groups, a.shape[1] // geom.groups, -1)

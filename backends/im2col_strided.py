@@ -17,11 +17,12 @@ import numpy as np
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import (
     col2im,
+    grouped_weight,
     pad,
     reuse,
     window_view,
 )
-from convkit_backends._im2col import Im2colBackend
+from convkit_backends._im2col import Im2colBackend, taps_per_group
 from convkit_backends._workspace import im2col_bytes
 
 
@@ -34,7 +35,7 @@ class Im2colStridedBackend(Im2colBackend):
         self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        w = _grouped_weight(weight, geom)  # (G, Cog, K)
+        w = grouped_weight(weight, geom)  # (G, Cog, K)
         cols = y_part = None
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
@@ -50,7 +51,7 @@ class Im2colStridedBackend(Im2colBackend):
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_x = np.empty(geom.input_shape, geom.dtype)
-        w_t = _grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
+        w_t = grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         c, (kh, kw), (ho, wo) = geom.in_channels, geom.kernel_size, geom.out_size
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
@@ -62,15 +63,14 @@ class Im2colStridedBackend(Im2colBackend):
     def _backward_weight_columns(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        cog = geom.out_channels // geom.groups
-        k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
-        grad_w = np.zeros((geom.groups, cog, k), geom.dtype)
+        grad_w = np.zeros(geom.weight_shape, geom.dtype)
+        acc = grouped_weight(grad_w, geom)  # (G, Cog, K), a view
         cols = None
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
             cols = _columns(x[part], sub, cols)  # (G, K, n*P)
-            grad_w += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
-        return grad_w.reshape(geom.weight_shape)
+            acc += np.matmul(_grouped_output(grad_output[part], sub), cols.transpose(0, 2, 1))
+        return grad_w
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         return im2col_bytes(geom, self.chunk_bytes)
@@ -84,13 +84,7 @@ def _columns(
     view = window_view(pad(x, geom), geom).transpose(1, 2, 3, 0, 4, 5)  # (C, kh, kw, n, Ho, Wo)
     cols = reuse(buffer, view.shape, geom.dtype)
     np.copyto(cols, view)
-    k = geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
-    return cols.reshape(geom.groups, k, -1)
-
-
-def _grouped_weight(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``(Cout, Cg, kh, kw)`` -> ``(G, Cog, Cg*kh*kw)`` (a view)."""
-    return weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)
+    return cols.reshape(geom.groups, taps_per_group(geom), -1)
 
 
 def _grouped_output(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -18,10 +18,12 @@ import numpy as np
 from convkit.geometry import ConvGeometry
 from convkit_backends._common import (
     col2im,
+    grouped_weight,
     pad,
+    per_group,
     reuse,
 )
-from convkit_backends._im2col import Im2colBackend
+from convkit_backends._im2col import Im2colBackend, taps_per_group
 from convkit_backends._workspace import im2col_bytes
 
 
@@ -34,7 +36,7 @@ class Im2colTakeBackend(Im2colBackend):
         self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         y = np.empty(geom.output_shape, geom.dtype)
-        w = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1)  # (G, Cog, K)
+        w = grouped_weight(weight, geom)  # (G, Cog, K)
         cols = None
         for part in self._chunks(geom):
             cols = _columns(x[part], geom, cols)  # (n, G, K, P)
@@ -45,10 +47,10 @@ class Im2colTakeBackend(Im2colBackend):
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         grad_x = np.empty(geom.input_shape, geom.dtype)
-        w_t = weight.reshape(geom.groups, geom.out_channels // geom.groups, -1).transpose(0, 2, 1)
+        w_t = grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
         for part in self._chunks(geom):
             sub = geom.with_batch(part.stop - part.start)
-            grad_cols = np.matmul(w_t, _per_group(grad_output[part], geom))  # (n, G, K, P)
+            grad_cols = np.matmul(w_t, per_group(grad_output[part], geom))  # (n, G, K, P)
             grad_x[part] = col2im(
                 grad_cols.reshape(sub.batch, geom.in_channels, *geom.kernel_size, *geom.out_size),
                 sub,
@@ -58,16 +60,15 @@ class Im2colTakeBackend(Im2colBackend):
     def _backward_weight_columns(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        grad_w = np.zeros(
-            (geom.groups, geom.out_channels // geom.groups, _taps_per_group(geom)), geom.dtype
-        )
+        grad_w = np.zeros(geom.weight_shape, geom.dtype)
+        acc = grouped_weight(grad_w, geom)  # (G, Cog, K), a view
         cols = None
         for part in self._chunks(geom):
             cols = _columns(x[part], geom, cols)  # (n, G, K, P)
-            grad_y = _per_group(grad_output[part], geom)  # (n, G, Cog, P)
+            grad_y = per_group(grad_output[part], geom)  # (n, G, Cog, P)
             for cols_n, grad_y_n in zip(cols, grad_y, strict=True):
-                grad_w += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
-        return grad_w.reshape(geom.weight_shape)
+                acc += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
+        return grad_w
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         # One channel's indices (intp) are kept (cached) besides the columns.
@@ -87,17 +88,7 @@ def _columns(
     # mode="clip" (the indices are in range by construction): with the default "raise",
     # np.take gathers into a temporary and copies that into ``out``
     np.take(planes, indices, axis=1, out=cols, mode="clip")
-    return cols.reshape(xp.shape[0], geom.groups, _taps_per_group(geom), -1)
-
-
-def _per_group(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``(n, Cout, Ho, Wo)`` -> ``(n, G, Cog, Ho*Wo)`` (a view)."""
-    n = grad_output.shape[0]
-    return grad_output.reshape(n, geom.groups, geom.out_channels // geom.groups, -1)
-
-
-def _taps_per_group(geom: ConvGeometry) -> int:
-    return geom.weight_shape[1] * geom.kernel_size[0] * geom.kernel_size[1]
+    return cols.reshape(xp.shape[0], geom.groups, taps_per_group(geom), -1)
 
 
 def _index_key(geom: ConvGeometry) -> tuple:

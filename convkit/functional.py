@@ -48,9 +48,7 @@ def conv2d(
     only; an even kernel gets its extra row/column at the bottom/right).
     Returns ``y: (N, Cout, Ho, Wo)`` in the input's dtype (float32 or float64).
     """
-    x = _float_array(x, "x")
-    weight = _float_array(weight, "weight")
-    _same_dtype(weight, "weight", x, "x")
+    x, weight = _float_arrays(x, "x", weight, "weight")
     geom = make_geometry(
         x.shape, weight.shape, stride, padding, dilation, groups, x.dtype, input_name="x"
     )
@@ -74,9 +72,7 @@ def conv2d_input_grad(
     input_shape: ``(N, C, H, W)``; weight: ``(Cout, C / groups, kh, kw)``;
     grad_output: ``(N, Cout, Ho, Wo)``. Returns ``grad_x: (N, C, H, W)``.
     """
-    weight = _float_array(weight, "weight")
-    grad_output = _float_array(grad_output, "grad_output")
-    _same_dtype(grad_output, "grad_output", weight, "weight")
+    weight, grad_output = _float_arrays(weight, "weight", grad_output, "grad_output")
     geom = make_geometry(
         input_shape, weight.shape, stride, padding, dilation, groups, weight.dtype,
         input_name="input_shape",
@@ -101,9 +97,7 @@ def conv2d_weight_grad(
     input: ``(N, C, H, W)``; weight_shape: ``(Cout, C / groups, kh, kw)``;
     grad_output: ``(N, Cout, Ho, Wo)``. Returns ``grad_w: (Cout, C / groups, kh, kw)``.
     """
-    x = _float_array(input, "input")
-    grad_output = _float_array(grad_output, "grad_output")
-    _same_dtype(grad_output, "grad_output", x, "input")
+    x, grad_output = _float_arrays(input, "input", grad_output, "grad_output")
     geom = make_geometry(
         x.shape, weight_shape, stride, padding, dilation, groups, x.dtype,
         input_name="input", weight_name="weight_shape",
@@ -184,6 +178,16 @@ def _float_array(value: ArrayLike, name: str) -> np.ndarray:
     if arr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
     return arr
+
+
+def _float_arrays(
+    first: ArrayLike, first_name: str, second: ArrayLike, second_name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A call's two operands as float arrays (:func:`_float_array`); ``TypeError`` if their
+    dtypes differ (the message names ``second`` as the odd one)."""
+    a, b = _float_array(first, first_name), _float_array(second, second_name)
+    _same_dtype(b, second_name, a, first_name)
+    return a, b
 
 
 def _same_dtype(arr: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> None:

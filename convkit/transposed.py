@@ -31,9 +31,8 @@ from convkit.functional import (
     _add_bias,
     _check_grad_output,
     _checked_bias,
-    _float_array,
+    _float_arrays,
     _run,
-    _same_dtype,
 )
 from convkit.geometry import (
     ConvGeometry,
@@ -184,9 +183,7 @@ def conv_transpose2d(
     ``Ho = (H-1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1``, in the input's
     dtype (float32 or float64).
     """
-    x = _float_array(x, "x")
-    weight = _float_array(weight, "weight")
-    _same_dtype(weight, "weight", x, "x")
+    x, weight = _float_arrays(x, "x", weight, "weight")
     geom = transposed_geometry(x.shape, weight.shape, stride, padding, output_padding, groups,
                                dilation, x.dtype)
     b = _checked_bias(bias, x, geom.output_shape[1])
@@ -212,9 +209,7 @@ def conv_transpose2d_input_grad(
     input_shape: ``(N, Cin, H, W)``; weight: ``(Cin, Cout / groups, kh, kw)``;
     grad_output: ``(N, Cout, Ho, Wo)``. Returns ``grad_x: (N, Cin, H, W)``.
     """
-    weight = _float_array(weight, "weight")
-    grad_output = _float_array(grad_output, "grad_output")
-    _same_dtype(grad_output, "grad_output", weight, "weight")
+    weight, grad_output = _float_arrays(weight, "weight", grad_output, "grad_output")
     geom = transposed_geometry(input_shape, weight.shape, stride, padding, output_padding,
                                groups, dilation, weight.dtype, input_name="input_shape")
     _check_grad_output(grad_output, geom.output_shape, "transposed convolution")
@@ -240,9 +235,7 @@ def conv_transpose2d_weight_grad(
     input: ``(N, Cin, H, W)``; weight_shape: ``(Cin, Cout / groups, kh, kw)``;
     grad_output: ``(N, Cout, Ho, Wo)``. Returns ``grad_w: (Cin, Cout / groups, kh, kw)``.
     """
-    x = _float_array(input, "input")
-    grad_output = _float_array(grad_output, "grad_output")
-    _same_dtype(grad_output, "grad_output", x, "input")
+    x, grad_output = _float_arrays(input, "input", grad_output, "grad_output")
     geom = transposed_geometry(x.shape, weight_shape, stride, padding, output_padding, groups,
                                dilation, x.dtype, input_name="input", weight_name="weight_shape")
     _check_grad_output(grad_output, geom.output_shape, "transposed convolution")

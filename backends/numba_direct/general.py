@@ -31,49 +31,53 @@ from convkit_backends.numba_direct._helpers import (
     _scatter_axpy,
     _valid_range,
 )
+from convkit_backends.numba_direct._runtime import jit
+
+
+@jit(inline="always")
+def _plane_taps(out, img, k, sh, sw, pt, pl, dh, dw, input_grad: bool):
+    """Every tap of ``k: (kh, kw)`` between an output plane ``out: (Ho, Wo)`` and an input
+    plane ``img: (H, W)``, each row's loop clipped to the image (:func:`_valid_range`).
+
+    The forward pass: ``out[i, j] += k[a, b] * img[i*sh - pt + a*dh, j*sw - pl + b*dw]``;
+    ``input_grad``: the same pairs of pixels the other way, ``img[...] += k[a, b] * out[i, j]``.
+    """
+    h, wd = img.shape
+    ho, wo = out.shape
+    for a in range(k.shape[0]):
+        i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
+        for b in range(k.shape[1]):
+            j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
+            tap = k[a, b]
+            for i in range(i_lo, i_hi):
+                row = img[i * sh - pt + a * dh]
+                if input_grad:  # a constant: each kernel compiles one branch
+                    _scatter_axpy(row, out[i], tap, j_lo, j_hi, sw, b * dw - pl)
+                else:
+                    _gather_axpy(out[i], row, tap, j_lo, j_hi, sw, b * dw - pl)
 
 
 @_jit
 def _forward(x, w, y, sh, sw, pt, pl, dh, dw, groups):
-    n_img, _, h, wd = x.shape
-    c_out, cg, kh, kw = w.shape
-    ho, wo = y.shape[2], y.shape[3]
+    n_img, c_out, cg = x.shape[0], w.shape[0], w.shape[1]
     for job in numba.prange(n_img * c_out):
         n, o, c0 = _output_job(job, c_out, cg, groups)
         out = y[n, o]
         out[:, :] = 0
         for c in range(cg):
-            img = x[n, c0 + c]
-            for a in range(kh):
-                i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
-                for b in range(kw):
-                    j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
-                    tap = w[o, c, a, b]
-                    for i in range(i_lo, i_hi):
-                        _gather_axpy(out[i], img[i * sh - pt + a * dh], tap, j_lo, j_hi, sw,
-                                     b * dw - pl)
+            _plane_taps(out, x[n, c0 + c], w[o, c], sh, sw, pt, pl, dh, dw, input_grad=False)
 
 
 @_jit
 def _backward_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
-    n_img, c_in, h, wd = gx.shape
-    c_out, cg, kh, kw = w.shape
-    ho, wo = gy.shape[2], gy.shape[3]
+    n_img, c_in, c_out, cg = gx.shape[0], gx.shape[1], w.shape[0], w.shape[1]
     for job in numba.prange(n_img * c_in):
         n, ci = job // c_in, job % c_in
         c, o_lo, o_hi = _group_of_input(ci, cg, c_out // groups)
         acc = gx[n, ci]
         acc[:, :] = 0
         for o in range(o_lo, o_hi):
-            grad = gy[n, o]
-            for a in range(kh):
-                i_lo, i_hi = _valid_range(pt, a * dh, sh, h, ho)
-                for b in range(kw):
-                    j_lo, j_hi = _valid_range(pl, b * dw, sw, wd, wo)
-                    tap = w[o, c, a, b]
-                    for i in range(i_lo, i_hi):
-                        _scatter_axpy(acc[i * sh - pt + a * dh], grad[i], tap, j_lo, j_hi, sw,
-                                      b * dw - pl)
+            _plane_taps(gy[n, o], acc, w[o, c], sh, sw, pt, pl, dh, dw, input_grad=True)
 
 
 @_jit
