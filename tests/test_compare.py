@@ -75,7 +75,7 @@ def test_every_row_in_both_reports_gets_a_verdict():
     by_case = {r.case: r for r in result.rows if r.backend == "a"}
     assert by_case["big"].ratio == pytest.approx(1.25, rel=0.05)
     assert by_case["big"].p_value < 1e-3
-    assert "2 and 2 samples cannot reach p < 0.01" in by_case["few"].reason
+    assert "2 and 2 samples cannot reach p < 0.05" in by_case["few"].reason
     assert by_case["broken"].reason == "error in NEW" and by_case["broken"].p_value is None
     assert result.summary() == "slower: 1, faster: 2, no change: 1, not judged: 2"
 
