@@ -1,12 +1,9 @@
 """im2col by gathering: ``np.take`` with flat indices precomputed (and cached) per geometry.
 
 Columns are laid out per image, ``(N, groups, Cg*kh*kw, Ho*Wo)``, so the forward GEMM
-``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The batch is
-processed in chunks whose columns fit in ``chunk_bytes`` (see
-:class:`~convkit_backends._im2col.Im2colBackend`).
-
-The 1x1 and stride-1 input-gradient shortcuts, which need no columns, live in the base class
-:class:`~convkit_backends._im2col.Im2colBackend`.
+``(G, Cog, K) @ (N, G, K, P)`` lands directly in NCHW order with no transpose. The loops over
+batch chunks, and the shortcuts that need no columns, are the base class's
+(:mod:`~convkit_backends._im2col`).
 """
 
 from __future__ import annotations
@@ -16,13 +13,7 @@ import functools
 import numpy as np
 
 from convkit.geometry import ConvGeometry
-from convkit_backends._common import (
-    col2im,
-    grouped_weight,
-    pad,
-    per_group,
-    reuse,
-)
+from convkit_backends._common import pad, per_group, reuse
 from convkit_backends._im2col import Im2colBackend, taps_per_group
 from convkit_backends._workspace import im2col_bytes
 
@@ -32,63 +23,44 @@ class Im2colTakeBackend(Im2colBackend):
 
     description = "the same layers as im2col-strided; often faster on small ones"
 
-    def _forward_columns(
-        self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry
+    def _columns(
+        self, x: np.ndarray, geom: ConvGeometry, buffer: np.ndarray | None
     ) -> np.ndarray:
-        y = np.empty(geom.output_shape, geom.dtype)
-        w = grouped_weight(weight, geom)  # (G, Cog, K)
-        cols = None
-        for part in self._chunks(geom):
-            cols = _columns(x[part], geom, cols)  # (n, G, K, P)
-            np.matmul(w, cols, out=y[part].reshape(*cols.shape[:2], w.shape[1], -1))
-        return y
+        """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``, gathered by one
+        ``np.take`` with the cached indices of one channel plane."""
+        xp = pad(x, geom)
+        planes = xp.reshape(xp.shape[0] * xp.shape[1], -1)  # (n*C, Hp*Wp)
+        indices = _gather_indices(*_index_key(geom))
+        cols = reuse(buffer, (planes.shape[0], indices.size), geom.dtype)  # (n*C, kh*kw*Ho*Wo)
+        # mode="clip" (the indices are in range by construction): with the default "raise",
+        # np.take gathers into a temporary and copies that into ``out``
+        np.take(planes, indices, axis=1, out=cols, mode="clip")
+        return cols.reshape(xp.shape[0], geom.groups, taps_per_group(geom), -1)
 
-    def _backward_input_columns(
-        self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
-    ) -> np.ndarray:
-        grad_x = np.empty(geom.input_shape, geom.dtype)
-        w_t = grouped_weight(weight, geom).transpose(0, 2, 1)  # (G, K, Cog)
-        for part in self._chunks(geom):
-            sub = geom.with_batch(part.stop - part.start)
-            grad_cols = np.matmul(w_t, per_group(grad_output[part], geom))  # (n, G, K, P)
-            grad_x[part] = col2im(
-                grad_cols.reshape(sub.batch, geom.in_channels, *geom.kernel_size, *geom.out_size),
-                sub,
-            )
-        return grad_x
+    def _multiply_into(
+        self, y: np.ndarray, w: np.ndarray, cols: np.ndarray, buffer: np.ndarray | None
+    ) -> None:
+        """``(G, Cog, K) @ (n, G, K, P)`` straight into ``y: (n, Cout, Ho, Wo)``: no buffer."""
+        np.matmul(w, cols, out=y.reshape(*cols.shape[:2], w.shape[1], -1))
 
-    def _backward_weight_columns(
-        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    def _column_grads(
+        self, w_t: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        grad_w = np.zeros(geom.weight_shape, geom.dtype)
-        acc = grouped_weight(grad_w, geom)  # (G, Cog, K), a view
-        cols = None
-        for part in self._chunks(geom):
-            cols = _columns(x[part], geom, cols)  # (n, G, K, P)
-            grad_y = per_group(grad_output[part], geom)  # (n, G, Cog, P)
-            for cols_n, grad_y_n in zip(cols, grad_y, strict=True):
-                acc += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
-        return grad_w
+        grad_cols = np.matmul(w_t, per_group(grad_output, geom))  # (n, G, K, P)
+        return grad_cols.reshape(geom.batch, geom.in_channels, *geom.kernel_size, *geom.out_size)
+
+    def _accumulate_weight_grad(
+        self, acc: np.ndarray, grad_output: np.ndarray, cols: np.ndarray, geom: ConvGeometry
+    ) -> None:
+        """One GEMM per image and group."""
+        grad_y = per_group(grad_output, geom)  # (n, G, Cog, P)
+        for cols_n, grad_y_n in zip(cols, grad_y, strict=True):
+            acc += np.matmul(grad_y_n, cols_n.transpose(0, 2, 1))
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         # One channel's indices (intp) are kept (cached) besides the columns.
         (kh, kw), (ho, wo) = geom.kernel_size, geom.out_size
         return im2col_bytes(geom, self.chunk_bytes) + kh * kw * ho * wo * np.intp(0).itemsize
-
-
-def _columns(
-    x: np.ndarray, geom: ConvGeometry, buffer: np.ndarray | None = None
-) -> np.ndarray:
-    """``x: (n, C, H, W)`` -> columns ``(n, G, Cg*kh*kw, Ho*Wo)``, into ``buffer`` if it is
-    large enough (see :func:`~convkit_backends._common.reuse`)."""
-    xp = pad(x, geom)
-    planes = xp.reshape(xp.shape[0] * xp.shape[1], -1)  # (n*C, Hp*Wp)
-    indices = _gather_indices(*_index_key(geom))
-    cols = reuse(buffer, (planes.shape[0], indices.size), geom.dtype)  # (n*C, kh*kw*Ho*Wo)
-    # mode="clip" (the indices are in range by construction): with the default "raise",
-    # np.take gathers into a temporary and copies that into ``out``
-    np.take(planes, indices, axis=1, out=cols, mode="clip")
-    return cols.reshape(xp.shape[0], geom.groups, taps_per_group(geom), -1)
 
 
 def _index_key(geom: ConvGeometry) -> tuple:

@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -128,7 +129,7 @@ class FftBackend(ConvBackend):
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
         # (kh, kw, G, Cog, Cg): out channels = G*Cog, in channels per group Cg
         k = kernel.reshape(g, cog, cg, *kernel.shape[2:]).transpose(3, 4, 0, 1, 2)
-        return self._convolve(x, k, (pt, pl), geom.out_size, geom)
+        return self._convolve(_Convolution(x, k, (pt, pl), geom.out_size, geom.dtype))
 
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
@@ -142,7 +143,8 @@ class FftBackend(ConvBackend):
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
         # (kh, kw, G, Cg, Cog): the transposed kernel, out channels = C, in channels per group Cog
         k = kernel.reshape(g, cog, cg, khe, kwe).transpose(3, 4, 0, 2, 1)
-        return self._convolve(grad_output, k, (khe - 1 - pt, kwe - 1 - pl), geom.in_size, geom)
+        shift = (khe - 1 - pt, kwe - 1 - pl)
+        return self._convolve(_Convolution(grad_output, k, shift, geom.in_size, geom.dtype))
 
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
@@ -159,32 +161,18 @@ class FftBackend(ConvBackend):
 
     # --- the engine -----------------------------------------------------------------------
 
-    def _convolve(
-        self,
-        src: np.ndarray,
-        kernel: np.ndarray,
-        shift: tuple[int, int],
-        out_size: tuple[int, int],
-        geom: ConvGeometry,
-    ) -> np.ndarray:
-        """``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
-
-        ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
-        columns, negative: up/left) in a zero plane; ``kernel: (kh, kw, G, Out/G, Cin/G)``;
-        the result ``(N, Out, *out_size)`` in ``geom.dtype``.
-        """
-        kh, kw, g, og, ig = kernel.shape
+    def _convolve(self, conv: _Convolution) -> np.ndarray:
+        """``conv``'s result, tile by tile: one GEMM over channels per frequency."""
+        kh, kw, g, og, ig = conv.kernel.shape
         if ig == 1:
-            return self._convolve_depthwise(src, kernel, shift, out_size, geom)
-        n = src.shape[0]
-        tiling = plan(out_size, (kh, kw), n, ig * g, og * g, ig, og, geom.dtype.itemsize,
-                      self.budget)
+            return self._convolve_depthwise(conv)
+        tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = kernel_spectrum(kernel, tiling, ws)  # (F, G, 2*og, ig) real, or (F, G, og) cplx
-        out = np.empty((n, og * g, *out_size), geom.dtype)
-        for unit in chunks(n, tiling, ig * g, og * g, geom.dtype.itemsize, self.budget):
-            band, moved, target = _band(tiling, unit, shift, out)
-            tiles = gather(src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
+        spec = kernel_spectrum(conv.kernel, tiling, ws)  # (F, G, 2*og, ig) real, or (F, G, og) cplx
+        out = conv.empty_output()
+        for unit in conv.units(tiling, self.budget):
+            band, moved, target = _band(tiling, unit, conv.shift, out)
+            tiles = gather(conv.src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
@@ -195,24 +183,16 @@ class FftBackend(ConvBackend):
             scatter(ys, target, (kh, kw), band, ws)
         return out
 
-    def _convolve_depthwise(
-        self,
-        src: np.ndarray,
-        kernel: np.ndarray,
-        shift: tuple[int, int],
-        out_size: tuple[int, int],
-        geom: ConvGeometry,
-    ) -> np.ndarray:
+    def _convolve_depthwise(self, conv: _Convolution) -> np.ndarray:
         """:meth:`_convolve` with one input channel per group: spectra stay in the arrays'
         own ``(N, C, tiles, Th, Tw//2+1)`` layout and multiply elementwise."""
-        kh, kw, g, og, _ = kernel.shape
-        n = src.shape[0]
-        tiling = plan(out_size, (kh, kw), n, g, og * g, 1, og, geom.dtype.itemsize,
-                      self.budget)
+        src, kernel, shift = conv.src, conv.kernel, conv.shift
+        kh, kw, _, og, _ = kernel.shape
+        tiling = conv.tiling(self.budget)
         ws = self._workers()
         spec = trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
         spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
-        out = np.empty((n, og * g, *out_size), geom.dtype)
+        out = conv.empty_output()
         # One tile per image whose circular convolution cannot wrap onto the wanted outputs:
         # transform the source unshifted (no zero canvas, the row pass over its own rows
         # only) and read the outputs at the shifted offsets instead.
@@ -221,7 +201,7 @@ class FftBackend(ConvBackend):
             _unwrapped(size, k, offset, t, length) for size, k, offset, t, length in zip(
                 src.shape[2:], (kh, kw), offsets, (tiling.th, tiling.tw),
                 (tiling.Th, tiling.Tw), strict=True))
-        for unit in chunks(n, tiling, g, og * g, geom.dtype.itemsize, self.budget):
+        for unit in conv.units(tiling, self.budget):
             band, moved, target = _band(tiling, unit, shift, out)
             if direct:
                 rows = sfft.rfft(src[unit.images], n=band.Tw, axis=-1, workers=ws)
@@ -320,6 +300,39 @@ class FftBackend(ConvBackend):
 
 
 # --- small helpers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Convolution:
+    """A stride-1 convolution for :meth:`FftBackend._convolve`:
+    ``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
+
+    ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
+    columns, negative: up/left) in a zero plane; ``kernel: (kh, kw, G, Out/G, Cin/G)``;
+    ``out: (N, Out, *out_size)`` in ``dtype``.
+    """
+
+    src: np.ndarray
+    kernel: np.ndarray
+    shift: tuple[int, int]
+    out_size: tuple[int, int]
+    dtype: np.dtype
+
+    def tiling(self, budget: int) -> Tiling:
+        """The tiles :func:`~convkit_backends.fft._plan.plan` chooses within ``budget``."""
+        kh, kw, g, og, ig = self.kernel.shape
+        return plan(self.out_size, (kh, kw), self.src.shape[0], ig * g, og * g, ig, og,
+                    self.dtype.itemsize, budget)
+
+    def units(self, tiling: Tiling, budget: int) -> Iterator[Chunk]:
+        """The work units (:func:`~convkit_backends.fft._plan.chunks`) within ``budget``."""
+        _, _, g, og, ig = self.kernel.shape
+        return chunks(self.src.shape[0], tiling, ig * g, og * g, self.dtype.itemsize, budget)
+
+    def empty_output(self) -> np.ndarray:
+        """``out: (N, Out, *out_size)``, uninitialised."""
+        _, _, g, og, _ = self.kernel.shape
+        return np.empty((self.src.shape[0], og * g, *self.out_size), self.dtype)
 
 
 def _band(

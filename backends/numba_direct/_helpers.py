@@ -77,6 +77,20 @@ def _pair_job(job: int, pairs: int, groups: int, cog: int, cg: int):
     return ng // groups, ng, o, c0, two
 
 
+def pair_runs(images: int, groups: int, channels: int, threads: int) -> tuple[int, int, int]:
+    """How the 3x3 kernels cut their work: ``pairs`` of the ``channels`` per group (a group's
+    last pair may be single: :func:`_group_pair`), ``jobs = images * groups * pairs``
+    (:func:`_pair_job`), cut into ``runs`` contiguous runs, at most ``threads``
+    (:func:`_chunk`). Returns ``(pairs, jobs, runs)``."""
+    pairs = (channels + 1) // 2
+    jobs = images * groups * pairs
+    return pairs, jobs, min(threads, jobs)
+
+
+#: :func:`pair_runs` inlined into the kernels.
+_pair_runs = jit(inline="always")(pair_runs)
+
+
 @jit(inline="always")
 def _zeroed_plane(a, n: int, c: int):
     """``a[n, c]`` flattened (a view), set to zero."""
@@ -157,7 +171,6 @@ def _gather_dot(a, b, lo: int, hi: int, step: int, offset: int, total):
 
 
 def thread_runs(images: int, groups: int, channels: int) -> int:
-    """How many runs of jobs the 3x3 kernels cut (each allocates scratch for its run): jobs
-    are ``images`` x ``groups`` x pairs of the ``channels`` per group (:func:`_pair_job`),
-    at most one run per thread (:func:`_chunk`)."""
-    return min(numba.get_num_threads(), images * groups * ((channels + 1) // 2))
+    """How many runs of jobs the 3x3 kernels cut on numba's threads (each allocates scratch
+    for its run): :func:`pair_runs`."""
+    return pair_runs(images, groups, channels, numba.get_num_threads())[2]

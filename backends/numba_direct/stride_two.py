@@ -23,6 +23,7 @@ from convkit_backends.numba_direct._helpers import (
     _group_pair,
     _jit,
     _pair_job,
+    _pair_runs,
     thread_runs,
 )
 from convkit_backends.numba_direct._runtime import jit
@@ -99,9 +100,7 @@ def _forward_3x3_stride2(x, w, y, pt, pl, groups, hp, wp, threads):
     ho = y.shape[2]
     cog, hq, wq = c_out // groups, (hp + 1) // 2, (wp + 1) // 2
     length = ho * wq - 1  # the last row's scratch tail would read past the phase
-    pairs = (cog + 1) // 2  # per group
-    jobs = x.shape[0] * groups * pairs
-    chunks = min(threads, jobs)
+    pairs, jobs, chunks = _pair_runs(x.shape[0], groups, cog, threads)
     planes = np.zeros((chunks, cg, 4, hq, wq), y.dtype)  # allocated here, see _forward_3x3
     accs = np.empty((chunks, 2, ho * wq), y.dtype)
     for t in numba.prange(chunks):
@@ -219,9 +218,7 @@ def _backward_input_3x3_stride2(gy, w, gx, pt, pl, groups, threads):
     hq, wq = (pt + h + 1) // 2, (pl + wd + 1) // 2 + 1
     rows, cols = min(gy.shape[2], hq), min(gy.shape[3], wq - 1)
     length = hq * wq - 1  # the last position is a scratch column; its tap would overrun
-    pairs = (cg + 1) // 2  # per group
-    jobs = n_img * groups * pairs
-    chunks = min(threads, jobs)
+    pairs, jobs, chunks = _pair_runs(n_img, groups, cg, threads)
     frames = np.zeros((chunks, cog, hq + 1, wq), gx.dtype)  # allocated here, see _forward_3x3
     accs = np.empty((chunks, 2, 4, hq, wq), gx.dtype)
     for t in numba.prange(chunks):
@@ -261,9 +258,7 @@ def _backward_weight_3x3_stride2(x, gy, gw, pt, pl, groups, hp, wp, threads):
     ho = gy.shape[2]
     cog, hq, wq = c_out // groups, (hp + 1) // 2, (wp + 1) // 2
     length = ho * wq - 1  # the last position is a scratch column; its tap would overrun
-    pairs = (cog + 1) // 2  # per group
-    jobs = groups * pairs
-    chunks = min(threads, jobs)
+    pairs, jobs, chunks = _pair_runs(1, groups, cog, threads)  # each run goes over every image
     planes = np.zeros((chunks, cg, 4, hq, wq), gw.dtype)  # allocated here, see _forward_3x3
     wides = np.zeros((chunks, 2, ho, wq), gw.dtype)
     for t in numba.prange(chunks):

@@ -27,6 +27,7 @@ from convkit_backends.numba_direct._helpers import (
     _group_pair,
     _jit,
     _pair_job,
+    _pair_runs,
     thread_runs,
 )
 from convkit_backends.numba_direct._runtime import jit
@@ -51,9 +52,7 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
     r1, r2, b1, b2 = dh * wp, 2 * dh * wp, dw, 2 * dw
     length = ho * wp - b2  # the last row's scratch tail would read past the plane
     padded = (hp, wp) != (h, wd)
-    pairs = (cog + 1) // 2  # per group
-    jobs = n_img * groups * pairs
-    chunks = min(threads, jobs)
+    pairs, jobs, chunks = _pair_runs(n_img, groups, cog, threads)
     # per-thread scratch, allocated here: arrays allocated inside prange were measured slower
     planes = np.zeros((chunks, cg if padded else 0, hp, wp), y.dtype)
     accs = np.empty((chunks, 2, ho * wp), y.dtype)
@@ -119,9 +118,7 @@ def _backward_weight_3x3(x, gy, gw, pt, pl, dh, dw, groups, hp, wp, threads):
     # rounded up to whole vector steps: no scalar remainder loop, which was measured to cost
     # 10-20%; the extra products are zeros of the scratch tails times zeros or finite x
     length = -(-(ho * wp - b2) // _STEP) * _STEP
-    pairs = (cog + 1) // 2  # per group
-    jobs = groups * pairs
-    chunks = min(threads, jobs)
+    pairs, jobs, chunks = _pair_runs(1, groups, cog, threads)  # each run goes over every image
     planes = np.zeros((chunks, cg, hp * wp + _STEP), gw.dtype)  # allocated here, see _forward_3x3
     finite = np.empty((chunks, cg), np.bool_)
     wides = np.zeros((chunks, 2, ho * wp + _STEP), gw.dtype)
