@@ -59,7 +59,7 @@ def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]
     return tuple(values[i] for i in order)
 
 
-def kernel_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.ndarray:
+def kernel_spectrum(kernel: np.ndarray, tiling: Tiling) -> np.ndarray:
     """``kernel: (kh, kw, G, og, ig)`` -> its spectrum in the form :func:`spectral_product`
     takes: ``(F, G, 2*og, ig)`` real ``[Re; Im]`` blocks, or ``(F, G, og)`` complex if
     ``ig == 1`` (depthwise).

@@ -99,27 +99,32 @@ def _taps8(acc, s, d, t, m: int):
 
 
 @jit(inline="always")
+def _taps(acc, s, d, t, m: int, count: int):
+    """``acc[p] += sum_b t[b] * s[p + b*d]`` for ``b < count`` (8, 7, 4, 3, 2 or 1)."""
+    if count == 8:
+        _taps8(acc, s, d, t, m)
+    elif count == 7:
+        _taps7(acc, s, d, t, m)
+    elif count == 4:
+        _taps4(acc, s, d, t, m)
+    elif count == 3:
+        _taps3(acc, s, d, t, m)
+    elif count == 2:
+        _taps2(acc, s, d, t, m)
+    else:
+        _axpy(acc, s, t[0], m)
+
+
+@jit(inline="always")
 def _kernel_row(acc, row, taps, kw: int, dw: int, m: int):
     """``acc[p] += sum_b taps[b] * row[p + b*dw]`` for ``b < kw``: runs of 8 taps, then the
-    rest in runs of 7, 4, 3, 2 and 1 (:func:`_taps8`)."""
+    rest as 7, or 4 and what remains (:func:`_taps8`)."""
     b = 0
-    while b + 8 <= kw:
-        _taps8(acc, row[b * dw:], dw, taps[b:], m)
-        b += 8
-    if b + 7 <= kw:
-        _taps7(acc, row[b * dw:], dw, taps[b:], m)
-        b += 7
-    if b + 4 <= kw:
-        _taps4(acc, row[b * dw:], dw, taps[b:], m)
-        b += 4
-    if b + 3 <= kw:
-        _taps3(acc, row[b * dw:], dw, taps[b:], m)
-        b += 3
-    if b + 2 <= kw:
-        _taps2(acc, row[b * dw:], dw, taps[b:], m)
-        b += 2
-    if b < kw:
-        _axpy(acc, row[b * dw:], taps[b], m)
+    while b < kw:
+        rest = kw - b
+        count = 8 if rest >= 8 else 7 if rest == 7 else 4 if rest >= 4 else rest
+        _taps(acc, row[b * dw:], dw, taps[b:], m, count)
+        b += count
 
 
 @_jit
