@@ -110,7 +110,7 @@ class FftBackend(ConvBackend):
     threads for the transforms (``None``: the cores this process may run on).
     """
 
-    description = "large kernels at stride 1: dense 7x7 and up, depthwise 17x17 and up (inexact)"
+    description = "large kernels at stride 1: dense 7x7 and up, depthwise 23x23 and up (inexact)"
     capabilities = Capabilities(stride=False, error_factor=ERROR_FACTOR,
                                 error_spread=ERROR_SPREAD)
 

@@ -45,35 +45,37 @@ class Tiling:
 #: operations, measured on this project's 2-core machine (see :func:`fft_worth_it`):
 #: GEMM-shaped layers (8 or more input channels per group) and depthwise / few-channel ones.
 DENSE_MIN_AREA = 7 * 7
-DEPTHWISE_MIN_AREA = 17 * 17
+DEPTHWISE_MIN_AREA = 23 * 23
 
 
 def fft_worth_it(geom: ConvGeometry) -> bool:
     """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
     three operations), for ``auto``'s rules mode. A pure function of the geometry.
 
-    Measured (float32, 2 threads, a shared 2-core machine; each backend in its own process,
-    best of 3 calls, the better of 2 rounds; fft time / the best of ``im2col-strided`` and
-    ``numba``; forward, input gradient, weight gradient; padding ``k//2``):
+    Measured with ``convkit bench`` (float32, 2 threads, 2 cores; each backend in its own
+    processes, medians of 5 measurements; fft time / the best of ``im2col-strided`` and
+    ``numba``; forward, input gradient, weight gradient; padding ``k//2``). Dense: the
+    ``kernels`` suite's 8x64x28x28 layers (15x15: 4x32x32x32). Depthwise: 8x128x56x56 (7x7:
+    8x96x56x56), after numba's kernel-row passes made its large depthwise kernels 2-3x faster:
 
     ========  ======================  ======================
-    kernel    dense 8x64x28x28, 64     depthwise 8x128x56x56
+    kernel    dense                   depthwise
     ========  ======================  ======================
-    3x3       4.1, 2.0, 2.2            (numba's 3x3 kernels)
-    5x5       1.26, 0.56, 0.60         --
-    7x7       0.51, 0.43, 0.73         1.86, 1.73, 1.89
-    11x11     0.14, 0.16, 0.19         1.16, 1.49, 1.60
-    15x15     0.12, 0.15, 0.16         1.12, 0.91, 1.07
-    19x19     --                       0.83, 0.47, 0.60
-    23x23     --                       0.40, 0.38, 0.52
-    31x31     --                       0.18, 0.18, 0.22
+    7x7       0.63, 0.62, 0.65        5.46, 4.89, 2.64
+    11x11     0.34, 0.35, 0.48        2.77, 2.75, 1.65
+    15x15     0.28, 0.25, 0.34        1.66, 1.56, 0.94
+    19x19     --                      1.02, 1.21, 0.48
+    23x23     --                      0.92, 0.80, 0.47
+    31x31     --                      0.55, 0.57, 0.25
     ========  ======================  ======================
 
-    So: stride 1 only; GEMM-shaped layers from 7x7 = 49 taps (at 5x5 only the gradients
-    win), depthwise and few-channel layers from 17x17 = 289 taps (even at 15x15, winning
-    at 19x19). Dilation costs the FFT the dilated extent but the exact backends only the
-    taps, so the rule counts taps; stride 2 costs the FFT 4x relative to the exact backends
-    (it computes every stride-1 output) and is not supported.
+    An earlier round (best of 3 calls, before those numba kernels) put dense 5x5 at 1.26,
+    0.56, 0.60 and 3x3 at 4.1, 2.0, 2.2. So: stride 1 only; GEMM-shaped layers from 7x7 = 49
+    taps (at 5x5 only the gradients win), depthwise and few-channel layers from 23x23 = 529
+    taps (the first measured size where all three operations win). Dilation costs the FFT
+    the dilated extent but the exact backends only the taps, so the rule counts taps;
+    stride 2 costs the FFT 4x relative to the exact backends (it computes every stride-1
+    output) and is not supported.
     """
     if geom.stride != (1, 1):
         return False
