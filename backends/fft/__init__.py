@@ -168,7 +168,7 @@ class FftBackend(ConvBackend):
             return self._convolve_depthwise(conv)
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = kernel_spectrum(conv.kernel, tiling)  # (F, G, 2*og, ig) real, or (F, G, og) cplx
+        spec = kernel_spectrum(conv.kernel, tiling)  # (F, G, 2*og, ig) real [Re; Im]
         out = conv.empty_output()
         for unit in conv.units(tiling, self.budget):
             band, moved, target = _band(tiling, unit, conv.shift, out)

@@ -61,8 +61,8 @@ def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]
 
 def kernel_spectrum(kernel: np.ndarray, tiling: Tiling) -> np.ndarray:
     """``kernel: (kh, kw, G, og, ig)`` -> its spectrum in the form :func:`spectral_product`
-    takes: ``(F, G, 2*og, ig)`` real ``[Re; Im]`` blocks, or ``(F, G, og)`` complex if
-    ``ig == 1`` (depthwise).
+    takes: ``(F, G, 2*og, ig)`` real ``[Re; Im]`` blocks. (Depthwise layers, ``ig == 1``,
+    take :func:`trailing_spectrum` instead.)
 
     A kernel is small against its tile, so its ``(Th, Tw//2+1)`` spectrum is computed as two
     DFTs by real GEMMs (rows, then columns) instead of FFTs of mostly zero planes: one GEMM
@@ -76,7 +76,7 @@ def kernel_spectrum(kernel: np.ndarray, tiling: Tiling) -> np.ndarray:
     taps = np.ascontiguousarray(kernel).reshape(kh, kw, g * og * ig)
     cos_w, sin_w = _dft_matrices(tiling.Tw // 2 + 1, kw, tiling.Tw, dtype)  # (V, kw) each
     # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as [Re R; Im R]: (2, kh, V, M).
-    rows = np.empty((2, kh, *cos_w.shape[:1], taps.shape[2]), dtype)
+    rows = np.empty((2, kh, cos_w.shape[0], taps.shape[2]), dtype)
     np.matmul(cos_w, taps, out=rows[0])
     np.matmul(sin_w, taps, out=rows[1])
     np.negative(rows[1], out=rows[1])
@@ -85,8 +85,6 @@ def kernel_spectrum(kernel: np.ndarray, tiling: Tiling) -> np.ndarray:
     columns = np.block([[cos_h, sin_h], [-sin_h, cos_h]])  # (2*Th, 2*kh)
     spec = columns @ rows.reshape(2 * kh, -1)  # (2*Th, V*M): [Re S; Im S]
     spec = spec.reshape(2, tiling.freqs, g, og, ig)
-    if ig == 1:
-        return spec[0, ..., 0] + 1j * spec[1, ..., 0]
     blocks = np.empty((tiling.freqs, g, 2, og, ig), dtype)
     np.copyto(blocks, spec.transpose(1, 2, 0, 3, 4))  # one pass: Re and Im blocks
     return blocks.reshape(tiling.freqs, g, 2 * og, ig)
@@ -116,8 +114,6 @@ def spectral_product(kernel: np.ndarray, xs: np.ndarray, og: int) -> np.ndarray:
 
     ``kernel`` as :func:`kernel_spectrum` returns it; ``xs: (F, G, ig, P)`` complex.
     """
-    if kernel.ndim == 3:  # depthwise: one input channel per group
-        return kernel[..., None] * xs  # (F, G, og, 1) * (F, G, 1, P)
     real = xs.view(kernel.dtype)  # (F, G, ig, 2P): Re, Im interleaved
     m = np.matmul(kernel, real)  # (F, G, 2*og, 2P) = [Wr @ X; Wi @ X]
     m = m.view(xs.dtype)  # (F, G, 2*og, P) complex
