@@ -73,9 +73,9 @@ from convkit_backends.fft._plan import (
     plan,
 )
 from convkit_backends.fft._spectra import (
+    KernelSpectrum,
     cross_product,
     gather,
-    kernel_spectrum,
     place,
     scatter,
     spectral_product,
@@ -168,16 +168,17 @@ class FftBackend(ConvBackend):
             return self._convolve_depthwise(conv)
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = kernel_spectrum(conv.kernel, tiling)  # (F, G, 2*og, ig) real [Re; Im]
+        units = list(conv.units(tiling, self.budget))
+        spec = KernelSpectrum(conv.kernel, tiling, keep=len(units) > 1)
         out = conv.empty_output()
-        for unit in conv.units(tiling, self.budget):
+        for unit in units:
             band, moved, target = _band(tiling, unit, conv.shift, out)
             tiles = gather(conv.src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
-            xs = xs.reshape(band.freqs, g, ig, b * band.tiles)
-            ys = spectral_product(spec, xs, og)  # (F, G, og, bP), maybe a strided view
+            xs = xs.reshape(band.Th, band.Tw // 2 + 1, g, ig, b * band.tiles)
+            ys = spectral_product(spec, xs)  # (Th, Tw', G, og, bP)
             del xs
             ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
             scatter(ys, target, (kh, kw), band, ws)

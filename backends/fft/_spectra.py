@@ -59,35 +59,62 @@ def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]
     return tuple(values[i] for i in order)
 
 
-def kernel_spectrum(kernel: np.ndarray, tiling: Tiling) -> np.ndarray:
-    """``kernel: (kh, kw, G, og, ig)`` -> its spectrum in the form :func:`spectral_product`
-    takes: ``(F, G, 2*og, ig)`` real ``[Re; Im]`` blocks. (Depthwise layers, ``ig == 1``,
-    take :func:`trailing_spectrum` instead.)
+class KernelSpectrum:
+    """The spectrum of ``kernel: (kh, kw, G, og, ig)`` on ``(Th, Tw)`` tiles, handed out one
+    column frequency ``v`` at a time as :func:`spectral_product` takes it:
+    ``block(v): (Th, G, 2*og, ig)`` real, per row frequency ``u`` and group the ``[Re; Im]``
+    blocks. (Depthwise layers, ``ig == 1``, take :func:`trailing_spectrum` instead.)
 
-    A kernel is small against its tile, so its ``(Th, Tw//2+1)`` spectrum is computed as two
-    DFTs by real GEMMs (rows, then columns) instead of FFTs of mostly zero planes: one GEMM
-    per step for all ``G*og*ig`` kernels, in place of ``kh`` short row transforms and
-    ``Tw//2+1`` column transforms per kernel (measured 2.6x faster alone on 64x64 11x11
-    kernels into 24x40 tiles, the 11x11 forward pass about 1.1x).
-    The DFT matrices are rounded once, in float64, to the kernel's dtype.
+    A kernel is small against its tile, so the spectrum is two DFTs by real GEMMs instead of
+    FFTs of mostly zero planes. The row DFT of every kernel is computed once (``kh`` rows,
+    ``Tw//2+1`` frequencies); the column DFT runs per ``v`` as one ``(2*Th, 2*kh)`` GEMM whose
+    result stays in cache, so the whole ``(Th, Tw//2+1)`` spectrum, many times the kernel,
+    is never built. ``keep=True`` computes every block up front, for callers that run several
+    work units. The DFT matrices are rounded once, in float64, to the kernel's dtype.
     """
-    kh, kw, g, og, ig = kernel.shape
-    dtype = kernel.dtype
-    taps = np.ascontiguousarray(kernel).reshape(kh, kw, g * og * ig)
-    cos_w, sin_w = _dft_matrices(tiling.Tw // 2 + 1, kw, tiling.Tw, dtype)  # (V, kw) each
-    # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as [Re R; Im R]: (2, kh, V, M).
-    rows = np.empty((2, kh, cos_w.shape[0], taps.shape[2]), dtype)
-    np.matmul(cos_w, taps, out=rows[0])
-    np.matmul(sin_w, taps, out=rows[1])
-    np.negative(rows[1], out=rows[1])
-    # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, as one real GEMM on [Re R; Im R].
-    cos_h, sin_h = _dft_matrices(tiling.Th, kh, tiling.Th, dtype)  # (Th, kh) each
-    columns = np.block([[cos_h, sin_h], [-sin_h, cos_h]])  # (2*Th, 2*kh)
-    spec = columns @ rows.reshape(2 * kh, -1)  # (2*Th, V*M): [Re S; Im S]
-    spec = spec.reshape(2, tiling.freqs, g, og, ig)
-    blocks = np.empty((tiling.freqs, g, 2, og, ig), dtype)
-    np.copyto(blocks, spec.transpose(1, 2, 0, 3, 4))  # one pass: Re and Im blocks
-    return blocks.reshape(tiling.freqs, g, 2 * og, ig)
+
+    def __init__(self, kernel: np.ndarray, tiling: Tiling, keep: bool = False) -> None:
+        kh, kw, g, og, ig = kernel.shape
+        dtype = kernel.dtype
+        self.groups, self.out_per_group, self.tiling = g, og, tiling
+        freqs = tiling.Tw // 2 + 1
+        cos_w, sin_w = _dft_matrices(freqs, kw, tiling.Tw, dtype)  # (V, kw) each
+        by_column = np.ascontiguousarray(kernel.transpose(1, 0, 2, 3, 4)).reshape(kw, -1)
+        # R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as (V, [Re R; Im R], M)
+        rows = np.empty((freqs, 2, by_column.shape[1]), dtype)
+        np.matmul(cos_w, by_column, out=rows[:, 0])
+        np.matmul(sin_w, by_column, out=rows[:, 1])
+        np.negative(rows[:, 1], out=rows[:, 1])
+        self._rows = rows.reshape(freqs, 2 * kh, g * og * ig)
+        # S[u] = sum_a R[a] e^{-2 pi i u a / Th}: Re S[u] = [cos, sin] . [Re R; Im R] and
+        # Im S[u] = [-sin, cos] . [Re R; Im R], the rows interleaved so a GEMM gives (Th, 2, M).
+        cos_h, sin_h = _dft_matrices(tiling.Th, kh, tiling.Th, dtype)  # (Th, kh) each
+        real_part, imag_part = np.hstack([cos_h, sin_h]), np.hstack([-sin_h, cos_h])
+        self._columns = np.stack([real_part, imag_part], axis=1).reshape(2 * tiling.Th, 2 * kh)
+        self._scratch = np.empty((tiling.Th, g, 2 * og, ig), dtype)
+        self._by_part = None if g == 1 else np.empty((tiling.Th, 2, g, og, ig), dtype)
+        self._kept = None
+        if keep:
+            self._kept = np.empty((freqs, *self._scratch.shape), dtype)
+            for v in range(freqs):
+                self._compute(v, self._kept[v])
+
+    def block(self, v: int) -> np.ndarray:
+        """``(Th, G, 2*og, ig)``: the ``[Re; Im]`` kernel blocks at column frequency ``v``
+        (without ``keep``, valid until the next call)."""
+        if self._kept is not None:
+            return self._kept[v]
+        return self._compute(v, self._scratch)
+
+    def _compute(self, v: int, out: np.ndarray) -> np.ndarray:
+        if self._by_part is None:  # one group: (Th, 2, og, ig) is already (Th, 1, 2*og, ig)
+            np.matmul(self._columns, self._rows[v], out=out.reshape(len(self._columns), -1))
+            return out
+        by_part = self._by_part
+        np.matmul(self._columns, self._rows[v], out=by_part.reshape(len(self._columns), -1))
+        th, _, g, og, ig = by_part.shape
+        np.copyto(out.reshape(th, g, 2, og, ig), by_part.transpose(0, 2, 1, 3, 4))
+        return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -109,20 +136,26 @@ def trailing_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.nd
     return sfft.fft(rows, n=tiling.Th, axis=-2, overwrite_x=True, workers=workers)
 
 
-def spectral_product(kernel: np.ndarray, xs: np.ndarray, og: int) -> np.ndarray:
-    """``sum_c K[f, g, o, c] * X[f, g, c, p]`` -> ``(F, G, og, P)`` complex.
+def spectral_product(kernel: KernelSpectrum, xs: np.ndarray) -> np.ndarray:
+    """``sum_c K[u, v, g, o, c] * X[u, v, g, c, p]`` -> ``(Th, V, G, og, P)`` complex.
 
-    ``kernel`` as :func:`kernel_spectrum` returns it; ``xs: (F, G, ig, P)`` complex.
+    ``xs: (Th, V, G, ig, P)`` complex. Per column frequency ``v``, one batched real GEMM
+    ``[Wr; Wi] @ X`` on the float view of ``X`` gives ``Wr@X`` and ``Wi@X``, and
+    ``W@X = Wr@X + i*(Wi@X)``: OpenBLAS's complex GEMM is slow on such small matrices.
     """
-    real = xs.view(kernel.dtype)  # (F, G, ig, 2P): Re, Im interleaved
-    m = np.matmul(kernel, real)  # (F, G, 2*og, 2P) = [Wr @ X; Wi @ X]
-    m = m.view(xs.dtype)  # (F, G, 2*og, P) complex
-    out = m[:, :, :og]
-    wi_x = m[:, :, og:]
-    # W @ X = Wr@X + i * Wi@X
-    out.real -= wi_x.imag
-    out.imag += wi_x.real
-    return out
+    th, freqs, g, _, p = xs.shape
+    og = kernel.out_per_group
+    real_dtype = xs.real.dtype
+    ys = np.empty((th, freqs, g, og, p), xs.dtype)
+    m = np.empty((th, g, 2 * og, 2 * p), real_dtype)
+    halves = m.view(xs.dtype)  # (Th, G, 2*og, P) complex: [Wr @ X; Wi @ X]
+    wr_x, wi_x = halves[:, :, :og], halves[:, :, og:]
+    for v in range(freqs):
+        np.matmul(kernel.block(v), xs[:, v].view(real_dtype), out=m)
+        y = ys[:, v]
+        np.subtract(wr_x.real, wi_x.imag, out=y.real)
+        np.add(wr_x.imag, wi_x.real, out=y.imag)
+    return ys
 
 
 def cross_product(gs: np.ndarray, xs: np.ndarray) -> np.ndarray:
