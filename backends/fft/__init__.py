@@ -16,12 +16,14 @@ stride-1 output and keeps 1 in ``sh*sw``, which moves the crossover from 5x5 to 
 taps at stride 2 (not measured: no common layer has such a kernel with stride 2).
 
 **Layout.** Tiles are gathered into ``(Th, Tw, C, B*P)`` real arrays (``P`` tiles per image)
-and transformed over the two leading axes, so a spectrum is ``(F, C, B*P)`` with
-``F = Th * (Tw//2 + 1)`` frequencies: each frequency is one small GEMM over channels, and all
-of them are one batched ``np.matmul``. OpenBLAS's complex GEMM is slow on such small
-matrices, so each complex product ``W @ X`` runs as one real GEMM: ``[Wr; Wi] @ X`` on the
-float view of ``X`` gives ``Wr@X`` and ``Wi@X``, and ``W@X = Wr@X + i*(Wi@X)``. Depthwise
-layers (one input channel per group) multiply elementwise instead.
+and transformed over the two leading axes, so a spectrum is ``(Th, Tw//2+1, C, B*P)``: each
+frequency is one small GEMM over channels, and those of one column frequency are one batched
+``np.matmul``. OpenBLAS's complex GEMM is slow on such small matrices, so each complex
+product ``W @ X`` runs as one real GEMM: ``[Wr; Wi] @ X`` on the float view of ``X`` gives
+``Wr@X`` and ``Wi@X``, and ``W@X = Wr@X + i*(Wi@X)``. The kernel's spectrum (forward, input
+gradient) and the weight gradient's are handled one column frequency at a time, by DFT GEMMs
+over the kernel's rows only, so neither is ever built whole (it is many times the kernel).
+Depthwise layers (one input channel per group) multiply elementwise instead.
 
 **Precision.** float32 is transformed in complex64, float64 in complex128. FFT rounding
 spreads over a whole tile (about ``eps * log2(Th*Tw) * norms``), so the error of an output is
@@ -74,7 +76,7 @@ from convkit_backends.fft._plan import (
 )
 from convkit_backends.fft._spectra import (
     KernelSpectrum,
-    cross_product,
+    WeightGradient,
     gather,
     place,
     scatter,
@@ -239,29 +241,22 @@ class FftBackend(ConvBackend):
         tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
                       cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
-        acc = None
+        grad = WeightGradient(tiling, range(0, khe, dh), g, cog, cg, geom.dtype)
         for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
                            geom.dtype.itemsize, self.budget):
             band, moved, _ = _band(tiling, unit, (pt, pl))
             tiles = gather(x[unit.images], moved, band)  # (Th, Tw, C, b, nh, nw)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws).reshape(
-                tiling.freqs, g, cg, b * band.tiles)
+                tiling.Th, tiling.Tw // 2 + 1, g, cg, b * band.tiles)
             del tiles
             gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
                             size=(tiling.th, tiling.tw))
             gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
-                tiling.freqs, g, cog, b * band.tiles)
+                tiling.Th, tiling.Tw // 2 + 1, g, cog, b * band.tiles)
             del gtiles
-            part_sum = cross_product(gs, xs)  # (F, G, cog, cg): sum conj(gy) * x over bP
-            acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
-        spectrum = acc.reshape(tiling.Th, tiling.Tw // 2 + 1, geom.out_channels, cg)
-        # Only the kernel's rows are wanted: inverse along axis 0, then the kept rows' real
-        # inverse along axis 1.
-        rows = sfft.ifft(spectrum, axis=0, overwrite_x=True, workers=ws)[:khe:dh]
-        full = sfft.irfft(rows, n=tiling.Tw, axis=1, workers=ws)
-        grad_w = full[:, :kwe:dw].transpose(2, 3, 0, 1)  # (Cout, cg, kh, kw)
-        return np.ascontiguousarray(grad_w, dtype=geom.dtype)
+            grad.add(gs, xs)
+        return np.ascontiguousarray(grad.result(range(0, kwe, dw)), dtype=geom.dtype)
 
     def _correlate_weight_depthwise(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry

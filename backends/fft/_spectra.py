@@ -158,26 +158,66 @@ def spectral_product(kernel: KernelSpectrum, xs: np.ndarray) -> np.ndarray:
     return ys
 
 
-def cross_product(gs: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """``sum_p conj(GY[f, g, o, p]) * X[f, g, c, p]`` -> ``(F, G, og, ig)`` complex.
+class WeightGradient:
+    """The weight gradient ``sum_p conj(GY[u, v, g, o, p]) * X[u, v, g, c, p]``, summed over
+    the work units' tiles and inverse-transformed into ``(Cout, cg, kh, kw)``.
 
-    As real GEMMs on the float views: ``Re = GY . X`` and ``Im = (i*GY) . X`` (dot products
-    over ``p`` with real and imaginary parts interleaved)."""
-    f, g, og, p = gs.shape
-    stacked = np.empty((f, g, 2 * og, p), gs.dtype)
-    stacked[:, :, :og] = gs
-    np.multiply(gs, 1j, out=stacked[:, :, og:])
-    real_dtype = gs.real.dtype
-    # BLAS ran the transposed operand 2x slower than a transposed copy plus a plain GEMM.
-    xs_t = np.ascontiguousarray(xs.view(real_dtype).swapaxes(-1, -2))  # (F, G, 2P, ig)
-    m = np.matmul(stacked.view(real_dtype), xs_t)  # (F, G, 2*og, ig): [Re; Im]
-    ig = xs.shape[2]
-    out = np.empty((f, g, og, ig, 2), real_dtype)
-    # Two copies along ig, not one transposing copy whose innermost axis has length 2 (5x
-    # slower, measured).
-    out[..., 0] = m[:, :, :og]
-    out[..., 1] = m[:, :, og:]
-    return out.view(gs.dtype).reshape(f, g, og, ig)
+    Per column frequency ``v``, the cross product of one unit is one batched real GEMM (see
+    :meth:`add`), and its column inverse DFT, for the wanted kernel rows only (``rows``:
+    ``range(0, khe, dh)``), another: the ``(Th, Tw//2+1)`` spectrum of all kernels, many times
+    their size, is never built. The sums are kept as ``(V, [Re; Im] x rows, M)``.
+    """
+
+    def __init__(self, tiling: Tiling, rows: range, groups: int, og: int, ig: int,
+                 dtype: np.dtype) -> None:
+        self.tiling, self.rows, self.shape = tiling, rows, (groups, og, ig)
+        freqs, th, kh = tiling.Tw // 2 + 1, tiling.Th, len(rows)
+        cos_h, sin_h = _dft_matrices(th, rows[-1] + 1, th, dtype)  # (Th, khe) each
+        cos_h, sin_h = cos_h[:, rows].T, sin_h[:, rows].T  # (kh, Th)
+        # R[a] = sum_u C[u] e^{+2 pi i u a / Th} (unscaled): [Re R; Im R] from the rows
+        # (u, Re/Im) of C, interleaved as the cross product's GEMM lays them out.
+        real_part = np.stack([cos_h, -sin_h], axis=2).reshape(kh, 2 * th)
+        imag_part = np.stack([sin_h, cos_h], axis=2).reshape(kh, 2 * th)
+        self._inverse = np.vstack([real_part, imag_part])  # (2*kh, 2*Th)
+        self._sums = np.zeros((freqs, 2 * kh, groups * og * ig), dtype)
+        self._part = np.empty_like(self._sums[0])
+        self._cross = np.empty((th, groups, 2 * og, ig), dtype)
+        self._by_part = None if groups == 1 else np.empty((th, 2, groups, og, ig), dtype)
+
+    def add(self, gs: np.ndarray, xs: np.ndarray) -> None:
+        """Add a unit's ``gs: (Th, V, G, og, P)`` and ``xs: (Th, V, G, ig, P)`` spectra.
+
+        ``Re = GY . X`` and ``Im = (i*GY) . X`` over ``p``, as one real GEMM on the float
+        views (real and imaginary parts interleaved) of ``[GY; i*GY]`` and ``X``."""
+        th, freqs, g, og, p = gs.shape
+        real_dtype = self._sums.dtype
+        stacked = np.empty((th, g, 2 * og, p), gs.dtype)
+        xs_t = np.empty((th, g, 2 * p, xs.shape[3]), real_dtype)
+        for v in range(freqs):
+            stacked[:, :, :og] = gs[:, v]
+            np.multiply(gs[:, v], 1j, out=stacked[:, :, og:])
+            # BLAS ran a transposed operand 2x slower than this copy plus a plain GEMM.
+            np.copyto(xs_t, xs[:, v].view(real_dtype).swapaxes(-1, -2))
+            np.matmul(stacked.view(real_dtype), xs_t, out=self._cross)
+            cross = self._cross
+            if self._by_part is not None:  # (u, g, Re/Im) rows -> (u, Re/Im, g)
+                np.copyto(self._by_part, cross.reshape(th, g, 2, og, -1).transpose(0, 2, 1, 3, 4))
+                cross = self._by_part
+            np.matmul(self._inverse, cross.reshape(2 * th, -1), out=self._part)
+            self._sums[v] += self._part
+
+    def result(self, columns: range) -> np.ndarray:
+        """``(G*og, ig, kh, kw)``: the kernel taps at ``columns`` (``range(0, kwe, dw)``)."""
+        freqs, two_kh, m = self._sums.shape
+        kh = two_kh // 2
+        rows = np.empty((kh, freqs, m), np.result_type(self._sums.dtype, np.complex64))
+        rows.real = self._sums[:, :kh].transpose(1, 0, 2)
+        rows.imag = self._sums[:, kh:].transpose(1, 0, 2)
+        rows /= self.tiling.Th
+        full = sfft.irfft(rows, n=self.tiling.Tw, axis=1)  # (kh, Tw, M)
+        g, og, ig = self.shape
+        taps = full[:, columns].reshape(kh, len(columns), g * og, ig)
+        return taps.transpose(2, 3, 0, 1)
 
 
 def scatter(
