@@ -75,6 +75,11 @@ class AutoBackend(ConvBackend):
         self._last.answer = (geom, method, choice)
         return choice.backend.workspace_bytes(geom, method)
 
+    def retained_bytes(self) -> int:
+        """What the candidates keep between calls (auto calls the shared instances)."""
+        candidates = loaded_candidates(settings.configured_candidates()).values()
+        return sum(candidate.retained_bytes() for candidate in candidates)
+
     def _run(self, method: str, a: np.ndarray, b: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         last = getattr(self._last, "answer", None)
         self._last.answer = None

@@ -144,5 +144,12 @@ class ConvBackend(abc.ABC):
         """
         return 0
 
+    def retained_bytes(self) -> int:
+        """Bytes the backend keeps allocated between calls (work buffers, caches), which
+        :meth:`workspace_bytes` does not count once they exist. ``convkit bench`` adds them to
+        a call's memory. The default is 0.
+        """
+        return 0
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -118,12 +118,14 @@ def test_format_bytes(size: int, text: str) -> None:
     assert format_bytes(size) == text
 
 
-def traced_workspace(backend, method: str, args, geom) -> int:
+def traced_workspace(backend, method: str, args, geom, warm_with=None) -> int:
     """Bytes ``backend.method(*args, geom)`` allocates besides its result, seen by tracemalloc
     (numpy and numba's runtime report to it), on a second call: the first compiles numba's
-    kernels and fills caches (im2col-take's indices, fft's tiling plan)."""
+    kernels and fills caches (im2col-take's indices, fft's tiling plan). ``warm_with``: make
+    that first call on this other instance instead (for a backend that keeps buffers between
+    calls, whose second call would allocate nothing)."""
     compute = getattr(backend, method)
-    compute(*args, geom)
+    getattr(warm_with or backend, method)(*args, geom)
     tracemalloc.start()
     try:
         out = compute(*args, geom)

@@ -41,6 +41,12 @@ no column buffer), so NaN/Inf land where the other backends put them.
 :attr:`FftBackend.budget`; the batch is processed in chunks whose tiles and spectra fit in
 the rest, and an image too large for that in bands of tile rows.
 :meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
+
+**Kept buffers and threads.** Each backend instance keeps its work buffers between calls,
+per thread, up to a quarter of the budget (:mod:`._buffers`; ``retained_bytes`` says how
+much): fresh buffers are fresh pages, and their page faults were 10 of 26 ms of an 11x11
+forward pass. The per-frequency GEMMs (too small for BLAS's own threads) and the tile copies
+run in ``workers`` threads of the backend's own (:mod:`._workers`).
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit.parallelism import thread_limit
 from convkit_backends._workspace import padded_bytes
+from convkit_backends.fft._buffers import Buffers
 from convkit_backends.fft._plan import (
     DEFAULT_BUDGET,
     Chunk,
@@ -108,8 +115,9 @@ def _exact() -> ConvBackend:
 class FftBackend(ConvBackend):
     """Overlap-save FFT convolution with per-frequency batched GEMMs.
 
-    ``budget``: bytes of temporary buffers per call (see the module notes); ``workers``:
-    threads for the transforms (``None``: the cores this process may run on).
+    ``budget``: bytes of temporary buffers per call (see the module notes), a quarter of
+    which it may keep between calls, per thread; ``workers``: threads for the transforms,
+    products and copies (``None``: the cores this process may run on).
     """
 
     description = "large kernels at stride 1: dense 7x7 and up, depthwise 23x23 and up (inexact)"
@@ -119,6 +127,7 @@ class FftBackend(ConvBackend):
     def __init__(self, budget: int = DEFAULT_BUDGET, workers: int | None = None) -> None:
         self.budget = budget
         self.workers = workers
+        self._buffers = Buffers(limit=budget // 4)
 
     # --- the three operations -------------------------------------------------------------
 
@@ -161,6 +170,10 @@ class FftBackend(ConvBackend):
         return max(fft_workspace_bytes(geom, method, self.budget),
                    padded_bytes(geom, geom.batch))  # numba's padded copy
 
+    def retained_bytes(self) -> int:
+        """The work buffers kept between calls, in every thread (see ``_buffers``)."""
+        return self._buffers.kept_bytes()
+
     # --- the engine -----------------------------------------------------------------------
 
     def _convolve(self, conv: _Convolution) -> np.ndarray:
@@ -170,17 +183,17 @@ class FftBackend(ConvBackend):
             return self._convolve_depthwise(conv)
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        units = list(conv.units(tiling, self.budget))
-        spec = KernelSpectrum(conv.kernel, tiling, keep=len(units) > 1)
+        spec = KernelSpectrum(conv.kernel, tiling, self._buffers)
         out = conv.empty_output()
-        for unit in units:
+        for unit in conv.units(tiling, self.budget):
             band, moved, target = _band(tiling, unit, conv.shift, out)
-            tiles = gather(conv.src[unit.images], moved, band)  # (Th, Tw, Cin, b, nh, nw)
+            tiles = gather(conv.src[unit.images], moved, band, buffers=self._buffers, name="x",
+                           workers=ws)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
             xs = xs.reshape(band.Th, band.Tw // 2 + 1, g, ig, b * band.tiles)
-            ys = spectral_product(spec, xs)  # (Th, Tw', G, og, bP)
+            ys = spectral_product(spec, xs, self._buffers, ws)  # (Th, Tw', G, og, bP)
             del xs
             ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
             scatter(ys, target, (kh, kw), band, ws)
@@ -212,7 +225,8 @@ class FftBackend(ConvBackend):
                 xs = xs[:, :, None, None]  # (b, G, 1, 1, Th, Tw')
                 first = offsets
             else:
-                tiles = gather(src[unit.images], moved, band, leading=False)
+                tiles = gather(src[unit.images], moved, band, leading=False,
+                               buffers=self._buffers, name="x", workers=ws)
                 xs = sfft.rfft2(tiles, workers=ws)  # (b, G, nh, nw, Th, Tw')
                 del tiles
                 first = (kh - 1, kw - 1)
@@ -225,7 +239,7 @@ class FftBackend(ConvBackend):
             cols = _window(rows, -2, first[0], band.th)
             planes = sfft.irfft(cols, n=band.Tw, axis=-1, workers=ws)
             valid = _window(planes, -1, first[1], band.tw)  # (b, G, og, nh, nw, th, tw)
-            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band)
+            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band, ws)
         return out
 
     def _correlate_weight(
@@ -241,17 +255,20 @@ class FftBackend(ConvBackend):
         tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
                       cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
-        grad = WeightGradient(tiling, range(0, khe, dh), g, cog, cg, geom.dtype)
+        grad = WeightGradient(tiling, range(0, khe, dh), g, cog, cg, geom.dtype,
+                              self._buffers, ws)
         for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
                            geom.dtype.itemsize, self.budget):
             band, moved, _ = _band(tiling, unit, (pt, pl))
-            tiles = gather(x[unit.images], moved, band)  # (Th, Tw, C, b, nh, nw)
+            tiles = gather(x[unit.images], moved, band, buffers=self._buffers, name="x",
+                           workers=ws)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws).reshape(
                 tiling.Th, tiling.Tw // 2 + 1, g, cg, b * band.tiles)
             del tiles
             gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
-                            size=(tiling.th, tiling.tw))
+                            size=(tiling.th, tiling.tw), buffers=self._buffers, name="gy",
+                            workers=ws)
             gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
                 tiling.Th, tiling.Tw // 2 + 1, g, cog, b * band.tiles)
             del gtiles
@@ -272,9 +289,12 @@ class FftBackend(ConvBackend):
         for unit in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
                            geom.dtype.itemsize, self.budget):
             band, moved, _ = _band(tiling, unit, (pt, pl))
-            xs = sfft.rfft2(gather(x[unit.images], moved, band, leading=False), workers=ws)
+            tiles = gather(x[unit.images], moved, band, leading=False, buffers=self._buffers,
+                           name="x", workers=ws)
+            xs = sfft.rfft2(tiles, workers=ws)
             gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
-                            size=(tiling.th, tiling.tw), leading=False)
+                            size=(tiling.th, tiling.tw), leading=False, buffers=self._buffers,
+                            name="gy", workers=ws)
             gs = sfft.rfft2(gtiles, workers=ws)
             b = gs.shape[0]
             gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')

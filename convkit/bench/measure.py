@@ -131,6 +131,8 @@ class Measurement:
 
         def traced() -> None:
             result, row.memory_bytes = traced_call(call)
+            if row.memory_bytes is not None:  # and what the backend keeps between calls
+                row.memory_bytes += self._backend.retained_bytes()
             outcome.append(result)
 
         self._attempt(traced)

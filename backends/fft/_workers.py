@@ -1,0 +1,39 @@
+"""The fft backend's own threads: numpy's GEMMs and copies release the GIL, so pieces of one
+call (the spectral product's column frequencies, the tile copies) run side by side on the
+cores."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+Part = TypeVar("Part")
+
+
+def run_parts(work: Callable[[Part], None], parts: Sequence[Part]) -> None:
+    """``work(part)`` for every part: the first in this thread, the others in a pool."""
+    if len(parts) == 1:
+        work(parts[0])
+        return
+    pending = [_pool(len(parts) - 1).submit(work, part) for part in parts[1:]]
+    work(parts[0])
+    for future in pending:
+        future.result()
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="convkit-fft")
+
+
+def copy_in_parts(dst: np.ndarray, src: np.ndarray, parts: int) -> None:
+    """``np.copyto(dst, src)`` in ``parts`` slices along the first axis, side by side (numpy
+    releases the GIL for the copy)."""
+    bounds = [dst.shape[0] * i // parts for i in range(parts + 1)]
+    slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if lo < hi]
+    run_parts(lambda part: np.copyto(dst[part], src[part]), slices)
