@@ -273,7 +273,7 @@ class FftBackend(ConvBackend):
                 tiling.Th, tiling.Tw // 2 + 1, g, cog, b * band.tiles)
             del gtiles
             grad.add(gs, xs)
-        return np.ascontiguousarray(grad.result(range(0, kwe, dw)), dtype=geom.dtype)
+        return grad.result(range(0, kwe, dw))
 
     def _correlate_weight_depthwise(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry

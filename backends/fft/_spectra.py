@@ -208,7 +208,8 @@ class WeightGradient:
         run_parts(columns, range(min(self._workers, freqs)))
 
     def result(self, columns: range) -> np.ndarray:
-        """``(G*og, ig, kh, kw)``: the kernel taps at ``columns`` (``range(0, kwe, dw)``).
+        """``(G*og, ig, kh, kw)``, a new array: the kernel taps at ``columns``
+        (``range(0, kwe, dw)``).
 
         Both inverse DFTs are GEMMs computing only the kernel's taps (a few of each tile's
         rows and columns), scaled by ``1 / (Th*Tw)``."""
@@ -231,9 +232,12 @@ class WeightGradient:
             weights[-1] = 1.0
         weights /= th * tw
         real_inverse = np.hstack([cos_w * weights, -sin_w * weights]).astype(dtype)  # (kw, 2V)
-        taps = np.matmul(real_inverse, rows.reshape(kh, 2 * freqs, -1))  # (kh, kw, M)
+        # Transposed, so each kernel row a lands straight in its place in (M, kh, kw).
         g, og, ig = self.shape
-        return taps.reshape(kh, kw, g * og, ig).transpose(2, 3, 0, 1)
+        taps = np.empty((g * og * ig, kh, kw), dtype)
+        np.matmul(rows.reshape(kh, 2 * freqs, -1).transpose(0, 2, 1), real_inverse.T,
+                  out=taps.transpose(1, 0, 2))
+        return taps.reshape(g * og, ig, kh, kw)
 
 
 def scatter(
