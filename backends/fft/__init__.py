@@ -136,11 +136,10 @@ class FftBackend(ConvBackend):
         if not (_finite(x) and _finite(weight)):
             return _exact().forward(x, weight, geom)
         pt, _, pl, _ = geom.padding
-        kernel = _dilated(weight, geom)[:, :, ::-1, ::-1]  # correlation = convolution, flipped
-        g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
-        # (kh, kw, G, Cog, Cg): out channels = G*Cog, in channels per group Cg
-        k = kernel.reshape(g, cog, cg, *kernel.shape[2:]).transpose(3, 4, 0, 1, 2)
-        return self._convolve(_Convolution(x, k, (pt, pl), geom.out_size, geom.dtype))
+        # A correlation is a convolution with the flipped kernel.
+        conv = _Convolution(x, _dilated(weight, geom), geom.groups, True, False, (pt, pl),
+                            geom.out_size, geom.dtype)
+        return self._convolve(conv)
 
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
@@ -150,12 +149,11 @@ class FftBackend(ConvBackend):
             return _exact().backward_input(grad_output, weight, geom)
         khe, kwe = dilated_size(geom)
         pt, _, pl, _ = geom.padding
-        kernel = _dilated(weight, geom)
-        g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
-        # (kh, kw, G, Cg, Cog): the transposed kernel, out channels = C, in channels per group Cog
-        k = kernel.reshape(g, cog, cg, khe, kwe).transpose(3, 4, 0, 2, 1)
         shift = (khe - 1 - pt, kwe - 1 - pl)
-        return self._convolve(_Convolution(grad_output, k, shift, geom.in_size, geom.dtype))
+        # A full convolution with the transposed kernel: out channels C, Cout/G per group in.
+        conv = _Convolution(grad_output, _dilated(weight, geom), geom.groups, False, True,
+                            shift, geom.in_size, geom.dtype)
+        return self._convolve(conv)
 
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
@@ -183,7 +181,7 @@ class FftBackend(ConvBackend):
             return self._convolve_depthwise(conv)
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = KernelSpectrum(conv.kernel, tiling, self._buffers)
+        spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers)
         out = conv.empty_output()
         for unit in conv.units(tiling, self.budget):
             band, moved, target = _band(tiling, unit, conv.shift, out)
@@ -193,7 +191,7 @@ class FftBackend(ConvBackend):
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
             xs = xs.reshape(band.Th, band.Tw // 2 + 1, g, ig, b * band.tiles)
-            ys = spectral_product(spec, xs, self._buffers, ws)  # (Th, Tw', G, og, bP)
+            ys = spectral_product(spec, xs, conv.transposed, self._buffers, ws)
             del xs
             ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
             scatter(ys, target, (kh, kw), band, ws)
@@ -324,15 +322,30 @@ class _Convolution:
     ``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
 
     ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
-    columns, negative: up/left) in a zero plane; ``kernel: (kh, kw, G, Out/G, Cin/G)``;
-    ``out: (N, Out, *out_size)`` in ``dtype``.
+    columns, negative: up/left) in a zero plane; ``out: (N, Out, *out_size)`` in ``dtype``.
+    The kernel is ``weight: (Cout, Cg, kh, kw)`` (a conv2d weight in ``groups`` groups),
+    ``flipped`` (the forward pass: a correlation) or ``transposed`` (the input gradient:
+    ``Out = G*Cg`` and ``Cin = Cout``); :attr:`kernel` is that view of it.
     """
 
     src: np.ndarray
-    kernel: np.ndarray
+    weight: np.ndarray
+    groups: int
+    flipped: bool
+    transposed: bool
     shift: tuple[int, int]
     out_size: tuple[int, int]
     dtype: np.dtype
+
+    @property
+    def kernel(self) -> np.ndarray:
+        """``(kh, kw, G, Out/G, Cin/G)``, a view of ``weight``."""
+        cout, cg, kh, kw = self.weight.shape
+        g = self.groups
+        weight = self.weight[:, :, ::-1, ::-1] if self.flipped else self.weight
+        by_group = weight.reshape(g, cout // g, cg, kh, kw)
+        return by_group.transpose(3, 4, 0, 2, 1) if self.transposed else by_group.transpose(
+            3, 4, 0, 1, 2)
 
     def tiling(self, budget: int) -> Tiling:
         """The tiles :func:`~convkit_backends.fft._plan.plan` chooses within ``budget``."""

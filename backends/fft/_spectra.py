@@ -69,43 +69,47 @@ def _permute(values: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]
 
 
 class KernelSpectrum:
-    """The spectrum of ``kernel: (kh, kw, G, og, ig)`` on ``(Th, Tw)`` tiles, as
-    :func:`spectral_product` takes it: ``halves(v)``, the real and imaginary parts at column
-    frequency ``v``, each ``(Th, G, og, ig)``. (Depthwise layers, ``ig == 1``, take
-    :func:`trailing_spectrum` instead.)
+    """The spectrum of ``weight: (Cout, Cg, kh, kw)`` (``groups`` groups, ``flipped``: the
+    kernel rotated by 180 degrees) on ``(Th, Tw)`` tiles, as :func:`spectral_product` takes
+    it: ``halves(v)``, the real and imaginary parts at column frequency ``v``, each
+    ``(Th, G, Cout/G, Cg)``. (Depthwise layers take :func:`trailing_spectrum` instead.)
 
     A kernel is small against its tile, so its spectrum is two DFTs by real GEMMs (rows,
     then columns) instead of FFTs of mostly zero planes: one GEMM per step for all
-    ``G*og*ig`` kernels. The DFT matrices are rounded once, in float64, to the kernel's
-    dtype. The spectrum is ``buffers``' ``'kernel:spectrum'``.
+    ``Cout*Cg`` kernels, read straight from ``weight`` (a flip only reverses the small DFT
+    matrices). The DFT matrices are rounded once, in float64, to the weight's dtype. The
+    spectrum is ``buffers``' ``'kernel:spectrum'``.
     """
 
-    def __init__(self, kernel: np.ndarray, tiling: Tiling, buffers: Buffers) -> None:
-        kh, kw, g, og, ig = kernel.shape
-        dtype = kernel.dtype
-        self.out_per_group = og
+    def __init__(self, weight: np.ndarray, groups: int, flipped: bool, tiling: Tiling,
+                 buffers: Buffers) -> None:
+        cout, cg, kh, kw = weight.shape
+        dtype = weight.dtype
         freqs = tiling.Tw // 2 + 1
-        taps = buffers.empty("kernel", kernel.shape, dtype)
-        np.copyto(taps, kernel)
-        taps = taps.reshape(kh, kw, g * og * ig)
+        self.shape = (groups, cout // groups, cg)
+        taps = weight.reshape(cout * cg, kh, kw).transpose(1, 2, 0)  # (kh, kw, M), a view
         cos_w, sin_w = _dft_matrices(freqs, kw, tiling.Tw, dtype)  # (V, kw) each
-        # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as [Re R; Im R]: (2, kh, V, M).
-        rows = buffers.empty("kernel:rows", (2, kh, freqs, taps.shape[2]), dtype)
-        np.matmul(cos_w, taps, out=rows[0])
-        np.matmul(sin_w, taps, out=rows[1])
-        np.negative(rows[1], out=rows[1])
-        # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, so Re S[u] = [cos, sin] . [Re R; Im R]
-        # and Im S[u] = [-sin, cos] . [Re R; Im R]: one real GEMM, its result (Th, 2, V, M).
         cos_h, sin_h = _dft_matrices(tiling.Th, kh, tiling.Th, dtype)  # (Th, kh) each
-        real_part, imag_part = np.hstack([cos_h, sin_h]), np.hstack([-sin_h, cos_h])
+        if flipped:  # tap b of a row is tap kw-1-b of the flipped kernel; likewise rows
+            cos_w, sin_w, cos_h, sin_h = (m[:, ::-1] for m in (cos_w, sin_w, cos_h, sin_h))
+        # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as (kh, [Re R; Im R], V, M).
+        rows = buffers.empty("kernel:rows", (kh, 2, freqs, cout * cg), dtype)
+        np.matmul(np.vstack([cos_w, -sin_w]), taps, out=rows.reshape(kh, 2 * freqs, -1))
+        # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, so Re S[u] = sum_a cos Re R + sin Im R
+        # and Im S[u] = sum_a cos Im R - sin Re R: one real GEMM over (a, Re/Im), its result
+        # (Th, [Re S, Im S], V, M).
+        real_part = np.stack([cos_h, sin_h], axis=2)  # (Th, kh, 2)
+        imag_part = np.stack([-sin_h, cos_h], axis=2)
         columns = np.stack([real_part, imag_part], axis=1).reshape(2 * tiling.Th, 2 * kh)
-        spectrum = buffers.empty("kernel:spectrum", (tiling.Th, 2, freqs, g, og, ig), dtype)
+        spectrum = buffers.empty("kernel:spectrum", (tiling.Th, 2, freqs, cout * cg), dtype)
         np.matmul(columns, rows.reshape(2 * kh, -1), out=spectrum.reshape(2 * tiling.Th, -1))
         self._spectrum = spectrum
 
     def halves(self, v: int) -> tuple[np.ndarray, np.ndarray]:
-        """``Re W`` and ``Im W`` at column frequency ``v``: ``(Th, G, og, ig)`` views."""
-        return self._spectrum[:, 0, v], self._spectrum[:, 1, v]
+        """``Re W`` and ``Im W`` at column frequency ``v``: ``(Th, G, Cout/G, Cg)`` views."""
+        th = self._spectrum.shape[0]
+        return (self._spectrum[:, 0, v].reshape(th, *self.shape),
+                self._spectrum[:, 1, v].reshape(th, *self.shape))
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,21 +132,22 @@ def trailing_spectrum(kernel: np.ndarray, tiling: Tiling, workers: int) -> np.nd
 
 
 def spectral_product(
-    kernel: KernelSpectrum, xs: np.ndarray, buffers: Buffers, workers: int
+    kernel: KernelSpectrum, xs: np.ndarray, transposed: bool, buffers: Buffers, workers: int
 ) -> np.ndarray:
     """``sum_c K[u, v, g, o, c] * X[u, v, g, c, p]`` -> ``(Th, V, G, og, P)`` complex.
 
-    ``xs: (Th, V, G, ig, P)`` complex. Per column frequency ``v``, one batched real GEMM
+    ``xs: (Th, V, G, ig, P)`` complex; ``K`` is ``kernel`` or, ``transposed``, its transpose
+    per frequency and group. Per column frequency ``v``, one batched real GEMM
     ``[Wr; Wi] @ X`` on the float view of ``X`` gives ``Wr@X`` and ``Wi@X``, and
     ``W@X = Wr@X + i*(Wi@X)``: OpenBLAS's complex GEMM is slow on such small matrices.
     The column frequencies are shared out over ``workers`` threads (these GEMMs are too
     small for BLAS's own threads). The result is ``buffers``' ``'product'``.
     """
     th, freqs, g, _, p = xs.shape
-    ys = buffers.empty("product", (th, freqs, g, kernel.out_per_group, p), xs.dtype)
+    og = kernel.shape[2] if transposed else kernel.shape[1]
+    ys = buffers.empty("product", (th, freqs, g, og, p), xs.dtype)
 
     def columns(first: int) -> None:
-        og = kernel.out_per_group
         real_dtype = xs.real.dtype
         m = buffers.empty("product:gemm", (th, g, 2 * og, 2 * p), real_dtype)
         halves = m.view(xs.dtype)  # (Th, G, 2*og, P) complex: [Wr @ X; Wi @ X]
@@ -150,6 +155,8 @@ def spectral_product(
         for v in range(first, freqs, workers):
             x = xs[:, v].view(real_dtype)
             real, imag = kernel.halves(v)
+            if transposed:
+                real, imag = real.swapaxes(-1, -2), imag.swapaxes(-1, -2)
             np.matmul(real, x, out=m[:, :, :og])
             np.matmul(imag, x, out=m[:, :, og:])
             y = ys[:, v]
