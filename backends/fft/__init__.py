@@ -77,6 +77,7 @@ from convkit_backends.fft._plan import (
     Tiling,
     chunks,
     dilated_size,
+    fft_flops,
     fft_workspace_bytes,
     fft_worth_it,
     plan,
@@ -92,7 +93,7 @@ from convkit_backends.fft._spectra import (
 )
 
 __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tiling",
-           "chunks", "fft_workspace_bytes", "fft_worth_it", "plan"]
+           "chunks", "fft_flops", "fft_workspace_bytes", "fft_worth_it", "plan"]
 
 #: The declared accuracy (:class:`~convkit.Capabilities`): within ``ERROR_FACTOR`` times the
 #: direct-sum bound ``n*eps*sum|terms|`` plus ``ERROR_SPREAD * eps * max(sum|terms|)``. Measured
@@ -120,7 +121,8 @@ class FftBackend(ConvBackend):
     products and copies (``None``: the cores this process may run on).
     """
 
-    description = "large kernels at stride 1: dense 7x7 and up, depthwise 23x23 and up (inexact)"
+    description = ("large kernels at stride 1: dense 5x5 and up on batches, depthwise 23x23 and "
+                   "up (inexact)")
     capabilities = Capabilities(stride=False, error_factor=ERROR_FACTOR,
                                 error_spread=ERROR_SPREAD)
 

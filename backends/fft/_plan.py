@@ -41,10 +41,11 @@ class Tiling:
 
 
 
-#: Kernel areas (taps, ``kh*kw``) from which FFT beats the best exact backend on all three
-#: operations, measured on this project's 2-core machine (see :func:`fft_worth_it`):
-#: GEMM-shaped layers (8 or more input channels per group) and depthwise / few-channel ones.
-DENSE_MIN_AREA = 7 * 7
+#: GEMM-shaped layers (8 or more input channels per group): the direct sum's flops over
+#: the FFT's modelled flops (:func:`fft_flops`) from which FFT beats the best exact backend
+#: (see :func:`fft_worth_it`).
+DENSE_MIN_RATIO = 4.5
+#: Depthwise and few-channel layers: the kernel area (taps) from which it does.
 DEPTHWISE_MIN_AREA = 23 * 23
 
 
@@ -52,36 +53,63 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
     three operations), for ``auto``'s rules mode. A pure function of the geometry.
 
+    Stride 1 only: stride 2 costs the FFT 4x relative to the exact backends (it computes
+    every stride-1 output), and it is not supported. GEMM-shaped layers: when the direct
+    sum's flops (``geom.flops``, which counts taps, not the dilated extent) are at least
+    :data:`DENSE_MIN_RATIO` times the FFT's modelled flops (:func:`fft_flops`), which grow
+    with the tile and the kernel's spectrum rather than the taps. A tap count alone cannot
+    tell: a 5x5 layer of 8 images wins, a 7x7 layer of one 28x28 image loses. Depthwise and
+    few-channel layers (an elementwise product, bound by the transforms): from
+    :data:`DEPTHWISE_MIN_AREA` taps.
+
     Measured with ``convkit bench`` (float32, 2 threads, 2 cores; each backend in its own
-    processes, medians of 5 measurements; fft time / the best of ``im2col-strided`` and
-    ``numba``; forward, input gradient, weight gradient; padding ``k//2``). Dense: the
-    ``kernels`` suite's 8x64x28x28 layers (15x15: 4x32x32x32). Depthwise: 8x128x56x56 (7x7:
-    8x96x56x56), after numba's kernel-row passes made its large depthwise kernels 2-3x faster:
+    processes, medians of 5; fft time / the best of ``im2col-strided`` and ``numba`` for the
+    forward pass, input gradient and weight gradient; padding ``k//2``):
 
-    ========  ======================  ======================
-    kernel    dense                   depthwise
-    ========  ======================  ======================
-    7x7       0.63, 0.62, 0.65        5.46, 4.89, 2.64
-    11x11     0.34, 0.35, 0.48        2.77, 2.75, 1.65
-    15x15     0.28, 0.25, 0.34        1.66, 1.56, 0.94
-    19x19     --                      1.02, 1.21, 0.48
-    23x23     --                      0.92, 0.80, 0.47
-    31x31     --                      0.55, 0.57, 0.25
-    ========  ======================  ======================
+    ======================  =====  ==================
+    layer (N, C->Cout, HW)  ratio  fft / best exact
+    ======================  =====  ==================
+    8, 64->64, 28, 3x3      2.5    2.53, 2.36, 2.83
+    1, 64->64, 28, 5x5      2.8    2.14, 1.46, 1.32
+    1, 64->64, 28, 7x7      3.5    1.11, 1.20, 1.33
+    8, 128->128, 14, 5x5    3.8    1.02, 0.73, 0.97
+    1, 64->64, 28, 11x11    4.2    0.84, 0.83, 0.81
+    8, 64->192, 27, 5x5     5.1    0.66, 0.62, 1.16
+    8, 64->64, 28, 5x5      5.3    0.83, 0.86, 0.68
+    8, 32->32, 56, 5x5      5.9    0.67, 0.67, 0.58
+    1, 128->128, 56, 7x7    6.9    0.52, 0.54, 0.64
+    8, 64->64, 28, 7x7      7.7    0.50, 0.45, 0.44
+    ======================  =====  ==================
 
-    An earlier round (best of 3 calls, before those numba kernels) put dense 5x5 at 1.26,
-    0.56, 0.60 and 3x3 at 4.1, 2.0, 2.2. So: stride 1 only; GEMM-shaped layers from 7x7 = 49
-    taps (at 5x5 only the gradients win), depthwise and few-channel layers from 23x23 = 529
-    taps (the first measured size where all three operations win). Dilation costs the FFT
-    the dilated extent but the exact backends only the taps, so the rule counts taps;
-    stride 2 costs the FFT 4x relative to the exact backends (it computes every stride-1
-    output) and is not supported.
+    Depthwise 8x128x56x56: 15x15 2.36, 2.51, 1.46; 19x19 1.63, 1.55, 0.80; 23x23 0.94,
+    0.85, 0.50 (31x31: 0.55, 0.57, 0.25 in an earlier round).
     """
     if geom.stride != (1, 1):
         return False
-    kh, kw = geom.kernel_size  # the exact backends' cost follows the taps, not the extent
-    dense = geom.weight_shape[1] >= 8
-    return kh * kw >= (DENSE_MIN_AREA if dense else DEPTHWISE_MIN_AREA)
+    kh, kw = geom.kernel_size
+    cg = geom.weight_shape[1]
+    if cg < 8:
+        return kh * kw >= DEPTHWISE_MIN_AREA
+    khe, kwe = dilated_size(geom)
+    tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels, geom.out_channels,
+                  cg, geom.out_channels // geom.groups, geom.dtype.itemsize, DEFAULT_BUDGET)
+    return geom.flops >= DENSE_MIN_RATIO * fft_flops(tiling, geom)
+
+
+def fft_flops(tiling: Tiling, geom: ConvGeometry) -> float:
+    """The FFT path's modelled flops for a GEMM-shaped ``geom`` on ``tiling``: real
+    transforms of the input and output tiles (``2.5 T log2 T`` per plane), the kernel
+    spectrum by DFT GEMMs (rows, then columns) and the spectral product (8 flops per complex
+    multiply-add)."""
+    khe, kwe = dilated_size(geom)
+    area = tiling.Th * tiling.Tw
+    planes = tiling.tiles * geom.batch * (geom.in_channels + geom.out_channels)
+    kernels = geom.out_channels * geom.weight_shape[1]
+    columns = tiling.Tw // 2 + 1
+    spectrum = (4 * columns * kwe * khe + 8 * tiling.Th * khe * columns) * kernels
+    product = 8 * tiling.freqs * tiling.tiles * geom.batch * kernels
+    return 2.5 * area * math.log2(area) * planes + spectrum + product
+
 
 def _smooth_lengths(lo: int, hi: int) -> list[int]:
     """5-smooth lengths (fast for pocketfft) in ``[lo, hi]``, plus ``next_fast_len(hi)``."""
