@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,10 +69,12 @@ from convkit.geometry import ConvGeometry
 from convkit.parallelism import thread_limit
 from convkit_backends._workspace import padded_bytes
 from convkit_backends.fft._buffers import Buffers
+from convkit_backends.fft._depthwise import convolve_depthwise, correlate_weight_depthwise
 from convkit_backends.fft._plan import (
     DEFAULT_BUDGET,
-    Chunk,
+    Convolution,
     Tiling,
+    band,
     chunks,
     dilated_size,
     fft_flops,
@@ -86,10 +86,8 @@ from convkit_backends.fft._spectra import (
     KernelSpectrum,
     WeightGradient,
     gather,
-    place,
     scatter,
     spectral_product,
-    trailing_spectrum,
 )
 
 __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tiling",
@@ -139,7 +137,7 @@ class FftBackend(ConvBackend):
             return _exact().forward(x, weight, geom)
         pt, _, pl, _ = geom.padding
         # A correlation is a convolution with the flipped kernel.
-        conv = _Convolution(x, _dilated(weight, geom), geom.groups, True, False, (pt, pl),
+        conv = Convolution(x, _dilated(weight, geom), geom.groups, True, False, (pt, pl),
                             geom.out_size, geom.dtype)
         return self._convolve(conv)
 
@@ -153,7 +151,7 @@ class FftBackend(ConvBackend):
         pt, _, pl, _ = geom.padding
         shift = (khe - 1 - pt, kwe - 1 - pl)
         # A full convolution with the transposed kernel: out channels C, Cout/G per group in.
-        conv = _Convolution(grad_output, _dilated(weight, geom), geom.groups, False, True,
+        conv = Convolution(grad_output, _dilated(weight, geom), geom.groups, False, True,
                             shift, geom.in_size, geom.dtype)
         return self._convolve(conv)
 
@@ -176,70 +174,27 @@ class FftBackend(ConvBackend):
 
     # --- the engine -----------------------------------------------------------------------
 
-    def _convolve(self, conv: _Convolution) -> np.ndarray:
+    def _convolve(self, conv: Convolution) -> np.ndarray:
         """``conv``'s result, tile by tile: one GEMM over channels per frequency."""
         kh, kw, g, og, ig = conv.kernel.shape
         if ig == 1:
-            return self._convolve_depthwise(conv)
+            return convolve_depthwise(conv, self.budget, self._buffers, self._workers())
         tiling = conv.tiling(self.budget)
         ws = self._workers()
         spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers)
         out = conv.empty_output()
         for unit in conv.units(tiling, self.budget):
-            band, moved, target = _band(tiling, unit, conv.shift, out)
-            tiles = gather(conv.src[unit.images], moved, band, buffers=self._buffers, name="x",
+            part, moved, target = band(tiling, unit, conv.shift, out)
+            tiles = gather(conv.src[unit.images], moved, part, buffers=self._buffers, name="x",
                            workers=ws)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
-            xs = xs.reshape(band.Th, band.Tw // 2 + 1, g, ig, b * band.tiles)
+            xs = xs.reshape(part.Th, part.Tw // 2 + 1, g, ig, b * part.tiles)
             ys = spectral_product(spec, xs, conv.transposed, self._buffers, ws)
             del xs
-            ys = ys.reshape(band.Th, band.Tw // 2 + 1, g, og, b, band.nh, band.nw)
-            scatter(ys, target, (kh, kw), band, ws)
-        return out
-
-    def _convolve_depthwise(self, conv: _Convolution) -> np.ndarray:
-        """:meth:`_convolve` with one input channel per group: spectra stay in the arrays'
-        own ``(N, C, tiles, Th, Tw//2+1)`` layout and multiply elementwise."""
-        src, kernel, shift = conv.src, conv.kernel, conv.shift
-        kh, kw, _, og, _ = kernel.shape
-        tiling = conv.tiling(self.budget)
-        ws = self._workers()
-        spec = trailing_spectrum(kernel[..., 0].transpose(2, 3, 0, 1), tiling, ws)
-        spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
-        out = conv.empty_output()
-        # One tile per image whose circular convolution cannot wrap onto the wanted outputs:
-        # transform the source unshifted (no zero canvas, the row pass over its own rows
-        # only) and read the outputs at the shifted offsets instead.
-        offsets = (kh - 1 - shift[0], kw - 1 - shift[1])
-        direct = tiling.tiles == 1 and all(
-            _unwrapped(size, k, offset, t, length) for size, k, offset, t, length in zip(
-                src.shape[2:], (kh, kw), offsets, (tiling.th, tiling.tw),
-                (tiling.Th, tiling.Tw), strict=True))
-        for unit in conv.units(tiling, self.budget):
-            band, moved, target = _band(tiling, unit, shift, out)
-            if direct:
-                rows = sfft.rfft(src[unit.images], n=band.Tw, axis=-1, workers=ws)
-                xs = sfft.fft(rows, n=band.Th, axis=-2, overwrite_x=True, workers=ws)
-                xs = xs[:, :, None, None]  # (b, G, 1, 1, Th, Tw')
-                first = offsets
-            else:
-                tiles = gather(src[unit.images], moved, band, leading=False,
-                               buffers=self._buffers, name="x", workers=ws)
-                xs = sfft.rfft2(tiles, workers=ws)  # (b, G, nh, nw, Th, Tw')
-                del tiles
-                first = (kh - 1, kw - 1)
-            if og == 1:  # in place: no fresh pages for the product
-                ys = np.multiply(xs, spec[:, 0], out=xs)[:, :, None]
-            else:
-                ys = xs[:, :, None] * spec  # (b, G, og, nh, nw, Th, Tw')
-            del xs
-            rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=ws)
-            cols = _window(rows, -2, first[0], band.th)
-            planes = sfft.irfft(cols, n=band.Tw, axis=-1, workers=ws)
-            valid = _window(planes, -1, first[1], band.tw)  # (b, G, og, nh, nw, th, tw)
-            place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, band, ws)
+            ys = ys.reshape(part.Th, part.Tw // 2 + 1, g, og, b, part.nh, part.nw)
+            scatter(ys, target, (kh, kw), part, ws)
         return out
 
     def _correlate_weight(
@@ -251,7 +206,8 @@ class FftBackend(ConvBackend):
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
         n = geom.batch
         if cg == 1:
-            return self._correlate_weight_depthwise(x, grad_output, geom)
+            return correlate_weight_depthwise(x, grad_output, geom, self.budget, self._buffers,
+                                              self._workers())
         tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
                       cog, geom.dtype.itemsize, self.budget)
         ws = self._workers()
@@ -259,52 +215,21 @@ class FftBackend(ConvBackend):
                               self._buffers, ws)
         for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
                            geom.dtype.itemsize, self.budget):
-            band, moved, _ = _band(tiling, unit, (pt, pl))
-            tiles = gather(x[unit.images], moved, band, buffers=self._buffers, name="x",
+            part, moved, _ = band(tiling, unit, (pt, pl))
+            tiles = gather(x[unit.images], moved, part, buffers=self._buffers, name="x",
                            workers=ws)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws).reshape(
-                tiling.Th, tiling.Tw // 2 + 1, g, cg, b * band.tiles)
+                tiling.Th, tiling.Tw // 2 + 1, g, cg, b * part.tiles)
             del tiles
-            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
+            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), part,
                             size=(tiling.th, tiling.tw), buffers=self._buffers, name="gy",
                             workers=ws)
             gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
-                tiling.Th, tiling.Tw // 2 + 1, g, cog, b * band.tiles)
+                tiling.Th, tiling.Tw // 2 + 1, g, cog, b * part.tiles)
             del gtiles
             grad.add(gs, xs)
         return grad.result(range(0, kwe, dw))
-
-    def _correlate_weight_depthwise(
-        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
-    ) -> np.ndarray:
-        """:meth:`_correlate_weight` with one input channel per group, elementwise."""
-        khe, kwe = dilated_size(geom)
-        (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
-        g, cog = geom.groups, geom.out_channels // geom.groups
-        tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels,
-                      geom.out_channels, 1, cog, geom.dtype.itemsize, self.budget)
-        ws = self._workers()
-        acc = None
-        for unit in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
-                           geom.dtype.itemsize, self.budget):
-            band, moved, _ = _band(tiling, unit, (pt, pl))
-            tiles = gather(x[unit.images], moved, band, leading=False, buffers=self._buffers,
-                           name="x", workers=ws)
-            xs = sfft.rfft2(tiles, workers=ws)
-            gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), band,
-                            size=(tiling.th, tiling.tw), leading=False, buffers=self._buffers,
-                            name="gy", workers=ws)
-            gs = sfft.rfft2(gtiles, workers=ws)
-            b = gs.shape[0]
-            gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')
-            np.conjugate(gs, out=gs)
-            gs *= xs[:, :, None]
-            part_sum = gs.sum(axis=(0, 3, 4))  # (G, og, Th, Tw')
-            acc = part_sum if acc is None else np.add(acc, part_sum, out=acc)
-        rows = sfft.ifft(acc, axis=-2, overwrite_x=True, workers=ws)[..., :khe:dh, :]
-        full = sfft.irfft(rows, n=tiling.Tw, axis=-1, workers=ws)[..., :kwe:dw]
-        return np.ascontiguousarray(full.reshape(geom.weight_shape), dtype=geom.dtype)
 
     def _workers(self) -> int:
         """Threads for the transforms: ``workers`` if given, else the limit of
@@ -316,86 +241,6 @@ class FftBackend(ConvBackend):
 
 
 # --- small helpers ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Convolution:
-    """A stride-1 convolution for :meth:`FftBackend._convolve`:
-    ``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
-
-    ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
-    columns, negative: up/left) in a zero plane; ``out: (N, Out, *out_size)`` in ``dtype``.
-    The kernel is ``weight: (Cout, Cg, kh, kw)`` (a conv2d weight in ``groups`` groups),
-    ``flipped`` (the forward pass: a correlation) or ``transposed`` (the input gradient:
-    ``Out = G*Cg`` and ``Cin = Cout``); :attr:`kernel` is that view of it.
-    """
-
-    src: np.ndarray
-    weight: np.ndarray
-    groups: int
-    flipped: bool
-    transposed: bool
-    shift: tuple[int, int]
-    out_size: tuple[int, int]
-    dtype: np.dtype
-
-    @property
-    def kernel(self) -> np.ndarray:
-        """``(kh, kw, G, Out/G, Cin/G)``, a view of ``weight``."""
-        cout, cg, kh, kw = self.weight.shape
-        g = self.groups
-        weight = self.weight[:, :, ::-1, ::-1] if self.flipped else self.weight
-        by_group = weight.reshape(g, cout // g, cg, kh, kw)
-        return by_group.transpose(3, 4, 0, 2, 1) if self.transposed else by_group.transpose(
-            3, 4, 0, 1, 2)
-
-    def tiling(self, budget: int) -> Tiling:
-        """The tiles :func:`~convkit_backends.fft._plan.plan` chooses within ``budget``."""
-        kh, kw, g, og, ig = self.kernel.shape
-        return plan(self.out_size, (kh, kw), self.src.shape[0], ig * g, og * g, ig, og,
-                    self.dtype.itemsize, budget)
-
-    def units(self, tiling: Tiling, budget: int) -> Iterator[Chunk]:
-        """The work units (:func:`~convkit_backends.fft._plan.chunks`) within ``budget``."""
-        _, _, g, og, ig = self.kernel.shape
-        return chunks(self.src.shape[0], tiling, ig * g, og * g, self.dtype.itemsize, budget)
-
-    def empty_output(self) -> np.ndarray:
-        """``out: (N, Out, *out_size)``, uninitialised."""
-        _, _, g, og, _ = self.kernel.shape
-        return np.empty((self.src.shape[0], og * g, *self.out_size), self.dtype)
-
-
-def _band(
-    tiling: Tiling, unit: Chunk, shift: tuple[int, int], out: np.ndarray | None = None
-) -> tuple[Tiling, tuple[int, int], np.ndarray | None]:
-    """The tiling, source shift and output rows (of ``out: (N, O, Ho, Wo)``) of one work
-    unit: its images, and its band of tile rows starting at output row ``first_row * th``."""
-    r0 = unit.first_row * tiling.th
-    band = replace(tiling, nh=unit.rows)
-    moved = (shift[0] - r0, shift[1])
-    if out is None:
-        return band, moved, None
-    return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]
-
-
-def _unwrapped(size: int, k: int, offset: int, t: int, length: int) -> bool:
-    """Whether a circular convolution of length ``length`` of ``size`` samples with ``k``
-    taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
-    first sample) without wrapped-around terms."""
-    return max(offset + t, size + k - 1) - min(offset, 0) <= length
-
-
-def _window(a: np.ndarray, axis: int, first: int, count: int) -> np.ndarray:
-    """``count`` entries of ``a`` along ``axis`` from ``first``, circularly (a view unless the
-    window wraps)."""
-    length = a.shape[axis]
-    first %= length
-    if first + count <= length:
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(first, first + count)
-        return a[tuple(index)]
-    return np.take(a, np.arange(first, first + count) % length, axis=axis)
 
 
 def _finite(a: np.ndarray) -> bool:

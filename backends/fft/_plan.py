@@ -6,8 +6,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import scipy.fft as sfft
 
 from convkit.geometry import ConvGeometry
@@ -241,3 +242,64 @@ def dilated_size(geom: ConvGeometry) -> tuple[int, int]:
     """The zero-inserted kernel's ``(dh*(kh-1)+1, dw*(kw-1)+1)``."""
     (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
     return dh * (kh - 1) + 1, dw * (kw - 1) + 1
+
+
+@dataclass(frozen=True)
+class Convolution:
+    """A stride-1 convolution, as the fft backend's engines take it:
+    ``out[n, o, i, j] = sum_{c,a,b} V[n, c, i + a, j + b] * kernel[kh-1-a, kw-1-b, o, c]``.
+
+    ``src: (N, Cin, Hs, Ws)``; ``V`` is ``src`` shifted down/right by ``shift`` (rows and
+    columns, negative: up/left) in a zero plane; ``out: (N, Out, *out_size)`` in ``dtype``.
+    The kernel is ``weight: (Cout, Cg, kh, kw)`` (a conv2d weight in ``groups`` groups),
+    ``flipped`` (the forward pass: a correlation) or ``transposed`` (the input gradient:
+    ``Out = G*Cg`` and ``Cin = Cout``); :attr:`kernel` is that view of it.
+    """
+
+    src: np.ndarray
+    weight: np.ndarray
+    groups: int
+    flipped: bool
+    transposed: bool
+    shift: tuple[int, int]
+    out_size: tuple[int, int]
+    dtype: np.dtype
+
+    @property
+    def kernel(self) -> np.ndarray:
+        """``(kh, kw, G, Out/G, Cin/G)``, a view of ``weight``."""
+        cout, cg, kh, kw = self.weight.shape
+        g = self.groups
+        weight = self.weight[:, :, ::-1, ::-1] if self.flipped else self.weight
+        by_group = weight.reshape(g, cout // g, cg, kh, kw)
+        return by_group.transpose(3, 4, 0, 2, 1) if self.transposed else by_group.transpose(
+            3, 4, 0, 1, 2)
+
+    def tiling(self, budget: int) -> Tiling:
+        """The tiles :func:`plan` chooses within ``budget``."""
+        kh, kw, g, og, ig = self.kernel.shape
+        return plan(self.out_size, (kh, kw), self.src.shape[0], ig * g, og * g, ig, og,
+                    self.dtype.itemsize, budget)
+
+    def units(self, tiling: Tiling, budget: int) -> Iterator[Chunk]:
+        """The work units (:func:`chunks`) within ``budget``."""
+        _, _, g, og, ig = self.kernel.shape
+        return chunks(self.src.shape[0], tiling, ig * g, og * g, self.dtype.itemsize, budget)
+
+    def empty_output(self) -> np.ndarray:
+        """``out: (N, Out, *out_size)``, uninitialised."""
+        _, _, g, og, _ = self.kernel.shape
+        return np.empty((self.src.shape[0], og * g, *self.out_size), self.dtype)
+
+
+def band(
+    tiling: Tiling, unit: Chunk, shift: tuple[int, int], out: np.ndarray | None = None
+) -> tuple[Tiling, tuple[int, int], np.ndarray | None]:
+    """The tiling, source shift and output rows (of ``out: (N, O, Ho, Wo)``) of one work
+    unit: its images, and its band of tile rows starting at output row ``first_row * th``."""
+    r0 = unit.first_row * tiling.th
+    band = replace(tiling, nh=unit.rows)
+    moved = (shift[0] - r0, shift[1])
+    if out is None:
+        return band, moved, None
+    return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]

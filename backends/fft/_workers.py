@@ -36,4 +36,5 @@ def copy_in_parts(dst: np.ndarray, src: np.ndarray, parts: int) -> None:
     releases the GIL for the copy)."""
     bounds = [dst.shape[0] * i // parts for i in range(parts + 1)]
     slices = [slice(lo, hi) for lo, hi in itertools.pairwise(bounds) if lo < hi]
-    run_parts(lambda part: np.copyto(dst[part], src[part]), slices)
+    if slices:  # nothing to copy from an empty array
+        run_parts(lambda part: np.copyto(dst[part], src[part]), slices)
