@@ -72,7 +72,7 @@ class KernelSpectrum:
     """The spectrum of ``weight: (Cout, Cg, kh, kw)`` (``groups`` groups, ``flipped``: the
     kernel rotated by 180 degrees) on ``(Th, Tw)`` tiles, as :func:`spectral_product` takes
     it: ``halves(v)``, the real and imaginary parts at column frequency ``v``, each
-    ``(Th, G, Cout/G, Cg)``. (Depthwise layers take :func:`trailing_spectrum` instead.)
+    ``(Th, G, Cout/G, Cg)``. (Depthwise layers multiply elementwise: see ``_depthwise``.)
 
     A kernel is small against its tile, so its spectrum is two DFTs by real GEMMs (rows,
     then columns) instead of FFTs of mostly zero planes: one GEMM per step for all
@@ -137,9 +137,9 @@ def spectral_product(
     """``sum_c K[u, v, g, o, c] * X[u, v, g, c, p]`` -> ``(Th, V, G, og, P)`` complex.
 
     ``xs: (Th, V, G, ig, P)`` complex; ``K`` is ``kernel`` or, ``transposed``, its transpose
-    per frequency and group. Per column frequency ``v``, one batched real GEMM
-    ``[Wr; Wi] @ X`` on the float view of ``X`` gives ``Wr@X`` and ``Wi@X``, and
-    ``W@X = Wr@X + i*(Wi@X)``: OpenBLAS's complex GEMM is slow on such small matrices.
+    per frequency and group. Per column frequency ``v``, two batched real GEMMs on the
+    float view of ``X`` give ``Wr@X`` and ``Wi@X``, and ``W@X = Wr@X + i*(Wi@X)``: OpenBLAS's
+    complex GEMM is slow on such small matrices.
     The column frequencies are shared out over ``workers`` threads (these GEMMs are too
     small for BLAS's own threads). The result is ``buffers``' ``'product'``.
     """
@@ -172,9 +172,8 @@ class WeightGradient:
     the work units' tiles and inverse-transformed into ``(Cout, cg, kh, kw)``.
 
     The cross products run per column frequency ``v`` (:meth:`add`), shared out over
-    ``workers`` threads, into the sum ``C: (Th, [Re, Im], V, M)``. At the end one GEMM
-    inverse-transforms the columns of ``C`` for the wanted kernel rows only (``rows``:
-    ``range(0, khe, dh)``), and a real inverse FFT the rows.
+    ``workers`` threads, into the sum ``C: (Th, [Re, Im], V, M)``. At the end two GEMMs
+    inverse-transform it (:meth:`result`), computing only the kernel's taps.
     """
 
     def __init__(self, tiling: Tiling, rows: range, groups: int, og: int, ig: int,
