@@ -123,6 +123,24 @@ def test_measure_row_reports_times_error_and_memory(op, references):
     assert row.memory_bytes >= np.prod(out_shape) * 4  # the float32 result, at least
 
 
+def test_memory_counts_what_a_backend_keeps_between_calls(references):
+    """Buffers kept from earlier calls are invisible to the traced call; the row adds them."""
+    from convkit_backends.im2col_strided import Im2colStridedBackend
+
+    class KeepsBuffers(Im2colStridedBackend):
+        def retained_bytes(self):
+            return 50 * 2**20
+
+    convkit.register_backend("keeps-buffers", KeepsBuffers())
+    backend = convkit.get_backend("keeps-buffers")
+    kept = measure_row(backend, TINY, "forward", _settings(repeats=1),
+                       references / worker.reference_name(0, "forward"))
+    plain = measure_row(convkit.get_backend("im2col-strided"), TINY, "forward",
+                        _settings(repeats=1), references / worker.reference_name(0, "forward"))
+    # the same call otherwise: equal but for Python's own small allocations
+    assert abs(kept.memory_bytes - plain.memory_bytes - 50 * 2**20) < 2**16
+
+
 def test_one_measurement_lasts_min_time():
     clock, cpu_clock = iter(range(100)), iter(range(0, 100, 2))
     calls = []
