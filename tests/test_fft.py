@@ -110,6 +110,16 @@ def test_kept_buffers_stay_within_their_limit() -> None:
     assert buffers.kept_bytes() == 0
 
 
+def test_kept_buffers_make_room_by_freeing_the_least_recently_used() -> None:
+    buffers = Buffers(limit=2**16)
+    a, b = (buffers.empty(name, (7000,), np.float32) for name in "ab")  # 28 kB each
+    assert np.shares_memory(a, buffers.empty("a", (7000,), np.float32))  # a: used last now
+    buffers.empty("c", (7000,), np.float32)  # no room for three: b goes
+    assert buffers.kept_bytes() < 2**16
+    assert np.shares_memory(a, buffers.empty("a", (7000,), np.float32))
+    assert not np.shares_memory(b, buffers.empty("b", (7000,), np.float32))
+
+
 def test_auto_counts_what_its_candidates_keep() -> None:
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 8, 30, 30)), rng.standard_normal((8, 8, 9, 9))

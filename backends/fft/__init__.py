@@ -223,7 +223,7 @@ class FftBackend(ConvBackend):
                 tiling.Th, tiling.Tw // 2 + 1, g, cg, b * part.tiles)
             del tiles
             gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), part,
-                            size=(tiling.th, tiling.tw), buffers=self._buffers, name="gy",
+                            size=(tiling.th, tiling.tw), buffers=self._buffers, name="x",
                             workers=ws)
             gs = sfft.rfft2(gtiles, axes=(0, 1), workers=ws).reshape(
                 tiling.Th, tiling.Tw // 2 + 1, g, cog, b * part.tiles)

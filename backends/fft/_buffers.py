@@ -32,9 +32,12 @@ class Buffers:
     """Named scratch arrays, kept per thread up to ``limit`` bytes per thread.
 
     ``empty(name, shape, dtype)`` returns an uninitialised array viewing the buffer ``name``
-    (grown when too small). Two arrays in use at once need two names. A request that would
-    take the thread's kept bytes over ``limit`` gets a fresh array instead, which is not kept.
-    A thread's buffers are freed when the thread ends or :meth:`release` is called in it.
+    (grown when too small). Two arrays in use at once need two names; names are roles
+    (``'spectrum'``, ``'rows'``), shared by the operations, so that one layer's forward pass
+    and gradients reuse the same buffers. A request that would take the thread's kept bytes
+    over ``limit`` first frees the buffers used least recently; one larger than ``limit``
+    gets a fresh array, which is not kept. A thread's buffers are freed when the thread ends
+    or :meth:`release` is called in it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -49,13 +52,15 @@ class Buffers:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         kept = self._thread_buffers().arrays
-        buffer = kept.get(name)
+        buffer = kept.pop(name, None)  # and put back last: the dict is in order of use
         if buffer is None or buffer.nbytes < nbytes + 16:
-            held = sum(b.nbytes for b in kept.values()) - (0 if buffer is None else buffer.nbytes)
-            if held + nbytes + 16 > self.limit:
+            if nbytes + 16 > self.limit:
                 return np.empty(shape, dtype)
+            while kept and sum(b.nbytes for b in kept.values()) + nbytes + 16 > self.limit:
+                del kept[next(iter(kept))]  # the least recently used
             # 16 spare bytes: any buffer can be aligned to complex128's 16 bytes.
-            buffer = kept[name] = np.empty(nbytes + 16, np.uint8)
+            buffer = np.empty(nbytes + 16, np.uint8)
+        kept[name] = buffer
         start = -buffer.ctypes.data % 16
         return buffer[start:start + nbytes].view(dtype).reshape(shape)
 

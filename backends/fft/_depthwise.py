@@ -51,7 +51,7 @@ def _full_spectrum(
     """``kernel: (kh, kw, G, og, 1)`` -> its full ``(G, og, Th, Tw)`` complex spectrum."""
     kh, kw, g, og, _ = kernel.shape
     dtype = np.result_type(kernel.dtype, np.complex64)
-    spec = buffers.empty("dw:kernel", (g, og, tiling.Th, tiling.Tw), dtype)
+    spec = buffers.empty("kernel", (g, og, tiling.Th, tiling.Tw), dtype)
     spec[:, :, kh:] = 0
     spec[:, :, :kh, kw:] = 0
     spec[:, :, :kh, :kw] = kernel[..., 0].transpose(2, 3, 0, 1)
@@ -69,7 +69,7 @@ def _paired(
     b, g, hs, ws = images.shape
     og = spec.shape[1]
     pairs, th, tw = (b + 1) // 2, tiling.th, tiling.tw
-    planes = buffers.empty("dw:planes", (pairs, g, tiling.Th, tiling.Tw), spec.dtype)
+    planes = buffers.empty("spectrum", (pairs, g, tiling.Th, tiling.Tw), spec.dtype)
     planes[:, :, hs:] = 0
     planes[:, :, :hs, ws:] = 0
     copy_in_parts(planes.real[:, :, :hs, :ws], images[0::2], workers)
@@ -82,7 +82,7 @@ def _paired(
     if og == 1:
         product = np.multiply(planes, spec[:, 0], out=planes)[:, :, None]
     else:
-        product = buffers.empty("dw:product", (pairs, g, og, tiling.Th, tiling.Tw),
+        product = buffers.empty("product", (pairs, g, og, tiling.Th, tiling.Tw),
                                 spec.dtype)
         np.multiply(planes[:, :, None], spec, out=product)
     _in_place(sfft.ifft(product, axis=-2, overwrite_x=True, workers=workers), product)
@@ -137,7 +137,7 @@ def correlate_weight_depthwise(
         xs = sfft.rfft2(tiles, workers=workers)
         gtiles = gather(grad_output[unit.images], (moved[0] - pt, 0), part,
                         size=(tiling.th, tiling.tw), leading=False, buffers=buffers,
-                        name="gy", workers=workers)
+                        name="x", workers=workers)
         gs = sfft.rfft2(gtiles, workers=workers)
         b = gs.shape[0]
         gs = gs.reshape(b, g, cog, *gs.shape[2:])  # (b, G, og, nh, nw, Th, Tw')

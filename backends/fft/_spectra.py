@@ -93,7 +93,7 @@ class KernelSpectrum:
         if flipped:  # tap b of a row is tap kw-1-b of the flipped kernel; likewise rows
             cos_w, sin_w, cos_h, sin_h = (m[:, ::-1] for m in (cos_w, sin_w, cos_h, sin_h))
         # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as (kh, [Re R; Im R], V, M).
-        rows = buffers.empty("kernel:rows", (kh, 2, freqs, cout * cg), dtype)
+        rows = buffers.empty("rows", (kh, 2, freqs, cout * cg), dtype)
         np.matmul(np.vstack([cos_w, -sin_w]), taps, out=rows.reshape(kh, 2 * freqs, -1))
         # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, so Re S[u] = sum_a cos Re R + sin Im R
         # and Im S[u] = sum_a cos Im R - sin Re R: one real GEMM over (a, Re/Im), its result
@@ -101,7 +101,7 @@ class KernelSpectrum:
         real_part = np.stack([cos_h, sin_h], axis=2)  # (Th, kh, 2)
         imag_part = np.stack([-sin_h, cos_h], axis=2)
         columns = np.stack([real_part, imag_part], axis=1).reshape(2 * tiling.Th, 2 * kh)
-        spectrum = buffers.empty("kernel:spectrum", (tiling.Th, 2, freqs, cout * cg), dtype)
+        spectrum = buffers.empty("spectrum", (tiling.Th, 2, freqs, cout * cg), dtype)
         np.matmul(columns, rows.reshape(2 * kh, -1), out=spectrum.reshape(2 * tiling.Th, -1))
         self._spectrum = spectrum
 
@@ -181,7 +181,7 @@ class WeightGradient:
         self.tiling, self.rows, self.shape = tiling, rows, (groups, og, ig)
         self._buffers, self._workers, self._units = buffers, workers, 0
         freqs = tiling.Tw // 2 + 1
-        self._sums = buffers.empty("grad:sums", (tiling.Th, 2, freqs, groups, og, ig), dtype)
+        self._sums = buffers.empty("spectrum", (tiling.Th, 2, freqs, groups, og, ig), dtype)
 
     def add(self, gs: np.ndarray, xs: np.ndarray) -> None:
         """Add a unit's ``gs: (Th, V, G, og, P)`` and ``xs: (Th, V, G, ig, P)`` spectra.
@@ -227,7 +227,7 @@ class WeightGradient:
         cos_h, sin_h = (m[:, self.rows].T for m in _dft_matrices(th, self.rows[-1] + 1, th, dtype))
         inverse = np.stack([np.stack([cos_h, -sin_h], axis=2), np.stack([sin_h, cos_h], axis=2)],
                            axis=1).reshape(2 * kh, 2 * th)
-        rows = self._buffers.empty("grad:rows", (kh, 2, freqs, math.prod(self.shape)), dtype)
+        rows = self._buffers.empty("rows", (kh, 2, freqs, math.prod(self.shape)), dtype)
         np.matmul(inverse, self._sums.reshape(2 * th, -1), out=rows.reshape(2 * kh, -1))
         # Rows: the real inverse, w[b] = sum_v a_v (Re R[v] cos - Im R[v] sin)(2 pi v b / Tw)
         # with a_v = 2 but for v = 0 and v = Tw/2 (1): the other half of the spectrum.
