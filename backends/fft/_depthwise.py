@@ -12,6 +12,8 @@ product). Larger images run in tiles (overlap-save) with real transforms.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -29,13 +31,14 @@ def convolve_depthwise(
     kh, kw = conv.kernel.shape[:2]
     tiling = conv.tiling(budget)
     out = conv.empty_output()
-    # The outputs of an unshifted source lie at these offsets of its circular convolution.
-    offsets = (kh - 1 - conv.shift[0], kw - 1 - conv.shift[1])
-    direct = tiling.tiles == 1 and all(
-        _unwrapped(size, k, offset, t, length) for size, k, offset, t, length in zip(
-            conv.src.shape[2:], (kh, kw), offsets, (tiling.th, tiling.tw),
-            (tiling.Th, tiling.Tw), strict=True))
-    if direct:
+    if tiling.tiles == 1:
+        # The outputs of an unshifted source lie at these offsets of its circular
+        # convolution, which may be shorter than the linear one: only the wanted outputs
+        # must be free of wrapped-around terms.
+        offsets = (kh - 1 - conv.shift[0], kw - 1 - conv.shift[1])
+        lengths = [_circular_length(size, k, offset, t) for size, k, offset, t in zip(
+            conv.src.shape[2:], (kh, kw), offsets, conv.out_size, strict=True)]
+        tiling = replace(tiling, Th=lengths[0], Tw=lengths[1])
         spec = _full_spectrum(conv.kernel, tiling, buffers, workers)
         for unit in conv.units(tiling, budget):
             _paired(conv.src[unit.images], spec, offsets, tiling, out[unit.images], buffers,
@@ -150,11 +153,15 @@ def correlate_weight_depthwise(
     return np.ascontiguousarray(full.reshape(geom.weight_shape), dtype=geom.dtype)
 
 
-def _unwrapped(size: int, k: int, offset: int, t: int, length: int) -> bool:
-    """Whether a circular convolution of length ``length`` of ``size`` samples with ``k``
-    taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
-    first sample) without wrapped-around terms."""
-    return max(offset + t, size + k - 1) - min(offset, 0) <= length
+def _circular_length(size: int, k: int, offset: int, t: int) -> int:
+    """The shortest fast length ``L`` whose circular convolution of ``size`` samples with
+    ``k`` taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
+    first sample) without wrapped-around terms.
+
+    The linear result is ``S = size + k - 1`` long; bin ``j mod L`` of the circular one adds
+    ``linear[j + m*L]`` over all ``m``. For the wanted ``j`` no ``m != 0`` term may fall in
+    ``[0, S)``: ``offset + L >= S`` and ``offset + t - L <= 0``."""
+    return sfft.next_fast_len(max(offset + t, size + k - 1 - offset, t, size, k))
 
 
 def _window(a: np.ndarray, axis: int, first: int, count: int) -> np.ndarray:
