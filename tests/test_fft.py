@@ -172,7 +172,8 @@ def test_missing_scipy_says_how_to_install() -> None:
     ((8, 64, 28, 28), (64, 64, 11, 11), {"stride": 2}, False),
     ((8, 128, 56, 56), (128, 1, 31, 31), {"padding": 15, "groups": 128}, True),
     ((8, 128, 56, 56), (128, 1, 15, 15), {"padding": 7, "groups": 128}, False),
-    ((8, 128, 56, 56), (128, 1, 19, 19), {"padding": 9, "groups": 128}, False),
+    ((8, 128, 56, 56), (128, 1, 19, 19), {"padding": 9, "groups": 128}, True),
+    ((8, 128, 56, 56), (128, 1, 17, 17), {"padding": 8, "groups": 128}, True),
     ((8, 128, 56, 56), (128, 1, 23, 23), {"padding": 11, "groups": 128}, True),
     ((8, 128, 56, 56), (128, 1, 7, 7), {"dilation": 3, "groups": 128}, False),  # 19x19 extent
     ((8, 64, 28, 28), (64, 64, 3, 3), {"dilation": 4}, False),  # 9x9 extent, 9 taps

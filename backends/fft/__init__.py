@@ -119,7 +119,7 @@ class FftBackend(ConvBackend):
     products and copies (``None``: the cores this process may run on).
     """
 
-    description = ("large kernels at stride 1: dense 5x5 and up on batches, depthwise 23x23 and "
+    description = ("large kernels at stride 1: dense 5x5 and up on batches, depthwise 17x17 and "
                    "up (inexact)")
     capabilities = Capabilities(stride=False, error_factor=ERROR_FACTOR,
                                 error_spread=ERROR_SPREAD)

@@ -47,7 +47,7 @@ class Tiling:
 #: (see :func:`fft_worth_it`).
 DENSE_MIN_RATIO = 3.7
 #: Depthwise and few-channel layers: the kernel area (taps) from which it does.
-DEPTHWISE_MIN_AREA = 23 * 23
+DEPTHWISE_MIN_AREA = 17 * 17
 
 
 def fft_worth_it(geom: ConvGeometry) -> bool:
@@ -82,8 +82,8 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     8, 64->64, 28, 7x7      7.7    0.42, 0.45, 0.39
     ======================  =====  ==================
 
-    Depthwise 8x128x56x56: 15x15 1.46, 1.17, 0.95; 19x19 1.03, 0.81, 0.53; 23x23 0.76,
-    0.87, 0.48 (31x31: 0.55, 0.57, 0.25 in an earlier round).
+    Depthwise 8x128x56x56, after one-tile images took the shortest circular length: 15x15 1.03,
+    1.01, 0.99; 17x17 0.67, 0.81, 0.66; 19x19 0.76, 0.65, 0.61; 23x23 0.46, 0.44, 0.44.
     """
     if geom.stride != (1, 1):
         return False
