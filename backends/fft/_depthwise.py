@@ -1,13 +1,15 @@
 """The fft backend's engine for layers with one input channel per group (depthwise): the
 spectra stay in the arrays' own layout and multiply elementwise.
 
-When one tile per image holds a whole image without wrap-around (:func:`_unwrapped`), two
-images share one complex plane: image ``2k`` as the real part, ``2k+1`` as the imaginary
-part. The kernel is real, so the convolution of that complex plane is the two images'
-convolutions as its real and imaginary parts, and complex transforms of half as many planes
-cost what real ones of all of them would. The planes are a kept buffer that every transform
-works on in place, so a call allocates no spectra (their page faults cost more than the
-product). Larger images run in tiles (overlap-save) with real transforms.
+When one tile holds a whole image, its planes take the shortest circular length that leaves
+the wanted outputs free of wrapped-around terms (:func:`_circular_length`: 72 instead of 90
+for 56x56 images and 31x31 kernels), and two images share one complex plane: image ``2k``
+as the real part, ``2k+1`` as the imaginary part. The kernel is real, so the convolution of
+that complex plane is the two images' convolutions as its real and imaginary parts, and
+complex transforms of half as many planes cost what real ones of all of them would. The
+planes are a kept buffer that every transform works on in place, so a call allocates no
+spectra (their page faults cost more than the product). Larger images run in tiles
+(overlap-save) with real transforms.
 """
 
 from __future__ import annotations
