@@ -284,8 +284,8 @@ class Convolution:
         g = self.groups
         weight = self.weight[:, :, ::-1, ::-1] if self.flipped else self.weight
         by_group = weight.reshape(g, cout // g, cg, kh, kw)
-        return by_group.transpose(3, 4, 0, 2, 1) if self.transposed else by_group.transpose(
-            3, 4, 0, 1, 2)
+        order = (3, 4, 0, 2, 1) if self.transposed else (3, 4, 0, 1, 2)
+        return by_group.transpose(order)
 
     def tiling(self, budget: int) -> Tiling:
         """The tiles :func:`plan` chooses within ``budget``."""
