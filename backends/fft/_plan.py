@@ -1,5 +1,7 @@
-"""Tiling and cost model of the fft backend: which tiles, how many images per chunk, how
-many bytes, and whether FFT beats the best exact backend at all (:func:`fft_worth_it`)."""
+"""What the fft backend computes and how it cuts it up: the :class:`Convolution`, its tiles
+(chosen by a flops model), the work units that fit the budget (:func:`chunks`,
+:func:`band`), the bytes they take, and whether FFT beats the best exact backend at all
+(:func:`fft_worth_it`)."""
 
 from __future__ import annotations
 
