@@ -19,11 +19,11 @@ taps at stride 2 (not measured: no common layer has such a kernel with stride 2)
 and transformed over the two leading axes, so a spectrum is ``(Th, Tw//2+1, C, B*P)``: each
 frequency is one small GEMM over channels, and those of one column frequency are one batched
 ``np.matmul``. OpenBLAS's complex GEMM is slow on such small matrices, so each complex
-product ``W @ X`` runs as one real GEMM: ``[Wr; Wi] @ X`` on the float view of ``X`` gives
-``Wr@X`` and ``Wi@X``, and ``W@X = Wr@X + i*(Wi@X)``. The kernel's spectrum (forward, input
-gradient) and the weight gradient's are handled one column frequency at a time, by DFT GEMMs
-over the kernel's rows only, so neither is ever built whole (it is many times the kernel).
-Depthwise layers (one input channel per group) multiply elementwise instead.
+product ``W @ X`` runs as real GEMMs on the float view of ``X``, ``Wr@X`` and ``Wi@X``, and
+``W@X = Wr@X + i*(Wi@X)``. The kernel's spectrum is computed by DFT GEMMs over the kernel's
+own rows and columns (not FFTs of mostly zero tiles), and the weight gradient's spectrum is
+inverse-transformed the same way into the kernel's taps only. Depthwise layers (one input
+channel per group) multiply elementwise instead (``_depthwise``).
 
 **Precision.** float32 is transformed in complex64, float64 in complex128. FFT rounding
 spreads over a whole tile (about ``eps * log2(Th*Tw) * norms``), so the error of an output is
@@ -80,6 +80,8 @@ from convkit_backends.fft._plan import (
     fft_flops,
     fft_workspace_bytes,
     fft_worth_it,
+    layer_tiling,
+    layer_units,
     plan,
 )
 from convkit_backends.fft._spectra import (
@@ -204,17 +206,14 @@ class FftBackend(ConvBackend):
         khe, kwe = dilated_size(geom)
         (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
-        n = geom.batch
         if cg == 1:
             return correlate_weight_depthwise(x, grad_output, geom, self.budget, self._buffers,
                                               self._workers())
-        tiling = plan(geom.out_size, (khe, kwe), n, geom.in_channels, geom.out_channels, cg,
-                      cog, geom.dtype.itemsize, self.budget)
+        tiling = layer_tiling(geom, self.budget)
         ws = self._workers()
         grad = WeightGradient(tiling, range(0, khe, dh), g, cog, cg, geom.dtype,
                               self._buffers, ws)
-        for unit in chunks(n, tiling, geom.in_channels, geom.out_channels,
-                           geom.dtype.itemsize, self.budget):
+        for unit in layer_units(geom, tiling, self.budget):
             part, moved, _ = band(tiling, unit, (pt, pl))
             tiles = gather(x[unit.images], moved, part, buffers=self._buffers, name="x",
                            workers=ws)

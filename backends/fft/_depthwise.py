@@ -21,7 +21,14 @@ import scipy.fft as sfft
 
 from convkit.geometry import ConvGeometry
 from convkit_backends.fft._buffers import Buffers
-from convkit_backends.fft._plan import Convolution, Tiling, band, chunks, dilated_size, plan
+from convkit_backends.fft._plan import (
+    Convolution,
+    Tiling,
+    band,
+    dilated_size,
+    layer_tiling,
+    layer_units,
+)
 from convkit_backends.fft._spectra import gather, place, trailing_spectrum
 from convkit_backends.fft._workers import copy_in_parts
 
@@ -131,11 +138,9 @@ def correlate_weight_depthwise(
     khe, kwe = dilated_size(geom)
     (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
     g, cog = geom.groups, geom.out_channels // geom.groups
-    tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels,
-                  geom.out_channels, 1, cog, geom.dtype.itemsize, budget)
+    tiling = layer_tiling(geom, budget)
     acc = None
-    for unit in chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
-                       geom.dtype.itemsize, budget):
+    for unit in layer_units(geom, tiling, budget):
         part, moved, _ = band(tiling, unit, (pt, pl))
         tiles = gather(x[unit.images], moved, part, leading=False, buffers=buffers,
                        name="x", workers=workers)

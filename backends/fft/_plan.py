@@ -93,9 +93,7 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     cg = geom.weight_shape[1]
     if cg < 8:
         return kh * kw >= DEPTHWISE_MIN_AREA
-    khe, kwe = dilated_size(geom)
-    tiling = plan(geom.out_size, (khe, kwe), geom.batch, geom.in_channels, geom.out_channels,
-                  cg, geom.out_channels // geom.groups, geom.dtype.itemsize, DEFAULT_BUDGET)
+    tiling = layer_tiling(geom, DEFAULT_BUDGET)
     return geom.flops >= DENSE_MIN_RATIO * fft_flops(tiling, geom)
 
 
@@ -252,6 +250,20 @@ def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_B
     return unit + weights + kernel + (1 << 16)
 
 
+def layer_tiling(geom: ConvGeometry, budget: int) -> Tiling:
+    """The tiles :func:`plan` picks for ``geom``'s forward pass, which its weight gradient
+    (output tiles correlated with input tiles) shares."""
+    return plan(geom.out_size, dilated_size(geom), geom.batch, geom.in_channels,
+                geom.out_channels, geom.weight_shape[1], geom.out_channels // geom.groups,
+                geom.dtype.itemsize, budget)
+
+
+def layer_units(geom: ConvGeometry, tiling: Tiling, budget: int) -> Iterator[Chunk]:
+    """The work units (:func:`chunks`) of ``geom``'s forward pass or weight gradient."""
+    return chunks(geom.batch, tiling, geom.in_channels, geom.out_channels,
+                  geom.dtype.itemsize, budget)
+
+
 def dilated_size(geom: ConvGeometry) -> tuple[int, int]:
     """The zero-inserted kernel's ``(dh*(kh-1)+1, dw*(kw-1)+1)``."""
     (kh, kw), (dh, dw) = geom.kernel_size, geom.dilation
@@ -312,8 +324,8 @@ def band(
     """The tiling, source shift and output rows (of ``out: (N, O, Ho, Wo)``) of one work
     unit: its images, and its band of tile rows starting at output row ``first_row * th``."""
     r0 = unit.first_row * tiling.th
-    band = replace(tiling, nh=unit.rows)
+    part = replace(tiling, nh=unit.rows)
     moved = (shift[0] - r0, shift[1])
     if out is None:
-        return band, moved, None
-    return band, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]
+        return part, moved, None
+    return part, moved, out[unit.images, :, r0:r0 + unit.rows * tiling.th]

@@ -78,7 +78,7 @@ class KernelSpectrum:
     then columns) instead of FFTs of mostly zero planes: one GEMM per step for all
     ``Cout*Cg`` kernels, read straight from ``weight`` (a flip only reverses the small DFT
     matrices). The DFT matrices are rounded once, in float64, to the weight's dtype. The
-    spectrum is ``buffers``' ``'kernel:spectrum'``.
+    spectrum is ``buffers``' ``'spectrum'``.
     """
 
     def __init__(self, weight: np.ndarray, groups: int, flipped: bool, tiling: Tiling,
