@@ -34,19 +34,17 @@ measured in ``docs/precision.md``. The transforms and their kernels are in
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._blas import one_blas_thread
 from convkit_backends._common import (
     padding_within_kernel,
     reuse,
@@ -138,46 +136,17 @@ class _Plan:
 
 
 _pool: ThreadPoolExecutor | None = None
-_blas: ThreadpoolController | None = None
-_blas_limiter = None  # threadpoolctl's limiter while any call runs
-_blas_lock = threading.Lock()
-_blas_users = 0
+_pool_lock = threading.Lock()
 
 
 def _workers_pool() -> ThreadPoolExecutor:
     """The worker threads, started at the first call (``NUMBA_NUM_THREADS`` of them)."""
     global _pool
-    with _blas_lock:
+    with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
                                        thread_name_prefix="convkit-winograd")
         return _pool
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread while any winograd call runs (each worker runs its own GEMMs).
-
-    The limit is process-wide (BLAS has no per-thread setting): the first of overlapping
-    calls sets it and the last restores what was there, so that calls from several threads
-    cannot leave BLAS on one thread. Other BLAS users in the process run single-threaded
-    meanwhile.
-    """
-    global _blas, _blas_limiter, _blas_users
-    with _blas_lock:
-        if _blas is None:
-            _blas = ThreadpoolController()
-        if _blas_users == 0:
-            _blas_limiter = _blas.limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
 
 
 class _Scratch:
@@ -208,7 +177,7 @@ def winograd_forward(
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
     pool = _workers_pool()
-    with _one_blas_thread():
+    with one_blas_thread():
         u = filter_transform(weight, variant)
         if plan.workers() == 1 and numba.get_num_threads() > 1:
             _shared_block(x, u, y, geom, plan, pool)
