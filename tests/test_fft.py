@@ -165,10 +165,13 @@ def test_missing_scipy_says_how_to_install() -> None:
     ((8, 32, 56, 56), (32, 32, 5, 5), {"padding": 2}, True),
     ((1, 128, 56, 56), (128, 128, 7, 7), {"padding": 3}, True),
     ((1, 64, 28, 28), (64, 64, 11, 11), {"padding": 5}, True),
-    ((1, 64, 28, 28), (64, 64, 7, 7), {"padding": 3}, False),  # one small image: a tie
+    ((1, 64, 28, 28), (64, 64, 7, 7), {"padding": 3}, True),  # forward loses, gradients win
     ((1, 64, 28, 28), (64, 64, 5, 5), {"padding": 2}, False),
     ((8, 128, 14, 14), (128, 128, 5, 5), {"padding": 2, "dtype": np.float32}, True),
     ((8, 64, 28, 28), (64, 64, 3, 3), {"padding": 1}, False),
+    ((8, 256, 28, 28), (256, 256, 3, 3), {"padding": 1}, False),  # scores high, 9 taps
+    ((8, 16, 56, 56), (16, 16, 5, 5), {"padding": 2}, False),
+    ((16, 32, 32, 32), (32, 32, 5, 5), {"padding": 2}, True),
     ((8, 64, 28, 28), (64, 64, 11, 11), {"stride": 2}, False),
     ((8, 128, 56, 56), (128, 1, 31, 31), {"padding": 15, "groups": 128}, True),
     ((8, 128, 56, 56), (128, 1, 15, 15), {"padding": 7, "groups": 128}, False),
@@ -181,6 +184,27 @@ def test_missing_scipy_says_how_to_install() -> None:
 def test_fft_worth_it(x_shape, w_shape, options, expected) -> None:
     geom = convkit.make_geometry(x_shape, w_shape, **options)
     assert fft.fft_worth_it(geom) is expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", [
+    ConvCase("circ-same", (2, 8, 28, 28), (4, 8, 11, 11), padding=5),
+    ConvCase("circ-same-even", (2, 8, 20, 17), (3, 8, 6, 4), padding="same"),
+    ConvCase("circ-one-sided", (2, 8, 22, 22), (3, 8, 7, 7), padding=(6, 0)),
+    ConvCase("circ-dilated", (2, 8, 24, 24), (4, 8, 5, 5), padding=4, dilation=2),
+    ConvCase("circ-groups", (2, 8, 20, 20), (4, 4, 7, 7), padding=3, groups=2),
+    ConvCase("circ-big-padding", (2, 8, 9, 10), (3, 8, 3, 5), padding=(6, 5)),
+], ids=str)
+def test_one_tile_images_take_a_circular_length(case: ConvCase, dtype: str) -> None:
+    """One tile per image, shorter than the linear convolution along at least one axis: the
+    wrapped-around terms must miss every wanted output, in all three operations."""
+    geom = case.geometry(dtype)
+    tiling = fft.layer_tiling(geom, fft.DEFAULT_BUDGET)
+    khe, kwe = fft.dilated_size(geom)
+    (ho, wo) = geom.out_size
+    assert tiling.tiles == 1
+    assert tiling.Th < ho + khe - 1 or tiling.Tw < wo + kwe - 1
+    _check(case, "fft", dtype)
 
 
 def test_a_large_image_runs_in_bands_of_tile_rows() -> None:

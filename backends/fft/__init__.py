@@ -1,6 +1,8 @@
 """Convolution by FFT (``scipy.fft``): the cost hardly depends on the kernel size.
 
-All three operations are stride-1 convolutions computed tile by tile (overlap-save):
+All three operations are stride-1 convolutions computed tile by tile (overlap-save; an
+image in one tile takes the shortest circular length that leaves its outputs unwrapped,
+36 instead of 40 for 28x28 images and 11x11 kernels, which lets one tile beat four):
 
 * forward: ``y = xp (*) w``, the cross-correlation of the padded input with the kernel;
 * input gradient: ``grad_x``, the full convolution of ``grad_output`` with the kernel, cropped
@@ -21,7 +23,8 @@ frequency is one small GEMM over channels, and those of one column frequency are
 ``np.matmul``. OpenBLAS's complex GEMM is slow on such small matrices, so each complex
 product ``W @ X`` runs as real GEMMs on the float view of ``X``, ``Wr@X`` and ``Wi@X``, and
 ``W@X = Wr@X + i*(Wi@X)``. The kernel's spectrum is computed by DFT GEMMs over the kernel's
-own rows and columns (not FFTs of mostly zero tiles), and the weight gradient's spectrum is
+own rows and columns (not FFTs of mostly zero tiles), the columns' one column frequency at a
+time, in cache, as the product needs it; the weight gradient's spectrum is
 inverse-transformed the same way into the kernel's taps only. Depthwise layers (one input
 channel per group) multiply elementwise instead (``_depthwise``).
 
@@ -36,10 +39,11 @@ direct method does. Each call checks its operands (one summation pass) and compu
 with NaN or Inf exactly with the ``numba`` backend (imported on the first such call; it needs
 no column buffer), so NaN/Inf land where the other backends put them.
 
-**Memory.** The tile size is chosen by a cost model among 5-smooth lengths
-(``scipy.fft.next_fast_len``), bounded so the weight spectrum fits in a quarter of
-:attr:`FftBackend.budget`; the batch is processed in chunks whose tiles and spectra fit in
-the rest, and an image too large for that in bands of tile rows.
+**Memory.** The tile size is chosen by a cost model of time among 5-smooth lengths
+(``scipy.fft.next_fast_len``), bounded so the weight spectrum (its rows' DFT and a block per
+product thread) fits in a quarter of :attr:`FftBackend.budget` and a row of one image's
+tiles in the rest; the batch is processed in chunks whose tiles and spectra fit in the rest,
+and an image too large for that in bands of tile rows.
 :meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
 
 **Kept buffers and threads.** Each backend instance keeps its work buffers between calls,
@@ -77,12 +81,13 @@ from convkit_backends.fft._plan import (
     band,
     chunks,
     dilated_size,
-    fft_flops,
+    fft_ns,
     fft_workspace_bytes,
     fft_worth_it,
     layer_tiling,
     layer_units,
     plan,
+    product_threads,
 )
 from convkit_backends.fft._spectra import (
     KernelSpectrum,
@@ -93,7 +98,8 @@ from convkit_backends.fft._spectra import (
 )
 
 __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tiling",
-           "chunks", "fft_flops", "fft_workspace_bytes", "fft_worth_it", "plan"]
+           "chunks", "dilated_size", "fft_ns", "fft_workspace_bytes", "fft_worth_it",
+           "layer_tiling", "plan"]
 
 #: The declared accuracy (:class:`~convkit.Capabilities`): within ``ERROR_FACTOR`` times the
 #: direct-sum bound ``n*eps*sum|terms|`` plus ``ERROR_SPREAD * eps * max(sum|terms|)``. Measured
@@ -178,25 +184,26 @@ class FftBackend(ConvBackend):
 
     def _convolve(self, conv: Convolution) -> np.ndarray:
         """``conv``'s result, tile by tile: one GEMM over channels per frequency."""
-        kh, kw, g, og, ig = conv.kernel.shape
+        kh, _, g, og, ig = conv.kernel.shape
         if ig == 1:
             return convolve_depthwise(conv, self.budget, self._buffers, self._workers())
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers)
+        spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers, ws)
+        threads = product_threads(tiling, kh, g * og * ig, conv.dtype.itemsize, ws, self.budget)
         out = conv.empty_output()
         for unit in conv.units(tiling, self.budget):
-            part, moved, target = band(tiling, unit, conv.shift, out)
+            part, moved, target = band(tiling, unit, conv.placement(tiling), out)
             tiles = gather(conv.src[unit.images], moved, part, buffers=self._buffers, name="x",
                            workers=ws)
             b = tiles.shape[3]
             xs = sfft.rfft2(tiles, axes=(0, 1), workers=ws)  # (Th, Tw', Cin, b, nh, nw)
             del tiles
             xs = xs.reshape(part.Th, part.Tw // 2 + 1, g, ig, b * part.tiles)
-            ys = spectral_product(spec, xs, conv.transposed, self._buffers, ws)
+            ys = spectral_product(spec, xs, conv.transposed, self._buffers, threads)
             del xs
             ys = ys.reshape(part.Th, part.Tw // 2 + 1, g, og, b, part.nh, part.nw)
-            scatter(ys, target, (kh, kw), part, ws)
+            scatter(ys, target, part, ws)
         return out
 
     def _correlate_weight(
@@ -211,8 +218,10 @@ class FftBackend(ConvBackend):
                                               self._workers())
         tiling = layer_tiling(geom, self.budget)
         ws = self._workers()
+        threads = product_threads(tiling, khe, geom.out_channels * cg, geom.dtype.itemsize, ws,
+                                  self.budget)
         grad = WeightGradient(tiling, range(0, khe, dh), g, cog, cg, geom.dtype,
-                              self._buffers, ws)
+                              self._buffers, threads)
         for unit in layer_units(geom, tiling, self.budget):
             part, moved, _ = band(tiling, unit, (pt, pl))
             tiles = gather(x[unit.images], moved, part, buffers=self._buffers, name="x",

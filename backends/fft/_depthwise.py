@@ -110,11 +110,11 @@ def _tiled(
     workers: int,
 ) -> None:
     """:func:`convolve_depthwise` over overlap-save tiles with real transforms."""
-    kh, kw, _, og, _ = conv.kernel.shape
+    og = conv.kernel.shape[3]
     spec = trailing_spectrum(conv.kernel[..., 0].transpose(2, 3, 0, 1), tiling, workers)
     spec = spec[:, :, None, None]  # (G, og, 1, 1, Th, Tw')
     for unit in conv.units(tiling, budget):
-        part, moved, target = band(tiling, unit, conv.shift, out)
+        part, moved, target = band(tiling, unit, conv.placement(tiling), out)
         tiles = gather(conv.src[unit.images], moved, part, leading=False, buffers=buffers,
                        name="x", workers=workers)
         xs = sfft.rfft2(tiles, workers=workers)  # (b, G, nh, nw, Th, Tw')
@@ -123,9 +123,9 @@ def _tiled(
         ys = np.multiply(xs, spec[:, 0], out=xs)[:, :, None] if og == 1 else xs[:, :, None] * spec
         del xs
         rows = sfft.ifft(ys, axis=-2, overwrite_x=True, workers=workers)
-        cols = rows[..., kh - 1:kh - 1 + part.th, :]
+        cols = rows[..., part.Th - part.th:, :]
         planes = sfft.irfft(cols, n=part.Tw, axis=-1, workers=workers)
-        valid = planes[..., kw - 1:kw - 1 + part.tw]  # (b, G, og, nh, nw, th, tw)
+        valid = planes[..., part.Tw - part.tw:]  # (b, G, og, nh, nw, th, tw)
         place(valid.transpose(0, 1, 2, 3, 5, 4, 6), target, part, workers)
 
 
@@ -163,7 +163,8 @@ def correlate_weight_depthwise(
 def _circular_length(size: int, k: int, offset: int, t: int) -> int:
     """The shortest fast length ``L`` whose circular convolution of ``size`` samples with
     ``k`` taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
-    first sample) without wrapped-around terms.
+    first sample) without wrapped-around terms. Unlike ``_plan.one_tile_span`` the whole
+    source must fit: it goes in unshifted.
 
     The linear result is ``S = size + k - 1`` long; bin ``j mod L`` of the circular one adds
     ``linear[j + m*L]`` over all ``m``. For the wanted ``j`` no ``m != 0`` term may fall in

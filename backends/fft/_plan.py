@@ -24,7 +24,10 @@ DEFAULT_BUDGET = 256 * 2**20
 @dataclass(frozen=True)
 class Tiling:
     """Overlap-save tiles: ``(nh, nw)`` tiles of ``(Th, Tw)`` inputs each producing ``(th, tw)``
-    outputs (``T = t + k - 1`` along each axis, ``k`` the dilated kernel size)."""
+    outputs, a tile's last ``th`` rows and ``tw`` columns. Along an axis of several tiles
+    ``T = t + k - 1`` (``k`` the dilated kernel size); an axis of one tile may be shorter
+    than the linear convolution, a circular one whose wanted outputs no wrapped-around term
+    reaches (see :func:`one_tile_span` and :func:`placement`)."""
 
     Th: int
     Tw: int
@@ -44,10 +47,11 @@ class Tiling:
 
 
 
-#: GEMM-shaped layers (8 or more input channels per group): the direct sum's flops over
-#: the FFT's modelled flops (:func:`fft_flops`) from which FFT beats the best exact backend
-#: (see :func:`fft_worth_it`).
-DENSE_MIN_RATIO = 3.7
+#: GEMM-shaped layers (8 or more input channels per group): the direct sum's flops over the
+#: FFT's modelled time (:func:`fft_ns`), in GFLOP/s, from which FFT beats the best exact
+#: backend (see :func:`fft_worth_it`), and the fewest taps.
+DENSE_MIN_GFLOPS = 160.0
+DENSE_MIN_AREA = 5 * 5
 #: Depthwise and few-channel layers: the kernel area (taps) from which it does.
 DEPTHWISE_MIN_AREA = 17 * 17
 
@@ -58,34 +62,13 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
 
     Stride 1 only: stride 2 costs the FFT 4x relative to the exact backends (it computes
     every stride-1 output), and it is not supported. GEMM-shaped layers: when the direct
-    sum's flops (``geom.flops``, which counts taps, not the dilated extent) are at least
-    :data:`DENSE_MIN_RATIO` times the FFT's modelled flops (:func:`fft_flops`), which grow
-    with the tile and the kernel's spectrum rather than the taps. A tap count alone cannot
-    tell: a 5x5 layer of 8 images wins, a 5x5 layer of one 28x28 image loses. Depthwise and
-    few-channel layers (an elementwise product, bound by the transforms): from
+    sum's flops (``geom.flops``, which counts taps, not the dilated extent) over the FFT's
+    modelled time (:func:`fft_ns`) reach :data:`DENSE_MIN_GFLOPS`. A tap count alone cannot
+    tell: the FFT's time grows with the tiles and the kernel's spectrum, not the taps.
+    Depthwise and few-channel layers (an elementwise product, bound by the transforms): from
     :data:`DEPTHWISE_MIN_AREA` taps.
 
-    Measured with ``convkit bench`` (float32, 2 threads, 2 cores; each backend in its own
-    processes, medians of 5; fft time / the best of ``im2col-strided`` and ``numba`` for the
-    forward pass, input gradient and weight gradient; padding ``k//2``):
-
-    ======================  =====  ==================
-    layer (N, C->Cout, HW)  ratio  fft / best exact
-    ======================  =====  ==================
-    8, 64->64, 28, 3x3      2.5    2.03, 1.87, 2.00
-    1, 64->64, 28, 5x5      2.8    1.69, 1.59, 1.48
-    1, 64->64, 28, 7x7      3.6    1.00, 1.02, 0.99
-    8, 128->128, 14, 5x5    3.8    0.96, 0.87, 0.95
-    1, 64->64, 28, 11x11    4.5    0.53, 0.58, 0.55
-    8, 64->192, 27, 5x5     5.1    0.81, 0.72, 0.78
-    8, 64->64, 28, 5x5      5.3    0.72, 0.73, 0.61
-    8, 32->32, 56, 5x5      5.9    0.80, 0.87, 0.65
-    1, 128->128, 56, 7x7    6.9    0.43, 0.43, 0.38
-    8, 64->64, 28, 7x7      7.7    0.42, 0.45, 0.39
-    ======================  =====  ==================
-
-    Depthwise 8x128x56x56, after one-tile images took the shortest circular length: 15x15 1.03,
-    1.01, 0.99; 17x17 0.67, 0.81, 0.66; 19x19 0.76, 0.65, 0.61; 23x23 0.46, 0.44, 0.44.
+    TABLE
     """
     if geom.stride != (1, 1):
         return False
@@ -93,39 +76,57 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     cg = geom.weight_shape[1]
     if cg < 8:
         return kh * kw >= DEPTHWISE_MIN_AREA
+    if kh * kw < DENSE_MIN_AREA:
+        return False
     tiling = layer_tiling(geom, DEFAULT_BUDGET)
-    return geom.flops >= DENSE_MIN_RATIO * fft_flops(tiling, geom)
+    return geom.flops >= DENSE_MIN_GFLOPS * fft_ns(tiling, geom)
 
 
-def fft_flops(tiling: Tiling, geom: ConvGeometry) -> float:
-    """The FFT path's modelled flops for ``geom`` on ``tiling`` (:func:`_modelled_flops`)."""
-    return _modelled_flops(tiling, dilated_size(geom), geom.batch, geom.in_channels,
-                           geom.out_channels, geom.weight_shape[1])
+def fft_ns(tiling: Tiling, geom: ConvGeometry) -> float:
+    """The FFT path's modelled time for ``geom`` on ``tiling``, in nanoseconds
+    (:func:`_modelled_ns`)."""
+    return _modelled_ns(tiling, dilated_size(geom), geom.batch, geom.in_channels,
+                        geom.out_channels, geom.weight_shape[1])
 
 
-def _modelled_flops(
+#: The cost model's constants: nanoseconds (two threads of this kind of machine, float32) per
+#: tile point of one plane, for all the passes over it (gather, transform, inverse transform,
+#: placing); per complex multiply-add of the spectral product (real GEMMs); per
+#: ``(u, a, v, kernel)`` of the kernel spectrum's column DFT (a GEMM over ``2*kh``, slower);
+#: per ``(v, a, b, kernel)`` of its row DFT (bound by writing its result). Fitted to stage
+#: timings of the 8x64x28x28 11x11 forward pass on 36x36, 36x24 and 24x24 tiles.
+PASS_NS = 3.2
+PRODUCT_NS = 0.047
+KERNEL_COLUMN_NS = 0.094
+KERNEL_ROW_NS = 0.116
+
+
+def _modelled_ns(
     tiling: Tiling, kernel: tuple[int, int], batch: int, cin: int, cout: int, cg: int
 ) -> float:
-    """Real transforms of the input and output tiles (``2.5 T log2 T`` per plane), the
-    kernels' spectra and the spectral product (8 flops per complex multiply-add). The spectra
-    of ``cout*cg`` kernels of ``kernel`` taps: DFT GEMMs over their rows, then columns; for
-    one input channel per group (``cg == 1``, the elementwise path) FFTs of whole tiles.
+    """The modelled time of one call, in nanoseconds: passes over the input and output tiles,
+    the kernels' spectra and the spectral product. The spectra of ``cout*cg`` kernels of
+    ``kernel`` taps: DFT GEMMs over their rows, then columns; for one input channel per
+    group (``cg == 1``, the elementwise path) transforms of whole tiles, and a product that
+    is one more pass.
 
-    Measured on the 8x64x28x28 11x11 layer (in process, interleaved calls, medians of 40):
-    this model ranks its tiles 24x24 < 40x24 < 24x40 < 20x40 and so did the forward pass,
-    11.4, 11.9, 12.2 and 12.5 ms (a model of transform flops for the kernels too had picked
-    24x40)."""
+    Measured on the 8x64x28x28 11x11 layer (in process, interleaved calls, medians of 30,
+    forward / input gradient / weight gradient): 36x36 tiles (one per image, circular)
+    10.1/10.1/10.3 ms, 36x24 10.7/10.5/11.8, 24x24 11.8/11.3/14.3, and the model says 9.3,
+    9.8 and 11.5."""
     kh, kw = kernel
-    area = tiling.Th * tiling.Tw
-    transform = 2.5 * area * math.log2(area)
+    points = tiling.Th * tiling.Tw * tiling.tiles * batch
+    passes = PASS_NS * points * (cin + cout)
     kernels = cout * cg
+    columns = tiling.Tw // 2 + 1
     if cg == 1:
-        spectrum = transform * kernels
+        spectrum = PASS_NS * tiling.Th * tiling.Tw * kernels
+        product = PASS_NS * tiling.freqs * tiling.tiles * batch * kernels
     else:
-        columns = tiling.Tw // 2 + 1
-        spectrum = (4 * columns * kw * kh + 8 * tiling.Th * kh * columns) * kernels
-    product = 8 * tiling.freqs * tiling.tiles * batch * kernels
-    return transform * tiling.tiles * batch * (cin + cout) + spectrum + product
+        spectrum = (KERNEL_ROW_NS * columns * kw * kh
+                    + KERNEL_COLUMN_NS * tiling.Th * kh * columns) * kernels
+        product = PRODUCT_NS * tiling.freqs * tiling.tiles * batch * kernels
+    return passes + spectrum + product
 
 
 def _smooth_lengths(lo: int, hi: int) -> list[int]:
@@ -145,15 +146,38 @@ def _smooth_lengths(lo: int, hi: int) -> list[int]:
     return sorted(found)
 
 
-def _axis_options(out: int, k: int) -> list[tuple[int, int, int]]:
-    """``(T, t, count)`` overlap-save choices along one axis: ``count`` tiles of ``T`` inputs
-    and ``t = T - k + 1`` outputs (the last one may produce fewer)."""
-    whole = out + k - 1
+def _axis_options(out: int, k: int, span: int) -> list[tuple[int, int, int]]:
+    """``(T, t, count)`` overlap-save choices along one axis: one tile of ``span`` or more
+    inputs, or ``count`` tiles of ``T`` inputs and ``t = T - k + 1`` outputs (the last one
+    may produce fewer)."""
     options = []
-    for length in _smooth_lengths(max(k + 1, 8), whole):
-        t = min(length - k + 1, out)
+    for length in _smooth_lengths(max(k + 1, 8), span):
+        t = out if length >= span else length - k + 1
         options.append((length, t, -(-out // t)))
     return options
+
+
+def one_tile_span(size: int, k: int, shift: int, out: int) -> int:
+    """The shortest tile along an axis that holds a whole image: ``size`` source samples at
+    ``shift`` (of a zero plane), convolved with ``k`` taps into ``out`` outputs.
+
+    The linear convolution needs ``out + k - 1``. A circular one of length ``L`` needs less:
+    its bin ``j mod L`` adds the linear result's ``j + m*L`` over all ``m``, and the wanted
+    outputs (linear ``offset .. offset + out`` of the unshifted source,
+    ``offset = k - 1 - shift``) stay free of wrapped-around terms when
+    ``L >= offset + out`` and ``L >= size + k - 1 - offset``: for a padded image, the image
+    plus its larger padding rather than both paddings."""
+    offset = k - 1 - shift
+    circular = max(offset + out, size + k - 1 - offset, out, size, k)
+    return min(circular, out + k - 1)
+
+
+def placement(tiling: Tiling, kernel: tuple[int, int], shift: tuple[int, int]) -> tuple[int, int]:
+    """Where the source goes in the tiles' plane: ``shift``, moved by ``T - t - (k - 1)`` so
+    that each tile's outputs are its last ``t`` (non-zero only along an axis of one tile:
+    up for a circular tile, down for a tile longer than the linear convolution)."""
+    return (shift[0] + tiling.Th - tiling.th - (kernel[0] - 1),
+            shift[1] + tiling.Tw - tiling.tw - (kernel[1] - 1))
 
 
 @functools.lru_cache(maxsize=512)
@@ -167,29 +191,62 @@ def plan(
     cog: int,
     itemsize: int,
     budget: int,
+    span: tuple[int, int] | None = None,
 ) -> Tiling:
-    """The cheapest tiling by :func:`_modelled_flops`, among those whose weight spectrum fits
-    in a quarter of ``budget`` (the smallest tile if none does). ``out_size``: outputs per
+    """The fastest tiling by :func:`_modelled_ns`, among those whose weight spectrum fits
+    in a quarter of ``budget`` and one row of tiles of one image in the rest (see
+    :func:`chunks`; the smallest spectrum if none does). ``out_size``: outputs per
     image; ``kernel``: dilated size; ``cg`` input channels per group (1: the elementwise
-    depthwise path)."""
+    depthwise path); ``span``: the shortest tile holding a whole image along each axis
+    (:func:`one_tile_span`; default: the linear convolution's ``out + k - 1``)."""
+    if span is None:
+        span = (out_size[0] + kernel[0] - 1, out_size[1] + kernel[1] - 1)
     best, best_cost = None, math.inf
     fallback, fallback_bytes = None, math.inf
-    csize = 2 * itemsize
-    for th_len, th, nh in _axis_options(out_size[0], kernel[0]):
-        for tw_len, tw, nw in _axis_options(out_size[1], kernel[1]):
+    for th_len, th, nh in _axis_options(out_size[0], kernel[0], span[0]):
+        for tw_len, tw, nw in _axis_options(out_size[1], kernel[1], span[1]):
             tiling = Tiling(th_len, tw_len, th, tw, nh, nw)
-            cost = _modelled_flops(tiling, kernel, batch, cin, cout, cg)
-            kernel_bytes = 2 * tiling.freqs * cout * cg * csize
-            if kernel_bytes <= budget // 4 and cost < best_cost:
+            cost = _modelled_ns(tiling, kernel, batch, cin, cout, cg)
+            kernel_bytes = _kernel_bytes(tiling, kernel[0], cout * cg, cg, itemsize)
+            tile_row = _per_image_bytes(tiling, cin, cout, itemsize) // nh
+            fits = kernel_bytes <= budget // 4 and tile_row <= budget * 3 // 4
+            if fits and cost < best_cost:
                 best, best_cost = tiling, cost
             if kernel_bytes < fallback_bytes:
                 fallback, fallback_bytes = tiling, kernel_bytes
     return best if best is not None else fallback  # type: ignore[return-value]
 
 
+def _kernel_bytes(
+    tiling: Tiling, kh: int, kernels: int, cg: int, itemsize: int, threads: int = 1
+) -> int:
+    """The kernels' spectra: for GEMM-shaped layers their rows' DFT ``(kh, 2, V, M)`` and one
+    ``(Th, 2, M)`` block per thread of the product (``KernelSpectrum``; the weight gradient's
+    sums take as much); for the elementwise path, whole complex spectra."""
+    if cg == 1:
+        return 2 * tiling.freqs * kernels * 2 * itemsize
+    rows = kh * 2 * (tiling.Tw // 2 + 1) * kernels * itemsize
+    return rows + threads * _block_bytes(tiling, kernels, itemsize)
+
+
+def _block_bytes(tiling: Tiling, kernels: int, itemsize: int) -> int:
+    return tiling.Th * 2 * kernels * itemsize
+
+
+def product_threads(
+    tiling: Tiling, kh: int, kernels: int, itemsize: int, workers: int, budget: int
+) -> int:
+    """Threads for the spectral product of a GEMM-shaped layer: at most ``workers``, one per
+    column frequency, and as many as the kernels' blocks fit in a quarter of ``budget``
+    beside the rows' DFT (at least one)."""
+    room = budget // 4 - _kernel_bytes(tiling, kh, kernels, 2, itemsize, threads=0)
+    fitting = room // _block_bytes(tiling, kernels, itemsize)
+    return max(1, min(workers, tiling.Tw // 2 + 1, fitting))
+
+
 def _per_image_bytes(tiling: Tiling, cin: int, cout: int, itemsize: int) -> int:
-    """Buffers of one image in a chunk: tiles and spectra of the inputs and outputs, the real
-    GEMM result (twice the output spectrum) and the inverse transform."""
+    """Buffers of one image in a chunk: tiles and spectra of the inputs and outputs, and the
+    product's result with the inverse transforms' (counted as four output spectra)."""
     real = tiling.Th * tiling.Tw * tiling.tiles * itemsize
     spec = tiling.freqs * tiling.tiles * 2 * itemsize
     return (cin + cout) * real + cin * spec + 4 * cout * spec + cout * real
@@ -233,29 +290,45 @@ def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_B
     khe, kwe = dilated_size(geom)
     cog, cg = geom.out_channels // geom.groups, geom.weight_shape[1]
     itemsize = geom.dtype.itemsize
-    if method == "backward_input":
-        sizes = (geom.in_size, geom.out_channels, geom.in_channels, cog, cg)
-    else:
-        sizes = (geom.out_size, geom.in_channels, geom.out_channels, cg, cog)
-    out_size, cin, cout, ig, og = sizes
-    tiling = plan(out_size, (khe, kwe), geom.batch, cin, cout, ig, og, itemsize, budget)
+    if method != "backward_input":
+        tiling = layer_tiling(geom, budget)
+        cin, cout = geom.in_channels, geom.out_channels
+    else:  # a convolution of grad_output shifted by k - 1 - p (see FftBackend.backward_input)
+        pt, _, pl, _ = geom.padding
+        span = spans(geom.out_size, (khe, kwe), (khe - 1 - pt, kwe - 1 - pl), geom.in_size)
+        tiling = plan(geom.in_size, (khe, kwe), geom.batch, geom.out_channels,
+                      geom.in_channels, cog, cg, itemsize, budget, span)
+        cin, cout = geom.out_channels, geom.in_channels
     per_image = _per_image_bytes(tiling, cin, cout, itemsize)
     allowed = budget * 3 // 4
     if per_image <= allowed or tiling.nh == 1:
         unit = min(geom.batch, images_per_chunk(per_image, allowed)) * per_image
     else:
         unit = _rows_per_band(tiling, per_image, allowed) * (per_image // tiling.nh + 1)
-    weights = 4 * tiling.freqs * geom.out_channels * cg * 2 * itemsize  # spectrum + GEMM form
+    kernels = geom.out_channels * cg
+    threads = product_threads(tiling, khe, kernels, itemsize, tiling.Tw // 2 + 1, budget)
+    spectra = _kernel_bytes(tiling, khe, kernels, cg, itemsize, threads)
     kernel = geom.out_channels * cg * khe * kwe * itemsize
-    return unit + weights + kernel + (1 << 16)
+    return unit + spectra + kernel + (1 << 16)
 
 
 def layer_tiling(geom: ConvGeometry, budget: int) -> Tiling:
     """The tiles :func:`plan` picks for ``geom``'s forward pass, which its weight gradient
     (output tiles correlated with input tiles) shares."""
-    return plan(geom.out_size, dilated_size(geom), geom.batch, geom.in_channels,
+    kernel = dilated_size(geom)
+    pt, _, pl, _ = geom.padding
+    return plan(geom.out_size, kernel, geom.batch, geom.in_channels,
                 geom.out_channels, geom.weight_shape[1], geom.out_channels // geom.groups,
-                geom.dtype.itemsize, budget)
+                geom.dtype.itemsize, budget, spans(geom.in_size, kernel, (pt, pl), geom.out_size))
+
+
+def spans(
+    size: tuple[int, int], kernel: tuple[int, int], shift: tuple[int, int],
+    out_size: tuple[int, int],
+) -> tuple[int, int]:
+    """:func:`one_tile_span` along both axes."""
+    return (one_tile_span(size[0], kernel[0], shift[0], out_size[0]),
+            one_tile_span(size[1], kernel[1], shift[1], out_size[1]))
 
 
 def layer_units(geom: ConvGeometry, tiling: Tiling, budget: int) -> Iterator[Chunk]:
@@ -304,8 +377,13 @@ class Convolution:
     def tiling(self, budget: int) -> Tiling:
         """The tiles :func:`plan` chooses within ``budget``."""
         kh, kw, g, og, ig = self.kernel.shape
+        span = spans(self.src.shape[2:], (kh, kw), self.shift, self.out_size)
         return plan(self.out_size, (kh, kw), self.src.shape[0], ig * g, og * g, ig, og,
-                    self.dtype.itemsize, budget)
+                    self.dtype.itemsize, budget, span)
+
+    def placement(self, tiling: Tiling) -> tuple[int, int]:
+        """Where :attr:`src` goes in ``tiling``'s plane (:func:`placement`)."""
+        return placement(tiling, self.kernel.shape[:2], self.shift)
 
     def units(self, tiling: Tiling, budget: int) -> Iterator[Chunk]:
         """The work units (:func:`chunks`) within ``budget``."""

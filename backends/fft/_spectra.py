@@ -4,14 +4,13 @@ spectrum, the per-frequency products (as real GEMMs) and putting output tiles ba
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import scipy.fft as sfft
 
 from convkit_backends.fft._buffers import Buffers
 from convkit_backends.fft._plan import Tiling
-from convkit_backends.fft._workers import copy_in_parts, run_parts
+from convkit_backends.fft._workers import copy_in_parts, share_out
 
 
 def gather(
@@ -74,15 +73,17 @@ class KernelSpectrum:
     it: ``halves(v)``, the real and imaginary parts at column frequency ``v``, each
     ``(Th, G, Cout/G, Cg)``. (Depthwise layers multiply elementwise: see ``_depthwise``.)
 
-    A kernel is small against its tile, so its spectrum is two DFTs by real GEMMs (rows,
-    then columns) instead of FFTs of mostly zero planes: one GEMM per step for all
-    ``Cout*Cg`` kernels, read straight from ``weight`` (a flip only reverses the small DFT
-    matrices). The DFT matrices are rounded once, in float64, to the weight's dtype. The
-    spectrum is ``buffers``' ``'spectrum'``.
+    A kernel is small against its tile, so its spectrum is two DFTs by real GEMMs instead of
+    FFTs of mostly zero planes: the rows' DFT for all ``Cout*Cg`` kernels at once, read
+    straight from ``weight`` (a flip only reverses the small DFT matrices), then the
+    columns' DFT one column frequency at a time, when the product needs it. The whole
+    spectrum would be ``Th/Cout`` times the size of an image's and, written out and read
+    back, cost more than computing each column frequency's block where it is used, in cache.
+    The DFT matrices are rounded once, in float64, to the weight's dtype.
     """
 
     def __init__(self, weight: np.ndarray, groups: int, flipped: bool, tiling: Tiling,
-                 buffers: Buffers) -> None:
+                 buffers: Buffers, workers: int) -> None:
         cout, cg, kh, kw = weight.shape
         dtype = weight.dtype
         freqs = tiling.Tw // 2 + 1
@@ -93,23 +94,46 @@ class KernelSpectrum:
         if flipped:  # tap b of a row is tap kw-1-b of the flipped kernel; likewise rows
             cos_w, sin_w, cos_h, sin_h = (m[:, ::-1] for m in (cos_w, sin_w, cos_h, sin_h))
         # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as (kh, [Re R; Im R], V, M).
-        rows = buffers.empty("rows", (kh, 2, freqs, cout * cg), dtype)
-        np.matmul(np.vstack([cos_w, -sin_w]), taps, out=rows.reshape(kh, 2 * freqs, -1))
+        self._rows = buffers.empty("rows", (kh, 2, freqs, cout * cg), dtype)
+        row_dft, rows = np.vstack([cos_w, -sin_w]), self._rows.reshape(kh, 2 * freqs, -1)
+
+        def transform_rows(items: range) -> None:
+            for a in items:
+                matmul_in_pieces(row_dft, taps[a], rows[a])
+
+        share_out(transform_rows, kh, workers)
         # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, so Re S[u] = sum_a cos Re R + sin Im R
-        # and Im S[u] = sum_a cos Im R - sin Re R: one real GEMM over (a, Re/Im), its result
-        # (Th, [Re S, Im S], V, M).
+        # and Im S[u] = sum_a cos Im R - sin Re R: one real GEMM over (a, Re/Im) per column
+        # frequency (:meth:`halves`), its result (Th, [Re S, Im S], M). (Sharing the sums of
+        # rows u and Th-u halves its multiplications, but the extra passes cost more.)
         real_part = np.stack([cos_h, sin_h], axis=2)  # (Th, kh, 2)
         imag_part = np.stack([-sin_h, cos_h], axis=2)
-        columns = np.stack([real_part, imag_part], axis=1).reshape(2 * tiling.Th, 2 * kh)
-        spectrum = buffers.empty("spectrum", (tiling.Th, 2, freqs, cout * cg), dtype)
-        np.matmul(columns, rows.reshape(2 * kh, -1), out=spectrum.reshape(2 * tiling.Th, -1))
-        self._spectrum = spectrum
+        self._column_dft = np.stack([real_part, imag_part], axis=1).reshape(2 * tiling.Th,
+                                                                            2 * kh)
 
-    def halves(self, v: int) -> tuple[np.ndarray, np.ndarray]:
-        """``Re W`` and ``Im W`` at column frequency ``v``: ``(Th, G, Cout/G, Cg)`` views."""
-        th = self._spectrum.shape[0]
-        return (self._spectrum[:, 0, v].reshape(th, *self.shape),
-                self._spectrum[:, 1, v].reshape(th, *self.shape))
+    def halves(self, v: int, buffers: Buffers) -> tuple[np.ndarray, np.ndarray]:
+        """``Re W`` and ``Im W`` at column frequency ``v``: ``(Th, G, Cout/G, Cg)`` views of
+        ``buffers``' ``'kernel'`` (the calling thread's), valid until its next call."""
+        kh, _, _, m = self._rows.shape
+        th = self._column_dft.shape[0] // 2
+        block = buffers.empty("kernel", (th, 2, m), self._rows.dtype)
+        matmul_in_pieces(self._column_dft, self._rows[:, :, v].reshape(2 * kh, m),
+                         block.reshape(2 * th, m))
+        return block[:, 0].reshape(th, *self.shape), block[:, 1].reshape(th, *self.shape)
+
+
+#: Multiply-adds of a GEMM small enough for OpenBLAS's small-matrix kernels (no packing).
+SMALL_GEMM = 10**6
+
+
+def matmul_in_pieces(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out = a @ b`` for a wide ``b: (K, N)``, in pieces of its columns small enough for
+    :data:`SMALL_GEMM`: a ``(72, 22) @ (22, 4096)`` GEMM ran 1.7x faster in pieces of 512
+    columns than whole (one thread; its ``K`` is too short to pay for packing)."""
+    m, k = a.shape
+    step = max(64, SMALL_GEMM // (m * k))
+    for first in range(0, b.shape[1], step):
+        np.matmul(a, b[:, first:first + step], out=out[:, first:first + step])
 
 
 @functools.lru_cache(maxsize=64)
@@ -147,15 +171,15 @@ def spectral_product(
     og = kernel.shape[2] if transposed else kernel.shape[1]
     ys = buffers.empty("product", (th, freqs, g, og, p), xs.dtype)
 
-    def columns(first: int) -> None:
+    def columns(vs: range) -> None:
         real_dtype = xs.real.dtype
         m = buffers.empty("product:gemm", (th, g, 2 * og, 2 * p), real_dtype)
         halves = m.view(xs.dtype)  # (Th, G, 2*og, P) complex: [Wr @ X; Wi @ X]
         wr_x, wi_x = halves[:, :, :og], halves[:, :, og:]
         turned = buffers.empty("product:turned", wi_x.shape, xs.dtype)  # i * Wi@X
-        for v in range(first, freqs, workers):
+        for v in vs:
             x = xs[:, v].view(real_dtype)
-            real, imag = kernel.halves(v)
+            real, imag = kernel.halves(v, buffers)
             if transposed:
                 real, imag = real.swapaxes(-1, -2), imag.swapaxes(-1, -2)
             np.matmul(real, x, out=m[:, :, :og])
@@ -163,7 +187,7 @@ def spectral_product(
             # Complex ops on whole blocks: 2x faster than ufuncs on .real and .imag views.
             np.add(wr_x, np.multiply(wi_x, 1j, out=turned), out=ys[:, v])
 
-    run_parts(columns, range(min(workers, freqs)))
+    share_out(columns, freqs, workers)
     return ys
 
 
@@ -171,66 +195,69 @@ class WeightGradient:
     """The weight gradient ``sum_p conj(GY[u, v, g, o, p]) * X[u, v, g, c, p]``, summed over
     the work units' tiles and inverse-transformed into ``(Cout, cg, kh, kw)``.
 
-    The cross products run per column frequency ``v`` (:meth:`add`), shared out over
-    ``workers`` threads, into the sum ``C: (Th, [Re, Im], V, M)``. At the end two GEMMs
-    inverse-transform it (:meth:`result`), computing only the kernel's taps.
+    Per column frequency ``v`` (:meth:`add`, shared out over ``workers`` threads), the cross
+    products ``C[u]`` of all ``Th`` rows, then at once, in cache, their inverse DFT over the
+    rows ``u`` (a GEMM computing only the kernel's ``kh`` rows of taps), summed over the
+    units into ``R: (kh, [Re, Im], V, M)``. At the end one GEMM inverse-transforms ``R``
+    over the column frequencies into the taps (:meth:`result`).
     """
 
     def __init__(self, tiling: Tiling, rows: range, groups: int, og: int, ig: int,
                  dtype: np.dtype, buffers: Buffers, workers: int) -> None:
         self.tiling, self.rows, self.shape = tiling, rows, (groups, og, ig)
         self._buffers, self._workers, self._units = buffers, workers, 0
+        th, kh = tiling.Th, len(rows)
         freqs = tiling.Tw // 2 + 1
-        self._sums = buffers.empty("spectrum", (tiling.Th, 2, freqs, groups, og, ig), dtype)
+        self._rows = buffers.empty("rows", (kh, 2, freqs, groups * og * ig), dtype)
+        # R[a] = sum_u C[u] e^{+2 pi i u a / Th}, as rows (a, [Re R, Im R]) from the rows
+        # (u, [Re C, Im C]) of C.
+        cos_h, sin_h = (m[:, rows].T for m in _dft_matrices(th, rows[-1] + 1, th, dtype))
+        self._inverse = np.stack([np.stack([cos_h, -sin_h], axis=2),
+                                  np.stack([sin_h, cos_h], axis=2)], axis=1).reshape(2 * kh, 2 * th)
 
     def add(self, gs: np.ndarray, xs: np.ndarray) -> None:
         """Add a unit's ``gs: (Th, V, G, og, P)`` and ``xs: (Th, V, G, ig, P)`` spectra.
 
-        ``Re = GY . X`` and ``Im = (i*GY) . X`` over ``p``: real GEMMs on the float views
+        ``Re C = GY . X`` and ``Im C = (i*GY) . X`` over ``p``: real GEMMs on the float views
         (real and imaginary parts interleaved) of ``GY``, ``i*GY`` and ``X``."""
         th, freqs, g, og, p = gs.shape
         ig = xs.shape[3]
-        real_dtype = self._sums.dtype
+        kh, _, _, m = self._rows.shape
+        real_dtype = self._rows.dtype
         first_unit = self._units == 0
         self._units += 1
 
-        def columns(first: int) -> None:
+        def columns(vs: range) -> None:
             buffers = self._buffers
             turned = buffers.empty("grad:i-gy", (th, g, og, p), gs.dtype)
             xs_t = buffers.empty("grad:x", (th, g, 2 * p, ig), real_dtype)
-            part = buffers.empty("grad:part", (th, g, og, ig), real_dtype)
-            for v in range(first, freqs, self._workers):
+            cross = buffers.empty("grad:cross", (th, 2, g, og, ig), real_dtype)
+            part = buffers.empty("grad:part", (2 * kh, m), real_dtype)
+            for v in vs:
                 np.multiply(gs[:, v], 1j, out=turned)
                 # BLAS ran a transposed operand 2x slower than this copy plus a plain GEMM.
                 np.copyto(xs_t, xs[:, v].view(real_dtype).swapaxes(-1, -2))
-                for side, factor in enumerate((gs[:, v], turned)):
-                    target = self._sums[:, side, v]  # (Th, G, og, ig)
-                    if first_unit:
-                        np.matmul(factor.view(real_dtype), xs_t, out=target)
-                    else:
-                        np.matmul(factor.view(real_dtype), xs_t, out=part)
-                        target += part
+                np.matmul(gs[:, v].view(real_dtype), xs_t, out=cross[:, 0])
+                np.matmul(turned.view(real_dtype), xs_t, out=cross[:, 1])
+                target = self._rows[:, :, v].reshape(2 * kh, m)
+                if first_unit:
+                    matmul_in_pieces(self._inverse, cross.reshape(2 * th, m), target)
+                else:
+                    matmul_in_pieces(self._inverse, cross.reshape(2 * th, m), part)
+                    target += part
 
-        run_parts(columns, range(min(self._workers, freqs)))
+        share_out(columns, freqs, self._workers)
 
     def result(self, columns: range) -> np.ndarray:
         """``(G*og, ig, kh, kw)``, a new array: the kernel taps at ``columns``
-        (``range(0, kwe, dw)``).
+        (``range(0, kwe, dw)``), scaled by ``1 / (Th*Tw)``.
 
-        Both inverse DFTs are GEMMs computing only the kernel's taps (a few of each tile's
-        rows and columns), scaled by ``1 / (Th*Tw)``."""
-        th, _, freqs = self._sums.shape[:3]
-        tw, dtype = self.tiling.Tw, self._sums.dtype
-        kh, kw = len(self.rows), len(columns)
-        # Columns: R[a] = sum_u C[u] e^{+2 pi i u a / Th}, as rows (a, [Re R, Im R]) from the
-        # rows (u, [Re C, Im C]) of C.
-        cos_h, sin_h = (m[:, self.rows].T for m in _dft_matrices(th, self.rows[-1] + 1, th, dtype))
-        inverse = np.stack([np.stack([cos_h, -sin_h], axis=2), np.stack([sin_h, cos_h], axis=2)],
-                           axis=1).reshape(2 * kh, 2 * th)
-        rows = self._buffers.empty("rows", (kh, 2, freqs, math.prod(self.shape)), dtype)
-        np.matmul(inverse, self._sums.reshape(2 * th, -1), out=rows.reshape(2 * kh, -1))
-        # Rows: the real inverse, w[b] = sum_v a_v (Re R[v] cos - Im R[v] sin)(2 pi v b / Tw)
-        # with a_v = 2 but for v = 0 and v = Tw/2 (1): the other half of the spectrum.
+        The real inverse DFT over the column frequencies is one GEMM computing only the
+        kernel's taps: ``w[b] = sum_v a_v (Re R[v] cos - Im R[v] sin)(2 pi v b / Tw)`` with
+        ``a_v = 2`` but for ``v = 0`` and ``v = Tw/2`` (1), the other half of the spectrum."""
+        kh, _, freqs, _ = self._rows.shape
+        th, tw, dtype = self.tiling.Th, self.tiling.Tw, self._rows.dtype
+        kw = len(columns)
         cos_w, sin_w = (m[:, columns].T for m in _dft_matrices(freqs, columns[-1] + 1, tw, dtype))
         weights = np.full(freqs, 2.0)
         weights[0] = 1.0
@@ -241,21 +268,23 @@ class WeightGradient:
         # Transposed, so each kernel row a lands straight in its place in (M, kh, kw).
         g, og, ig = self.shape
         taps = np.empty((g * og * ig, kh, kw), dtype)
-        np.matmul(rows.reshape(kh, 2 * freqs, -1).transpose(0, 2, 1), real_inverse.T,
-                  out=taps.transpose(1, 0, 2))
+        rows, by_row = self._rows.reshape(kh, 2 * freqs, -1), taps.transpose(1, 0, 2)
+
+        def inverse_rows(items: range) -> None:
+            for a in items:
+                np.matmul(rows[a].T, real_inverse.T, out=by_row[a])
+
+        share_out(inverse_rows, kh, self._workers)
         return taps.reshape(g * og, ig, kh, kw)
 
 
-def scatter(
-    ys: np.ndarray, out: np.ndarray, kernel: tuple[int, int], tiling: Tiling, workers: int
-) -> None:
+def scatter(ys: np.ndarray, out: np.ndarray, tiling: Tiling, workers: int) -> None:
     """Inverse-transform ``ys: (Th, Tw//2+1, G, og, N, nh, nw)`` and write each tile's valid
-    ``(th, tw)`` block (rows and columns from ``k - 1``) into ``out: (N, G*og, Ho, Wo)``."""
-    kh, kw = kernel
+    ``(th, tw)`` block (its last rows and columns) into ``out: (N, G*og, Ho, Wo)``."""
     # Inverse along the columns' axis 0 first, then the real inverse of the kept rows only.
-    cols = sfft.ifft(ys, axis=0, overwrite_x=True, workers=workers)[kh - 1:kh - 1 + tiling.th]
+    cols = sfft.ifft(ys, axis=0, overwrite_x=True, workers=workers)[tiling.Th - tiling.th:]
     planes = sfft.irfft(cols, n=tiling.Tw, axis=1, workers=workers)
-    valid = planes[:, kw - 1:kw - 1 + tiling.tw]
+    valid = planes[:, tiling.Tw - tiling.tw:]
     # (th, tw, G, og, N, nh, nw) -> (N, G, og, nh, th, nw, tw)
     place(valid.transpose(4, 2, 3, 5, 0, 6, 1), out, tiling, workers)
 

@@ -1,6 +1,6 @@
 """The fft backend's own threads: numpy's GEMMs and copies release the GIL, so pieces of one
 call (the spectral product's column frequencies, the tile copies) run side by side on the
-cores."""
+cores. GEMMs shared out this way run with BLAS on one thread (:func:`share_out`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+
+from convkit_backends._blas import one_blas_thread
 
 Part = TypeVar("Part")
 
@@ -24,6 +26,15 @@ def run_parts(work: Callable[[Part], None], parts: Sequence[Part]) -> None:
     work(parts[0])
     for future in pending:
         future.result()
+
+
+def share_out(work: Callable[[range], None], count: int, workers: int) -> None:
+    """``work(items)`` over ``range(count)`` dealt out to up to ``workers`` threads (thread
+    ``t`` takes ``t, t + threads, ...``), with BLAS on one thread meanwhile: the GEMMs in
+    ``work`` are each thread's own, too small for BLAS's threads."""
+    threads = max(1, min(workers, count))
+    with one_blas_thread():
+        run_parts(work, [range(t, count, threads) for t in range(threads)])
 
 
 @functools.lru_cache(maxsize=4)
