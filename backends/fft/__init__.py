@@ -189,7 +189,7 @@ class FftBackend(ConvBackend):
             return convolve_depthwise(conv, self.budget, self._buffers, self._workers())
         tiling = conv.tiling(self.budget)
         ws = self._workers()
-        spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers, ws)
+        spec = KernelSpectrum(conv.weight, g, conv.flipped, tiling, self._buffers)
         threads = product_threads(tiling, kh, g * og * ig, conv.dtype.itemsize, ws, self.budget)
         out = conv.empty_output()
         for unit in conv.units(tiling, self.budget):

@@ -83,7 +83,7 @@ class KernelSpectrum:
     """
 
     def __init__(self, weight: np.ndarray, groups: int, flipped: bool, tiling: Tiling,
-                 buffers: Buffers, workers: int) -> None:
+                 buffers: Buffers) -> None:
         cout, cg, kh, kw = weight.shape
         dtype = weight.dtype
         freqs = tiling.Tw // 2 + 1
@@ -95,13 +95,7 @@ class KernelSpectrum:
             cos_w, sin_w, cos_h, sin_h = (m[:, ::-1] for m in (cos_w, sin_w, cos_h, sin_h))
         # Rows: R[a, v] = sum_b K[a, b] e^{-2 pi i v b / Tw}, as (kh, [Re R; Im R], V, M).
         self._rows = buffers.empty("rows", (kh, 2, freqs, cout * cg), dtype)
-        row_dft, rows = np.vstack([cos_w, -sin_w]), self._rows.reshape(kh, 2 * freqs, -1)
-
-        def transform_rows(items: range) -> None:
-            for a in items:
-                matmul_in_pieces(row_dft, taps[a], rows[a])
-
-        share_out(transform_rows, kh, workers)
+        np.matmul(np.vstack([cos_w, -sin_w]), taps, out=self._rows.reshape(kh, 2 * freqs, -1))
         # Columns: S[u] = sum_a R[a] e^{-2 pi i u a / Th}, so Re S[u] = sum_a cos Re R + sin Im R
         # and Im S[u] = sum_a cos Im R - sin Re R: one real GEMM over (a, Re/Im) per column
         # frequency (:meth:`halves`), its result (Th, [Re S, Im S], M). (Sharing the sums of
@@ -268,13 +262,8 @@ class WeightGradient:
         # Transposed, so each kernel row a lands straight in its place in (M, kh, kw).
         g, og, ig = self.shape
         taps = np.empty((g * og * ig, kh, kw), dtype)
-        rows, by_row = self._rows.reshape(kh, 2 * freqs, -1), taps.transpose(1, 0, 2)
-
-        def inverse_rows(items: range) -> None:
-            for a in items:
-                np.matmul(rows[a].T, real_inverse.T, out=by_row[a])
-
-        share_out(inverse_rows, kh, self._workers)
+        np.matmul(self._rows.reshape(kh, 2 * freqs, -1).transpose(0, 2, 1), real_inverse.T,
+                  out=taps.transpose(1, 0, 2))
         return taps.reshape(g * og, ig, kh, kw)
 
 
