@@ -103,7 +103,7 @@ __all__ = ["DEFAULT_BUDGET", "ERROR_FACTOR", "ERROR_SPREAD", "FftBackend", "Tili
 
 #: The declared accuracy (:class:`~convkit.Capabilities`): within ``ERROR_FACTOR`` times the
 #: direct-sum bound ``n*eps*sum|terms|`` plus ``ERROR_SPREAD * eps * max(sum|terms|)``. Measured
-#: worst cases (docs/fft.md): the spread term alone needs 2.8 (float64) and 2.1 (float32);
+#: worst cases (docs/fft.md): the spread term alone needs 2.55 (float64) and 1.5 (float32);
 #: with a factor of 1 it needs 1.4. Declared with about 3x headroom.
 ERROR_FACTOR = 2.0
 ERROR_SPREAD = 8.0
