@@ -15,7 +15,6 @@ import convkit
 from convkit.testing import ConvArrays, ConvCase, declared_bound, error_bound, run_operation
 from convkit_backends import fft
 from convkit_backends.fft import FftBackend, fft_workspace_bytes, plan
-from convkit_backends.fft._buffers import Buffers
 
 MiB = 2**20
 OPS = ("forward", "input-grad", "weight-grad")
@@ -96,28 +95,6 @@ def test_a_later_call_leaves_earlier_results_alone(x_shape, w_shape, padding: in
         assert np.array_equal(first, kept), method
         assert not np.shares_memory(first, second)
     assert backend.retained_bytes() > 0
-
-
-def test_kept_buffers_stay_within_their_limit() -> None:
-    buffers = Buffers(limit=2**16)
-    a = buffers.empty("a", (1000,), np.complex128)  # 16 kB, kept
-    assert a.ctypes.data % 16 == 0 and buffers.kept_bytes() >= a.nbytes
-    assert np.shares_memory(a, buffers.empty("a", (10,), np.complex128))
-    big = buffers.empty("b", (2**14,), np.float64)  # 128 kB: over the limit, not kept
-    assert big.shape == (2**14,) and not np.shares_memory(big, buffers.empty("b", (1,), float))
-    assert buffers.kept_bytes() < 2**16
-    buffers.release()
-    assert buffers.kept_bytes() == 0
-
-
-def test_kept_buffers_make_room_by_freeing_the_least_recently_used() -> None:
-    buffers = Buffers(limit=2**16)
-    a, b = (buffers.empty(name, (7000,), np.float32) for name in "ab")  # 28 kB each
-    assert np.shares_memory(a, buffers.empty("a", (7000,), np.float32))  # a: used last now
-    buffers.empty("c", (7000,), np.float32)  # no room for three: b goes
-    assert buffers.kept_bytes() < 2**16
-    assert np.shares_memory(a, buffers.empty("a", (7000,), np.float32))
-    assert not np.shares_memory(b, buffers.empty("b", (7000,), np.float32))
 
 
 def test_auto_counts_what_its_candidates_keep() -> None:

@@ -47,9 +47,9 @@ and an image too large for that in bands of tile rows.
 :meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
 
 **Kept buffers and threads.** Each backend instance keeps its work buffers between calls,
-per thread, up to a quarter of the budget (:mod:`._buffers`; ``retained_bytes`` says how
-much): fresh buffers are fresh pages, and their page faults were 10 of 26 ms of an 11x11
-forward pass. The per-frequency GEMMs (too small for BLAS's own threads) and the tile copies
+per thread, up to a quarter of the budget (``convkit_backends._buffers``; ``retained_bytes``
+says how much): fresh buffers are fresh pages, and their page faults were 10 of 26 ms of an
+11x11 forward pass. The per-frequency GEMMs (too small for BLAS's own threads) and the tile copies
 run in ``workers`` threads of the backend's own (:mod:`._workers`).
 """
 
@@ -71,8 +71,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit.parallelism import thread_limit
+from convkit_backends._buffers import Buffers
 from convkit_backends._workspace import padded_bytes
-from convkit_backends.fft._buffers import Buffers
 from convkit_backends.fft._depthwise import convolve_depthwise, correlate_weight_depthwise
 from convkit_backends.fft._plan import (
     DEFAULT_BUDGET,
@@ -177,7 +177,7 @@ class FftBackend(ConvBackend):
                    padded_bytes(geom, geom.batch))  # numba's padded copy
 
     def retained_bytes(self) -> int:
-        """The work buffers kept between calls, in every thread (see ``_buffers``)."""
+        """The work buffers kept between calls, in every thread (``convkit_backends._buffers``)."""
         return self._buffers.kept_bytes()
 
     # --- the engine -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from convkit.geometry import ConvGeometry
-from convkit_backends.fft._buffers import Buffers
+from convkit_backends._buffers import Buffers
 from convkit_backends.fft._plan import (
     Convolution,
     Tiling,

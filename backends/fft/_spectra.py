@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import scipy.fft as sfft
 
-from convkit_backends.fft._buffers import Buffers
+from convkit_backends._buffers import Buffers
 from convkit_backends.fft._plan import Tiling
 from convkit_backends.fft._workers import copy_in_parts, share_out
 

@@ -1,10 +1,11 @@
-"""Work buffers the fft backend keeps between calls, so that repeated calls do not page-fault.
+"""Work buffers a backend keeps between calls, so that repeated calls do not page-fault.
 
-A call of the fft backend fills several arrays of megabytes (tiles, spectra, GEMM results).
-Fresh ones are fresh pages: the operating system maps and zeroes each on its first touch. On
-the 8x64x28x28 11x11 forward pass that was about 3300 page faults and 10 of 26 ms per call
-(in process, fresh inputs per call; 16 ms when the allocator kept its pages). So each
-backend instance keeps its buffers, per thread, up to a limit, and hands out views of them.
+A call of the fft or winograd backend fills several arrays of megabytes (tiles, spectra,
+transformed filters, GEMM results). Fresh ones are fresh pages: the operating system maps and
+zeroes each on its first touch. On the 8x64x28x28 11x11 fft forward pass that was about 3300
+page faults and 10 of 26 ms per call (in process, fresh inputs per call; 16 ms when the
+allocator kept its pages). So such a backend instance keeps its buffers, per thread, up to a
+limit, and hands out views of them (``retained_bytes`` reports them).
 
 A buffer is only ever used inside one call of the thread that owns it; results returned to
 the caller are always fresh arrays.
