@@ -163,6 +163,28 @@ def test_blocks_cover_every_tile_row(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(whole, _exact(x, w, padding=1), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("one_block", [True, False], ids=["shared-block", "blocks"])
+def test_a_later_call_leaves_earlier_results_alone(
+    one_block: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend keeps its transformed filters and blocks from call to call: no result may
+    be one of them, and ``retained_bytes`` counts them."""
+    if not one_block:
+        monkeypatch.setattr(winograd, "MIN_BLOCK_TILES", 1)
+        monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
+    rng = np.random.default_rng(0)
+    geom = convkit.make_geometry((2, 16, 12, 12), (16, 16, 3, 3), padding=1)
+    backend = WinogradBackend()
+    for method, shapes in [("forward", (geom.input_shape, geom.weight_shape)),
+                           ("backward_input", (geom.output_shape, geom.weight_shape))]:
+        first = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
+        kept = first.copy()
+        second = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
+        assert np.array_equal(first, kept), method
+        assert not np.shares_memory(first, second)
+    assert backend.retained_bytes() > 0
+
+
 def test_concurrent_calls_leave_blas_threads_as_they_were() -> None:
     """Calls from several threads share the one-thread BLAS limit; the last restores it."""
     from concurrent.futures import ThreadPoolExecutor

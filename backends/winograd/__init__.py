@@ -6,7 +6,10 @@ channels: the ``a²`` elementwise products over channels become ``a²`` GEMMs
 ``U[p] (K x C) @ V[p] (C x tiles)``, which is where the time goes and BLAS does them.
 F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
-Per call: the filter transform ``U = G g Gᵀ`` once (one small GEMM). The tiles are
+Per call: the filter transform ``U = G g Gᵀ`` once (one GEMM, on BLAS's own threads). The
+transformed filters and each worker's blocks are kept between calls (per thread, up to
+:data:`KEPT_BYTES`; ``retained_bytes`` reports them): fresh ones page-fault, and keeping them
+took the 8x256x14x14 forward pass from 17-21 ms to 8 ms (in process). The tiles are
 processed in blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at
 least :data:`MIN_BLOCK_TILES` tiles so that the GEMMs are not dominated by packing ``U``).
 Each worker thread (``numba.get_num_threads()`` of them) takes the next block, transforms
@@ -45,6 +48,7 @@ import numpy as np
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._blas import one_blas_thread
+from convkit_backends._buffers import Buffers
 from convkit_backends._common import (
     padding_within_kernel,
     reuse,
@@ -78,6 +82,10 @@ BLOCK_BYTES = 256 * 2**10
 #: 128-channel layers tried). With 64 or more channels this is what sizes the blocks.
 MIN_BLOCK_TILES = 192
 
+
+#: Bytes of work buffers (transformed filters, each worker's blocks) a backend instance keeps
+#: between calls, per thread (``convkit_backends._buffers``): fresh ones page-fault.
+KEPT_BYTES = 64 * 2**20
 
 #: The per-call cost of one transformed filter element (computing ``U``, streaming it
 #: through the GEMMs), in tile multiplications: it makes a layer with many channels and few
@@ -130,7 +138,7 @@ class _Plan:
         """One worker's buffers: a block's ``V`` and ``M`` and the transforms' scratch."""
         a, tiles = self.variant.a, self.block_rows * self.tw
         span = self.block_rows * (self.tw + 1)
-        scratch = (a * self.variant.m + 2 * a * a) * span + self.variant.m**2 * tiles
+        scratch = (a * self.variant.m + a * a) * span + self.variant.m**2 * tiles
         elements = a * a * (geom.in_channels + geom.out_channels) * tiles + scratch
         return elements * geom.dtype.itemsize
 
@@ -150,25 +158,29 @@ def _workers_pool() -> ThreadPoolExecutor:
 
 
 class _Scratch:
-    """One worker's buffers for blocks of ``plan``: ``v``/``mm`` hold a block's transformed
-    tiles and products, the rest is the transforms' scratch (see the kernels)."""
+    """One worker's buffers for blocks of ``plan``, kept in ``buffers`` under names ending in
+    ``key``: ``v``/``mm`` hold a block's transformed tiles and products, the rest is the
+    transforms' scratch (see the kernels)."""
 
-    def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, products: bool = True):
+    def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, buffers: Buffers,
+                 key: str = "", products: bool = True):
         a, m, dtype = plan.variant.a, plan.variant.m, geom.dtype
         span = tiles // plan.tw * (plan.tw + 1)
         if products:
-            self.v = np.empty((a * a, geom.in_channels, tiles), dtype)
-            self.mm = np.empty((a * a, geom.out_channels, tiles), dtype)
-        self.phases = np.empty((a, m, span), dtype)
-        self.h, self.hv = np.empty((a * a, span), dtype), np.empty((a * a, span), dtype)
-        self.o = np.empty((m * m, tiles), dtype)
+            self.v = buffers.empty("v" + key, (a * a, geom.in_channels, tiles), dtype)
+            self.mm = buffers.empty("mm" + key, (a * a, geom.out_channels, tiles), dtype)
+        self.phases = buffers.empty("phases" + key, (a, m, span), dtype)
+        self.h = buffers.empty("h" + key, (a * a, span), dtype)
+        self.o = buffers.empty("o" + key, (m * m, tiles), dtype)
 
 
 def winograd_forward(
-    x: np.ndarray, weight: np.ndarray, geom: ConvGeometry, variant: Variant
+    x: np.ndarray, weight: np.ndarray, geom: ConvGeometry, variant: Variant,
+    buffers: Buffers,
 ) -> np.ndarray:
     """``y: (N, K, Ho, Wo)`` of a 3x3 stride-1 convolution (``x: (N, C, H, W)``,
-    ``weight: (K, C, 3, 3)``, finite) by Winograd ``variant``.
+    ``weight: (K, C, 3, 3)``, finite) by Winograd ``variant``; ``buffers``: where the
+    transformed filters and each thread's scratch are kept between calls.
 
     Each worker takes whole blocks; when there are fewer blocks than workers (a small
     layer, one block), they share the block instead: the input transform split by channel,
@@ -177,18 +189,20 @@ def winograd_forward(
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
     pool = _workers_pool()
+    # On BLAS's own threads: one GEMM with a short inner dimension (9).
+    u = filter_transform(weight, variant, out=buffers.empty(
+        "U", (variant.a**2, geom.out_channels, geom.in_channels), geom.dtype))
     with one_blas_thread():
-        u = filter_transform(weight, variant)
         if plan.workers() == 1 and numba.get_num_threads() > 1:
-            _shared_block(x, u, y, geom, plan, pool)
+            _shared_block(x, u, y, geom, plan, pool, buffers)
         else:
-            _blocks_per_worker(x, u, y, geom, plan, pool)
+            _blocks_per_worker(x, u, y, geom, plan, pool, buffers)
     _zero_padding_only(y, geom)
     return y
 
 
 def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
-                       plan: _Plan, pool: ThreadPoolExecutor) -> None:
+                       plan: _Plan, pool: ThreadPoolExecutor, buffers: Buffers) -> None:
     """Every worker takes the next block and runs all three steps on it."""
     a, dtype = plan.variant.a, geom.dtype
     pt, _, pl, _ = geom.padding
@@ -197,7 +211,7 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
     c, k = geom.in_channels, geom.out_channels
 
     def work() -> None:
-        buf = _Scratch(plan, geom, plan.block_rows * plan.tw)
+        buf = _Scratch(plan, geom, plan.block_rows * plan.tw, buffers)  # this thread's
         while True:
             with take:
                 block = next(blocks, None)
@@ -207,7 +221,7 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
             count = (row1 - row0) * plan.tw
             v, mm = reuse(buf.v, (a * a, c, count), dtype), reuse(buf.mm, (a * a, k, count), dtype)
             transform_input(x, v, pt, pl, row0, row1, plan.th, plan.tw, 0, c, buf.phases,
-                             buf.h, buf.hv)
+                             buf.h)
             np.matmul(u, v, out=mm)
             transform_output(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
 
@@ -218,12 +232,13 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
 
 
 def _shared_block(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
-                  plan: _Plan, pool: ThreadPoolExecutor) -> None:
+                  plan: _Plan, pool: ThreadPoolExecutor, buffers: Buffers) -> None:
     """All tile rows as one block, each step split among ``numba.get_num_threads()``
     workers."""
     a, workers = plan.variant.a, numba.get_num_threads()
     pt, _, pl, _ = geom.padding
-    bufs = [_Scratch(plan, geom, plan.rows * plan.tw, products=i == 0) for i in range(workers)]
+    bufs = [_Scratch(plan, geom, plan.rows * plan.tw, buffers, f"-shared{i}", products=i == 0)
+            for i in range(workers)]
     v, mm = bufs[0].v, bufs[0].mm
 
     def split(size: int) -> list[tuple[int, int]]:
@@ -236,7 +251,7 @@ def _shared_block(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometr
             f.result()
 
     each(lambda b, lo, hi: transform_input(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, lo,
-                                            hi, b.phases, b.h, b.hv), geom.in_channels)
+                                            hi, b.phases, b.h), geom.in_channels)
     each(lambda b, lo, hi: np.matmul(u[lo:hi], v[lo:hi], out=mm[lo:hi]), a * a)
     each(lambda b, lo, hi: transform_output(mm, y, 0, plan.rows, plan.th, plan.tw, lo, hi,
                                              b.h, b.o), geom.out_channels)
@@ -276,6 +291,7 @@ class WinogradBackend(ConvBackend):
             raise ValueError(f"tile must be one of {sorted(VARIANTS)} or None, got {tile!r}")
         self.tile = tile
         self._exact = NumbaBackend()
+        self._buffers = Buffers(limit=KEPT_BYTES)
 
     def variant(self, geom: ConvGeometry) -> Variant:
         """The variant this backend runs for ``geom``."""
@@ -284,7 +300,7 @@ class WinogradBackend(ConvBackend):
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         if geom.in_channels < MIN_CHANNELS or not _finite(x, weight):
             return self._exact.forward(x, weight, geom)
-        return winograd_forward(x, weight, geom, self.variant(geom))
+        return winograd_forward(x, weight, geom, self.variant(geom), self._buffers)
 
     def backward_input(
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
@@ -298,6 +314,11 @@ class WinogradBackend(ConvBackend):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         return self._exact.backward_weight(x, grad_output, geom)
+
+    def retained_bytes(self) -> int:
+        """The work buffers kept between calls, in every thread (at most :data:`KEPT_BYTES`
+        per thread)."""
+        return self._buffers.kept_bytes()
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The Winograd path's, or the exact path's where that may run instead (few
