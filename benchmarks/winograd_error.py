@@ -2,7 +2,7 @@
 
     python benchmarks/winograd_error.py [--quick]
 
-For each variant (F(2,3), F(4,3)), dtype and operation (forward, input gradient) prints the
+For each variant (F(2,3), F(4,3)), dtype and operation (all three) prints the
 largest ``|winograd - exact float64| / bound`` over the conformance cases it supports, the
 Winograd-shaped test cases and realistic layers (random normal data, 64-256 channels at
 56x56, 28x28 and 14x14), where ``bound`` is :func:`convkit.testing.error_bound`
@@ -30,7 +30,7 @@ from convkit_backends.winograd import WinogradBackend
 LAYERS = (("64x56x56", (2, 64, 56, 56), 64), ("128x28x28", (4, 128, 28, 28), 128),
           ("256x14x14", (8, 256, 14, 14), 256))
 VARIANTS = (2, 4)
-OPERATIONS = ("forward", "input-grad")
+OPERATIONS = ("forward", "input-grad", "weight-grad")
 
 
 def worst_ratio(name: str, case: ConvCase, op: str, dtype: str, seed: int = 0) -> float:

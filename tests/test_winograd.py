@@ -176,13 +176,35 @@ def test_a_later_call_leaves_earlier_results_alone(
     geom = convkit.make_geometry((2, 16, 12, 12), (16, 16, 3, 3), padding=1)
     backend = WinogradBackend()
     for method, shapes in [("forward", (geom.input_shape, geom.weight_shape)),
-                           ("backward_input", (geom.output_shape, geom.weight_shape))]:
+                           ("backward_input", (geom.output_shape, geom.weight_shape)),
+                           ("backward_weight", (geom.input_shape, geom.output_shape))]:
         first = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
         kept = first.copy()
         second = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
         assert np.array_equal(first, kept), method
         assert not np.shares_memory(first, second)
     assert backend.retained_bytes() > 0
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 100], ids=lambda r: f"{r}-tile-rows")
+def test_weight_gradient_sums_every_block(block_rows: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of one, two (straddling images: 3 tile rows per image) or all tile rows, an
+    odd size (cropped tiles) and asymmetric padding give the exact weight gradient."""
+    make = winograd._Plan.make.__func__
+
+    def with_block_rows(cls, geom, variant):
+        plan = make(cls, geom, variant)
+        return winograd._Plan(plan.variant, plan.th, plan.tw, plan.rows, block_rows)
+
+    monkeypatch.setattr(winograd._Plan, "make", classmethod(with_block_rows))
+    rng = np.random.default_rng(1)
+    geom = convkit.make_geometry((3, 16, 11, 13), (12, 16, 3, 3), padding=(2, 0))
+    x, gy = rng.standard_normal(geom.input_shape), rng.standard_normal(geom.output_shape)
+    expected = convkit.get_backend("numba").backward_weight(x, gy, geom)
+    for tile in TILES:
+        np.testing.assert_allclose(WinogradBackend(tile).backward_weight(x, gy, geom),
+                                   expected, rtol=1e-10, atol=1e-10)
 
 
 def test_concurrent_calls_leave_blas_threads_as_they_were() -> None:

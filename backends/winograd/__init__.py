@@ -21,12 +21,13 @@ one thread). A layer with fewer blocks than workers shares its one block: each s
 split among the workers (by input channel, tile position, output channel).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
-(stride 1). Weight gradient: the exact numba kernels (:class:`NumbaBackend`); Winograd's
-weight gradient would be inexact too and gains less. Non-finite inputs or weights: the
-transforms mix the values of a whole tile, so NaN and Inf would land where a direct sum
-has none; such calls run on the exact numba backend instead (one ``sum`` of each operand
-detects them). So do reductions over fewer than :data:`MIN_CHANNELS` channels, and input
-gradients with padding beyond the kernel. Outputs whose window lies wholly in the padding
+(stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
+(:mod:`.weight_grad`): per tile position one GEMM over the tiles, summed. Non-finite inputs
+or weights: the transforms mix the values of a whole tile, so NaN and Inf would land where
+a direct sum has none; such calls run on the exact numba backend instead (one ``sum`` of
+each operand detects them). So do reductions over fewer than :data:`MIN_CHANNELS`
+channels (for the weight gradient: fewer input or output channels), and input gradients
+with padding beyond the kernel. Outputs whose window lies wholly in the padding
 are set to the exact 0.
 
 Accuracy: the transforms lose bits, more for F(4,3) (its matrices hold 4, 5, 1/6 and
@@ -65,6 +66,7 @@ from convkit_backends.winograd.transforms import (
     transform_input,
     transform_output,
 )
+from convkit_backends.winograd.weight_grad import winograd_weight_grad
 
 #: Fewer input channels than this (forward; output channels for the input gradient) run on
 #: the exact path: few terms per output make Winograd's error large next to the direct-sum
@@ -274,7 +276,7 @@ def _finite(*arrays: np.ndarray) -> bool:
 
 
 class WinogradBackend(ConvBackend):
-    """Winograd F(2x2,3x3) / F(4x4,3x3) forward and input gradient; exact weight gradient.
+    """Winograd F(2x2,3x3) / F(4x4,3x3): forward, input gradient and weight gradient.
 
     ``tile``: 2 or 4 to force F(2,3) or F(4,3); ``None`` (the default) picks the one with
     fewer multiplications per layer (:func:`choose_variant`).
@@ -313,7 +315,32 @@ class WinogradBackend(ConvBackend):
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
-        return self._exact.backward_weight(x, grad_output, geom)
+        if (min(geom.in_channels, geom.out_channels) < MIN_CHANNELS
+                or not _finite(x, grad_output)):
+            return self._exact.backward_weight(x, grad_output, geom)
+        variant = self.variant(geom)
+        plan = _Plan.make(geom, variant)
+        workers = numba.get_num_threads()
+        step = min(plan.block_rows, math.ceil(plan.rows / workers))  # a block per worker
+        blocks = [(r, min(r + step, plan.rows)) for r in range(0, plan.rows, step)]
+        with one_blas_thread():
+            return winograd_weight_grad(x, grad_output, geom, variant, blocks,
+                                        _workers_pool(), min(workers, len(blocks)),
+                                        self._buffers)
+
+    def _weight_grad_bytes(self, geom: ConvGeometry) -> int:
+        """The weight gradient's buffers: the zero-padded output gradient, and per worker a
+        block's ``V``, output-gradient tiles and their transform, two ``(a*a, K, C)`` sums
+        and the ``(K*C, 9)`` taps (see :mod:`.weight_grad`)."""
+        variant = self.variant(geom)
+        plan = _Plan.make(geom, variant)
+        a, m, (k, c) = variant.a, variant.m, (geom.out_channels, geom.in_channels)
+        workers = numba.get_num_threads()
+        tiles = min(plan.block_rows, math.ceil(plan.rows / workers)) * plan.tw
+        per_worker = ((a * a * (c + k) + m * m * k) * tiles + (2 * a * a + 9) * k * c
+                      + (a * m + a * a) * (tiles + plan.rows))
+        padded = geom.batch * k * plan.th * m * plan.tw * m
+        return (workers * per_worker + padded) * geom.dtype.itemsize
 
     def retained_bytes(self) -> int:
         """The work buffers kept between calls, in every thread (at most :data:`KEPT_BYTES`
@@ -322,10 +349,14 @@ class WinogradBackend(ConvBackend):
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The Winograd path's, or the exact path's where that may run instead (few
-        channels, padding beyond the kernel, the weight gradient, non-finite operands)."""
+        channels, padding beyond the kernel, non-finite operands)."""
         exact = self._exact.workspace_bytes(geom, method)
         reduced = geom.out_channels if method == "backward_input" else geom.in_channels
-        if method == "backward_weight" or reduced < MIN_CHANNELS:
+        if method == "backward_weight":
+            if min(geom.in_channels, geom.out_channels) < MIN_CHANNELS:
+                return exact
+            return max(exact, self._weight_grad_bytes(geom))
+        if reduced < MIN_CHANNELS:
             return exact
         if method == "backward_input":
             if not padding_within_kernel(geom):
