@@ -140,7 +140,8 @@ def test_outputs_in_the_padding_alone_are_exactly_zero() -> None:
 
 
 @pytest.mark.parametrize("batch, out_size, tile",
-                         [(1, (56, 56), 4), (8, (14, 14), 4), (1, (14, 14), 2), (4, (2, 2), 2)])
+                         [(1, (56, 56), 4), (8, (14, 14), 4), (1, (14, 14), 2), (4, (2, 2), 2),
+                          (8, (7, 7), 2)])
 def test_the_cheaper_variant_is_chosen(batch: int, out_size: tuple[int, int], tile: int) -> None:
     geom = convkit.make_geometry((batch, 8, *out_size), (8, 8, 3, 3), padding=1)
     assert winograd.choose_variant(geom).m == tile

@@ -91,13 +91,15 @@ KEPT_BYTES = 64 * 2**20
 
 #: The per-call cost of one transformed filter element (computing ``U``, streaming it
 #: through the GEMMs), in tile multiplications: it makes a layer with many channels and few
-#: tiles (batch 1 at 14x14 x 256 channels: 16 tiles of F(4,3)) take F(2,3), whose ``U`` is
-#: 2.25x smaller. Measured there: F(2,3) 10-16 ms, F(4,3) 19-23 ms.
-FILTER_COST_TILES = 32
+#: tiles take F(2,3), whose ``U`` is 2.25x smaller. Measured (in process, medians of 20):
+#: batch 1 at 14x14 x 256 channels (16 tiles of F(4,3)), F(2,3) 4.1 ms against 5.7;
+#: batch 8 at 7x7 x 512 channels (32 tiles), 15 against 28 ms, which 32 here had sent to
+#: F(4,3); batch 8 at 14x14 x 256 channels (128 tiles) a tie, left to F(4,3).
+FILTER_COST_TILES = 64
 
 
 def choose_variant(geom: ConvGeometry) -> Variant:
-    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 32)``: the GEMM
+    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 64)``: the GEMM
     multiplications over ``ceil(Ho/m) * ceil(Wo/m)`` tiles per image (F(4,3) wastes more on
     sizes not divisible by 4) plus the filter transform (:data:`FILTER_COST_TILES`)."""
     ho, wo = geom.out_size
