@@ -58,7 +58,8 @@ DEPTHWISE_MIN_AREA = 17 * 17
 
 def fft_worth_it(geom: ConvGeometry) -> bool:
     """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
-    three operations), for ``auto``'s rules mode. A pure function of the geometry.
+    three operations): a pure function of the geometry, for a rule to use (``auto``'s own
+    rule picks exact backends only; under the ``'fast'`` policy it measures ``fft``).
 
     Stride 1 only: stride 2 costs the FFT 4x relative to the exact backends (it computes
     every stride-1 output), and it is not supported. GEMM-shaped layers: when the direct
