@@ -109,14 +109,14 @@ def _at6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3, count: int):
 
 
 @jit(inline="always")
-def _split_row(src, phases, i: int, start: int, span: int, pl: int):
-    """``phases[i, j, start + t] = padded_row[t*m + j]`` for ``t < span``, ``j < m``: the row
+def _split_row(src, rows, start: int, span: int, pl: int):
+    """``rows[j, start + t] = padded_row[t*m + j]`` for ``t < span``, ``j < m``: the row
     ``src`` of ``x`` zero-padded by ``pl`` on the left and to ``m*span`` on the right."""
-    m, w = phases.shape[1], src.shape[0]
+    m, w = rows.shape[0], src.shape[0]
     for j in range(m):
         for t in range(span):
             col = t * m + j - pl
-            phases[i, j, start + t] = src[col] if 0 <= col < w else 0
+            rows[j, start + t] = src[col] if 0 <= col < w else 0
 
 
 @_jit
@@ -128,69 +128,82 @@ def transform_input(x, v, pt, pl, row0, row1, th, tw, c0, c1, phases, h):
     ``tw`` tiles are ``v[:, :, (r - row0)*tw:][:, :, :tw]``, tile ``tx`` reading padded rows
     ``ty*m + [0, a)`` and columns ``tx*m + [0, a)``.
 
-    Each padded input row is split by column phase into ``phases: (a, m, L)``, ``tw + 1``
-    entries per tile row: column ``tx*m + j`` of a tile is ``phases[i, j % m, tx + j // m]``,
-    so the transform along rows runs as long vector loops over the whole block (``L``
-    entries, one junk tile per tile row) into ``h: (a*a, L)``. The transform along columns
-    writes each tile row's real tiles straight into ``v``. (Slices here cost more than the
-    loops they replace: explicit index loops took the 8x256x14x14 transform from 5.3 to
-    3.7 ms.) All scratch has ``x``'s dtype.
+    Per channel and image, each padded input row the block's tiles read is split once by
+    column phase into ``phases`` (``tw + 1`` entries per row: column ``tx*m + j`` of a tile is
+    phase ``j % m``, entry ``tx + j // m``), so the transform along rows runs as one long
+    vector loop over all those rows (one junk tile per row) into ``h``; the transform along
+    columns then reads ``a`` consecutive rows of ``h`` per tile row and writes the real tiles
+    straight into ``v``. Adjacent tile rows share ``a - m`` padded rows, which are split and
+    transformed once (taking a tile row's rows afresh cost 1.1-1.4x more), and slices cost
+    more than the index loops they replaced. Scratch of ``x``'s dtype: ``phases`` and ``h``
+    as :class:`~convkit_backends.winograd._Scratch` sizes them, at least
+    ``(row1 - row0) * a * (tw + 1)`` and ``a`` times that.
     """
     m = phases.shape[1]
     a = m + 2
     span = tw + 1
-    length = (row1 - row0) * span - 1  # the last junk tile would read past the end
     h_in = x.shape[2]
+    longest = ((row1 - row0) * m + 2) * span  # the padded rows of one image's tile rows
+    rows = phases.reshape(-1)[:m * longest].reshape(m, longest)
+    h = h.reshape(-1)[:a * longest].reshape(a, longest)
     for c in range(c0, c1):
-        for r in range(row0, row1):
-            n, ty = r // th, r % th
-            start = (r - row0) * span
-            for i in range(a):
-                src = ty * m + i - pt
+        r = row0
+        while r < row1:  # the block's tile rows of one image at a time
+            n, ty0 = r // th, r % th
+            ty1 = min(th, ty0 + (row1 - r))
+            y0, y1 = ty0 * m, (ty1 - 1) * m + a  # the padded rows they read
+            for y in range(y0, y1):
+                src = y - pt
                 if 0 <= src < h_in:
-                    _split_row(x[n, c, src], phases, i, start, span, pl)
+                    _split_row(x[n, c, src], rows, (y - y0) * span, span, pl)
                 else:
-                    phases[i, :, start:start + span] = 0
-        for i in range(a):  # along rows of each tile: h = d B
-            p, f = phases[i], i * a
-            if m == 2:
-                _bt4(p[0], p[1], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2], h[f + 3],
+                    for j in range(m):
+                        for t in range(span):
+                            rows[j, (y - y0) * span + t] = 0
+            length = (y1 - y0) * span - 1  # the last junk tile would read past the end
+            if m == 2:  # along rows of each tile: h = d B
+                _bt4(rows[0], rows[1], rows[0, 1:], rows[1, 1:], h[0], h[1], h[2], h[3],
                      length)
             else:
-                _bt6(p[0], p[1], p[2], p[3], p[0, 1:], p[1, 1:], h[f], h[f + 1], h[f + 2],
-                     h[f + 3], h[f + 4], h[f + 5], length)
-        for q in range(a):  # along columns, v = Bᵀ h, dropping the junk tiles
-            for r in range(row1 - row0):
-                if m == 2:
-                    _bt4_into(h, q, r * span, v, c, r * tw, tw)
-                else:
-                    _bt6_into(h, q, r * span, v, c, r * tw, tw)
+                _bt6(rows[0], rows[1], rows[2], rows[3], rows[0, 1:], rows[1, 1:], h[0], h[1],
+                     h[2], h[3], h[4], h[5], length)
+            for ty in range(ty0, ty1):  # along columns: v = Bᵀ h, dropping the junk tiles
+                first = (ty * m - y0) * span
+                out = (r - row0 + ty - ty0) * tw
+                for q in range(a):
+                    if m == 2:
+                        _bt4_column(h[q], first, span, v, q, c, out, tw)
+                    else:
+                        _bt6_column(h[q], first, span, v, q, c, out, tw)
+            r += ty1 - ty0
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _bt4_into(h, q: int, hs: int, v, c: int, vs: int, count: int):
-    """:func:`_bt4` down column ``q`` of ``h``'s 4x4 tiles (rows ``q + 4i``, from ``hs``)
-    into ``v[q + 4i, c]`` from ``vs``: index loops, no slices."""
+def _bt4_column(hq, first: int, span: int, v, q: int, c: int, out: int, count: int):
+    """:func:`_bt4` down column ``q``: ``hq[first + i*span + t]`` for ``i < 4`` into
+    ``v[q + 4i, c, out + t]``, for ``t < count``."""
     for t in range(count):
-        a0, a1, a2, a3 = h[q, hs + t], h[q + 4, hs + t], h[q + 8, hs + t], h[q + 12, hs + t]
-        v[q, c, vs + t] = a0 - a2
-        v[q + 4, c, vs + t] = a1 + a2
-        v[q + 8, c, vs + t] = a2 - a1
-        v[q + 12, c, vs + t] = a1 - a3
+        i = first + t
+        a0, a1, a2, a3 = hq[i], hq[i + span], hq[i + 2 * span], hq[i + 3 * span]
+        v[q, c, out + t] = a0 - a2
+        v[q + 4, c, out + t] = a1 + a2
+        v[q + 8, c, out + t] = a2 - a1
+        v[q + 12, c, out + t] = a1 - a3
 
 
 @jit(inline="always", fastmath=_FLAGS)
-def _bt6_into(h, q: int, hs: int, v, c: int, vs: int, count: int):
-    """:func:`_bt6` down column ``q`` of ``h``'s 6x6 tiles, as :func:`_bt4_into`."""
+def _bt6_column(hq, first: int, span: int, v, q: int, c: int, out: int, count: int):
+    """:func:`_bt6` down column ``q``, as :func:`_bt4_column`."""
     for t in range(count):
-        a0, a1, a2 = h[q, hs + t], h[q + 6, hs + t], h[q + 12, hs + t]
-        a3, a4, a5 = h[q + 18, hs + t], h[q + 24, hs + t], h[q + 30, hs + t]
-        v[q, c, vs + t] = 4 * a0 - 5 * a2 + a4
-        v[q + 6, c, vs + t] = (a3 + a4) - 4 * (a1 + a2)
-        v[q + 12, c, vs + t] = (a4 - a3) + 4 * (a1 - a2)
-        v[q + 18, c, vs + t] = (a4 - a2) + 2 * (a3 - a1)
-        v[q + 24, c, vs + t] = (a4 - a2) + 2 * (a1 - a3)
-        v[q + 30, c, vs + t] = 4 * a1 - 5 * a3 + a5
+        i = first + t
+        a0, a1, a2 = hq[i], hq[i + span], hq[i + 2 * span]
+        a3, a4, a5 = hq[i + 3 * span], hq[i + 4 * span], hq[i + 5 * span]
+        v[q, c, out + t] = 4 * a0 - 5 * a2 + a4
+        v[q + 6, c, out + t] = (a3 + a4) - 4 * (a1 + a2)
+        v[q + 12, c, out + t] = (a4 - a3) + 4 * (a1 - a2)
+        v[q + 18, c, out + t] = (a4 - a2) + 2 * (a3 - a1)
+        v[q + 24, c, out + t] = (a4 - a2) + 2 * (a1 - a3)
+        v[q + 30, c, out + t] = 4 * a1 - 5 * a3 + a5
 
 
 @_jit
