@@ -77,8 +77,9 @@ class KernelSpectrum:
     FFTs of mostly zero planes: the rows' DFT for all ``Cout*Cg`` kernels at once, read
     straight from ``weight`` (a flip only reverses the small DFT matrices), then the
     columns' DFT one column frequency at a time, when the product needs it. The whole
-    spectrum would be ``Th/Cout`` times the size of an image's and, written out and read
-    back, cost more than computing each column frequency's block where it is used, in cache.
+    spectrum holds ``Cout*Cg`` planes against the images' ``N*Cin`` (eight times as many on
+    the 8x64x28x28 11x11 layer) and, written out and read back, cost more than computing
+    each column frequency's block where it is used, in cache.
     The DFT matrices are rounded once, in float64, to the weight's dtype.
     """
 

@@ -42,13 +42,13 @@ def winograd_weight_grad(
     th, tw = math.ceil(geom.out_size[0] / m), math.ceil(geom.out_size[1] / m)
     tiles = _output_tiles(grad_output, th * m, tw * m, m, buffers)  # (m, m, K, N, th, tw)
     spread = np.kron(variant.at.T, variant.at.T).astype(dtype)  # A ⊗ A: (a*a, m*m)
+    g_g = np.kron(variant.g, variant.g).astype(dtype)  # G ⊗ G: (a*a, 9)
     pending = iter(blocks)
     take = threading.Lock()
     sums: list[np.ndarray] = []  # each thread's (K*C, 9) taps
 
-    def work() -> None:
-        own = buffers  # this thread's
-        total = own.empty("wgrad:sum", (a * a, k, c), dtype)
+    def work() -> None:  # buffers hands out this thread's own
+        total = buffers.empty("wgrad:sum", (a * a, k, c), dtype)
         first = True
         while True:
             with take:
@@ -58,31 +58,30 @@ def winograd_weight_grad(
             r0, r1 = block
             count = (r1 - r0) * tw
             span = (r1 - r0) * (tw + 1)
-            v = own.empty("wgrad:v", (a * a, c, count), dtype)
+            v = buffers.empty("wgrad:v", (a * a, c, count), dtype)
             transform_input(x, v, *_top_left(geom), r0, r1, th, tw, 0, c,
-                            own.empty("wgrad:phases", (a, m, span), dtype),
-                            own.empty("wgrad:h", (a * a, span), dtype))
-            flat = own.empty("wgrad:tiles", (m * m, k, r1 - r0, tw), dtype)
+                            buffers.empty("wgrad:phases", (a, m, span), dtype),
+                            buffers.empty("wgrad:h", (a * a, span), dtype))
+            flat = buffers.empty("wgrad:tiles", (m * m, k, r1 - r0, tw), dtype)
             _copy_tile_rows(tiles, flat.reshape(m, m, k, r1 - r0, tw), r0, r1)
-            gy = own.empty("wgrad:gy", (a * a, k, count), dtype)
+            gy = buffers.empty("wgrad:gy", (a * a, k, count), dtype)
             np.matmul(spread, flat.reshape(m * m, -1), out=gy.reshape(a * a, -1))
             if first:
                 np.matmul(gy, v.transpose(0, 2, 1), out=total)
                 first = False
             else:
-                part = own.empty("wgrad:part", (a * a, k, c), dtype)
+                part = buffers.empty("wgrad:part", (a * a, k, c), dtype)
                 np.matmul(gy, v.transpose(0, 2, 1), out=part)
                 total += part
         if first:
             return
         # Back to taps, this thread's share: (K*C, 9) = total.T @ kron(G, G), so each
         # filter's 9 taps land together, as the result lays them out.
-        taps = own.empty("wgrad:taps", (k * c, 9), dtype)
+        taps = buffers.empty("wgrad:taps", (k * c, 9), dtype)
         np.matmul(total.reshape(a * a, k * c).T, g_g, out=taps)
         with take:
             sums.append(taps)
 
-    g_g = np.kron(variant.g, variant.g).astype(dtype)  # (a*a, 9)
     _on_workers(work, pool, workers)
     result = sums[0].copy()  # a new array: the others are kept buffers
     for other in sums[1:]:
