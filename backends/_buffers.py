@@ -78,8 +78,12 @@ class Buffers:
         return sum(b.nbytes for kept in every for b in list(kept.arrays.values()))
 
     def release(self) -> None:
-        """Free this thread's buffers."""
-        self._thread_buffers().arrays.clear()
+        """Stop keeping every thread's buffers (an array a running call still uses lives
+        until that call drops it)."""
+        with self._lock:
+            every = list(self._every_thread)
+        for kept in every:
+            kept.arrays.clear()
 
     def _thread_buffers(self) -> _Kept:
         kept = getattr(self._local, "kept", None)

@@ -80,6 +80,11 @@ class AutoBackend(ConvBackend):
         candidates = loaded_candidates(settings.configured_candidates()).values()
         return sum(candidate.retained_bytes() for candidate in candidates)
 
+    def release_retained(self) -> None:
+        """Let every loaded candidate go of what it keeps."""
+        for candidate in loaded_candidates(settings.configured_candidates()).values():
+            candidate.release_retained()
+
     def _run(self, method: str, a: np.ndarray, b: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         last = getattr(self._last, "answer", None)
         self._last.answer = None

@@ -151,5 +151,12 @@ class ConvBackend(abc.ABC):
         """
         return 0
 
+    def release_retained(self) -> None:
+        """Let go of what :meth:`retained_bytes` counts (later calls allocate afresh, and keep
+        again). Safe while other threads call the backend: a buffer a running call uses stays
+        alive until that call ends. The default does nothing.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

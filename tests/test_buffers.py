@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import threading
 
+import numpy as np
+import pytest
+
+import convkit
 from convkit_backends._buffers import Buffers
 
 
@@ -28,3 +32,45 @@ def test_kept_buffers_make_room_by_freeing_the_least_recently_used() -> None:
     assert buffers.kept_bytes() < 2**16
     assert np.shares_memory(a, buffers.empty("a", (7000,), np.float32))
     assert not np.shares_memory(b, buffers.empty("b", (7000,), np.float32))
+
+
+def test_release_lets_go_of_every_threads_buffers() -> None:
+    buffers = Buffers(limit=2**20)
+    here = buffers.empty("a", (1000,), np.float64)
+    kept, done = threading.Event(), threading.Event()
+
+    def other_thread() -> None:  # keeps a buffer, and lives until the checks are done
+        buffers.empty("a", (1000,), np.float64)
+        kept.set()
+        done.wait()
+
+    worker = threading.Thread(target=other_thread, daemon=True)
+    worker.start()
+    try:
+        kept.wait()
+        assert buffers.kept_bytes() >= 2 * here.nbytes
+        buffers.release()
+        assert buffers.kept_bytes() == 0
+    finally:
+        done.set()
+        worker.join()
+    assert not np.shares_memory(here, buffers.empty("a", (1000,), np.float64))
+
+
+@pytest.mark.parametrize("name, x_shape, w_shape, padding", [
+    ("fft", (2, 8, 30, 30), (8, 8, 9, 9), 4),
+    ("winograd", (2, 16, 12, 12), (16, 16, 3, 3), 1),
+])
+def test_backends_release_what_they_retain(name: str, x_shape, w_shape, padding: int) -> None:
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    convkit.conv2d(x, w, padding=padding, backend=name)
+    backend = convkit.get_backend(name)
+    assert backend.retained_bytes() > 0
+    backend.release_retained()
+    assert backend.retained_bytes() == 0
+    convkit.conv2d(x, w, padding=padding, backend=name)  # works, and keeps again
+    assert backend.retained_bytes() > 0
+    with convkit.precision("fast"):
+        convkit.get_backend("auto").release_retained()
+    assert backend.retained_bytes() == 0

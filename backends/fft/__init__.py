@@ -180,6 +180,10 @@ class FftBackend(ConvBackend):
         """The work buffers kept between calls, in every thread (``convkit_backends._buffers``)."""
         return self._buffers.kept_bytes()
 
+    def release_retained(self) -> None:
+        """Stop keeping the work buffers (see :meth:`retained_bytes`)."""
+        self._buffers.release()
+
     # --- the engine -----------------------------------------------------------------------
 
     def _convolve(self, conv: Convolution) -> np.ndarray:

@@ -349,6 +349,10 @@ class WinogradBackend(ConvBackend):
         per thread)."""
         return self._buffers.kept_bytes()
 
+    def release_retained(self) -> None:
+        """Stop keeping the work buffers (see :meth:`retained_bytes`)."""
+        self._buffers.release()
+
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The Winograd path's, or the exact path's where that may run instead (few
         channels, padding beyond the kernel, non-finite operands)."""
