@@ -208,6 +208,27 @@ def test_weight_gradient_sums_every_block(block_rows: int,
                                    expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])
+def test_concurrent_calls_on_one_backend_get_their_own_results(method: str) -> None:
+    """Calls from several threads share the worker pool and the kept buffers: each must get
+    the result of its own inputs (the pool threads serve every call in turn)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = WinogradBackend()
+    geom = convkit.make_geometry((4, 16, 24, 24), (16, 16, 3, 3), padding=1)
+    shapes = {"forward": (geom.input_shape, geom.weight_shape),
+              "backward_input": (geom.output_shape, geom.weight_shape),
+              "backward_weight": (geom.input_shape, geom.output_shape)}[method]
+    rng = np.random.default_rng(0)
+    calls = [tuple(rng.standard_normal(s) for s in shapes) for _ in range(24)]
+    expected = [getattr(backend, method)(*args, geom) for args in calls]
+    for _ in range(3):
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda args: getattr(backend, method)(*args, geom), calls))
+        for got, want in zip(results, expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_concurrent_calls_leave_blas_threads_as_they_were() -> None:
     """Calls from several threads share the one-thread BLAS limit; the last restores it."""
     from concurrent.futures import ThreadPoolExecutor

@@ -45,7 +45,7 @@ def winograd_weight_grad(
     g_g = np.kron(variant.g, variant.g).astype(dtype)  # G ⊗ G: (a*a, 9)
     pending = iter(blocks)
     take = threading.Lock()
-    sums: list[np.ndarray] = []  # each thread's (K*C, 9) taps
+    result = np.zeros((k * c, 9), dtype)  # the call's own: every thread adds its share
 
     def work() -> None:  # buffers hands out this thread's own
         total = buffers.empty("wgrad:sum", (a * a, k, c), dtype)
@@ -76,16 +76,14 @@ def winograd_weight_grad(
         if first:
             return
         # Back to taps, this thread's share: (K*C, 9) = total.T @ kron(G, G), so each
-        # filter's 9 taps land together, as the result lays them out.
+        # filter's 9 taps land together, as the result lays them out. Added here, before
+        # this pool thread can take up another call and reuse its buffers.
         taps = buffers.empty("wgrad:taps", (k * c, 9), dtype)
         np.matmul(total.reshape(a * a, k * c).T, g_g, out=taps)
         with take:
-            sums.append(taps)
+            np.add(result, taps, out=result)
 
     _on_workers(work, pool, workers)
-    result = sums[0].copy()  # a new array: the others are kept buffers
-    for other in sums[1:]:
-        result += other
     return result.reshape(k, c, 3, 3)
 
 
