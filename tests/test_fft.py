@@ -173,7 +173,8 @@ def test_fft_worth_it(x_shape, w_shape, options, expected) -> None:
     ConvCase("circ-big-padding", (2, 8, 9, 10), (3, 8, 3, 5), padding=(6, 5)),
 ], ids=str)
 def test_one_tile_images_take_a_circular_length(case: ConvCase, dtype: str) -> None:
-    """One tile per image, shorter than the linear convolution along at least one axis: the
+    """One tile per image, shorter than the linear convolution along at least one axis (the
+    forward pass's and weight gradient's tiling; the input gradient plans its own): the
     wrapped-around terms must miss every wanted output, in all three operations."""
     geom = case.geometry(dtype)
     tiling = fft.layer_tiling(geom, fft.DEFAULT_BUDGET)

@@ -25,6 +25,7 @@ from convkit_backends.fft._plan import (
     Convolution,
     Tiling,
     band,
+    circular_span,
     dilated_size,
     layer_tiling,
     layer_units,
@@ -161,15 +162,10 @@ def correlate_weight_depthwise(
 
 
 def _circular_length(size: int, k: int, offset: int, t: int) -> int:
-    """The shortest fast length ``L`` whose circular convolution of ``size`` samples with
-    ``k`` taps holds the linear one's outputs ``offset .. offset + t`` (negative: before the
-    first sample) without wrapped-around terms. Unlike ``_plan.one_tile_span`` the whole
-    source must fit: it goes in unshifted.
-
-    The linear result is ``S = size + k - 1`` long; bin ``j mod L`` of the circular one adds
-    ``linear[j + m*L]`` over all ``m``. For the wanted ``j`` no ``m != 0`` term may fall in
-    ``[0, S)``: ``offset + L >= S`` and ``offset + t - L <= 0``."""
-    return sfft.next_fast_len(max(offset + t, size + k - 1 - offset, t, size, k))
+    """The shortest fast length of a complex transform that holds ``size`` source samples
+    unshifted and leaves the linear convolution's outputs ``offset .. offset + t`` (negative:
+    before the first sample) free of wrapped-around terms (``_plan.circular_span``)."""
+    return sfft.next_fast_len(circular_span(size, k, k - 1 - offset, t))
 
 
 def _window(a: np.ndarray, axis: int, first: int, count: int) -> np.ndarray:

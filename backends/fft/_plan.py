@@ -1,5 +1,5 @@
 """What the fft backend computes and how it cuts it up: the :class:`Convolution`, its tiles
-(chosen by a flops model), the work units that fit the budget (:func:`chunks`,
+(chosen by a model of time), the work units that fit the budget (:func:`chunks`,
 :func:`band`), the bytes they take, and whether FFT beats the best exact backend at all
 (:func:`fft_worth_it`)."""
 
@@ -57,8 +57,8 @@ DEPTHWISE_MIN_AREA = 17 * 17
 
 
 def fft_worth_it(geom: ConvGeometry) -> bool:
-    """Whether the fft backend is expected to beat the best exact backend on ``geom`` (all
-    three operations): a pure function of the geometry, for a rule to use (``auto``'s own
+    """Whether the fft backend is expected to beat the best exact backend on ``geom`` (over
+    its three operations): a pure function of the geometry, for a rule to use (``auto``'s own
     rule picks exact backends only; under the ``'fast'`` policy it measures ``fft``).
 
     Stride 1 only: stride 2 costs the FFT 4x relative to the exact backends (it computes
@@ -173,9 +173,15 @@ def one_tile_span(size: int, k: int, shift: int, out: int) -> int:
     ``offset = k - 1 - shift``) stay free of wrapped-around terms when
     ``L >= offset + out`` and ``L >= size + k - 1 - offset``: for a padded image, the image
     plus its larger padding rather than both paddings."""
+    return min(circular_span(size, k, shift, out), out + k - 1)
+
+
+def circular_span(size: int, k: int, shift: int, out: int) -> int:
+    """The shortest circular length that holds the whole source unshifted and leaves its
+    wanted outputs unwrapped (see :func:`one_tile_span`, which may take less by cutting off
+    source samples no output reads)."""
     offset = k - 1 - shift
-    circular = max(offset + out, size + k - 1 - offset, out, size, k)
-    return min(circular, out + k - 1)
+    return max(offset + out, size + k - 1 - offset, out, size, k)
 
 
 def placement(tiling: Tiling, kernel: tuple[int, int], shift: tuple[int, int]) -> tuple[int, int]:
@@ -231,11 +237,17 @@ def _kernel_bytes(
     sums take as much); for the elementwise path, whole complex spectra."""
     if cg == 1:
         return 2 * tiling.freqs * kernels * 2 * itemsize
-    rows = kh * 2 * (tiling.Tw // 2 + 1) * kernels * itemsize
-    return rows + threads * _block_bytes(tiling, kernels, itemsize)
+    return (_rows_bytes(tiling, kh, kernels, itemsize)
+            + threads * _block_bytes(tiling, kernels, itemsize))
+
+
+def _rows_bytes(tiling: Tiling, kh: int, kernels: int, itemsize: int) -> int:
+    """The kernels' rows' DFT, ``(kh, 2, V, M)``."""
+    return kh * 2 * (tiling.Tw // 2 + 1) * kernels * itemsize
 
 
 def _block_bytes(tiling: Tiling, kernels: int, itemsize: int) -> int:
+    """One column frequency's block of the kernels' spectrum, ``(Th, 2, M)``."""
     return tiling.Th * 2 * kernels * itemsize
 
 
@@ -245,7 +257,7 @@ def product_threads(
     """Threads for the spectral product of a GEMM-shaped layer: at most ``workers``, one per
     column frequency, and as many as the kernels' blocks fit in a quarter of ``budget``
     beside the rows' DFT (at least one)."""
-    room = budget // 4 - _kernel_bytes(tiling, kh, kernels, 2, itemsize, threads=0)
+    room = budget // 4 - _rows_bytes(tiling, kh, kernels, itemsize)
     fitting = room // _block_bytes(tiling, kernels, itemsize)
     return max(1, min(workers, tiling.Tw // 2 + 1, fitting))
 
@@ -292,7 +304,8 @@ def _rows_per_band(tiling: Tiling, per_image: int, allowed: int) -> int:
 
 def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_BUDGET) -> int:
     """Bytes the FFT path of ``method`` allocates for ``geom`` besides its result: the largest
-    work unit's buffers (see :func:`chunks`), the kernel's spectrum and its GEMM form."""
+    work unit's buffers (see :func:`chunks`), the kernels' spectra (:func:`_kernel_bytes`)
+    and the dilated kernel."""
     khe, kwe = dilated_size(geom)
     cog, cg = geom.out_channels // geom.groups, geom.weight_shape[1]
     itemsize = geom.dtype.itemsize
@@ -301,9 +314,9 @@ def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_B
         cin, cout = geom.in_channels, geom.out_channels
     else:  # a convolution of grad_output shifted by k - 1 - p (see FftBackend.backward_input)
         pt, _, pl, _ = geom.padding
-        span = spans(geom.out_size, (khe, kwe), (khe - 1 - pt, kwe - 1 - pl), geom.in_size)
-        tiling = plan(geom.in_size, (khe, kwe), geom.batch, geom.out_channels,
-                      geom.in_channels, cog, cg, itemsize, budget, span)
+        tiling = convolution_tiling(geom.out_size, (khe, kwe), (khe - 1 - pt, kwe - 1 - pl),
+                                    geom.in_size, geom.batch, geom.groups, cg, cog, itemsize,
+                                    budget)
         cin, cout = geom.out_channels, geom.in_channels
     per_image = _per_image_bytes(tiling, cin, cout, itemsize)
     allowed = budget * 3 // 4
@@ -321,20 +334,24 @@ def fft_workspace_bytes(geom: ConvGeometry, method: str, budget: int = DEFAULT_B
 def layer_tiling(geom: ConvGeometry, budget: int) -> Tiling:
     """The tiles :func:`plan` picks for ``geom``'s forward pass, which its weight gradient
     (output tiles correlated with input tiles) shares."""
-    kernel = dilated_size(geom)
     pt, _, pl, _ = geom.padding
-    return plan(geom.out_size, kernel, geom.batch, geom.in_channels,
-                geom.out_channels, geom.weight_shape[1], geom.out_channels // geom.groups,
-                geom.dtype.itemsize, budget, spans(geom.in_size, kernel, (pt, pl), geom.out_size))
+    return convolution_tiling(geom.in_size, dilated_size(geom), (pt, pl), geom.out_size,
+                              geom.batch, geom.groups, geom.out_channels // geom.groups,
+                              geom.weight_shape[1], geom.dtype.itemsize, budget)
 
 
-def spans(
-    size: tuple[int, int], kernel: tuple[int, int], shift: tuple[int, int],
-    out_size: tuple[int, int],
-) -> tuple[int, int]:
-    """:func:`one_tile_span` along both axes."""
-    return (one_tile_span(size[0], kernel[0], shift[0], out_size[0]),
-            one_tile_span(size[1], kernel[1], shift[1], out_size[1]))
+def convolution_tiling(
+    src_size: tuple[int, int], kernel: tuple[int, int], shift: tuple[int, int],
+    out_size: tuple[int, int], batch: int, groups: int, og: int, ig: int, itemsize: int,
+    budget: int,
+) -> Tiling:
+    """The tiles :func:`plan` picks for a :class:`Convolution` of ``batch`` sources of
+    ``src_size`` at ``shift`` with a ``kernel`` (dilated size) of ``groups`` groups, ``ig``
+    channels in and ``og`` out each, into ``out_size`` outputs."""
+    span = tuple(one_tile_span(*axis) for axis in zip(src_size, kernel, shift, out_size,
+                                                       strict=True))
+    return plan(out_size, kernel, batch, groups * ig, groups * og, ig, og, itemsize, budget,
+                span)  # type: ignore[arg-type]
 
 
 def layer_units(geom: ConvGeometry, tiling: Tiling, budget: int) -> Iterator[Chunk]:
@@ -383,9 +400,8 @@ class Convolution:
     def tiling(self, budget: int) -> Tiling:
         """The tiles :func:`plan` chooses within ``budget``."""
         kh, kw, g, og, ig = self.kernel.shape
-        span = spans(self.src.shape[2:], (kh, kw), self.shift, self.out_size)
-        return plan(self.out_size, (kh, kw), self.src.shape[0], ig * g, og * g, ig, og,
-                    self.dtype.itemsize, budget, span)
+        return convolution_tiling(self.src.shape[2:], (kh, kw), self.shift, self.out_size,
+                                  self.src.shape[0], g, og, ig, self.dtype.itemsize, budget)
 
     def placement(self, tiling: Tiling) -> tuple[int, int]:
         """Where :attr:`src` goes in ``tiling``'s plane (:func:`placement`)."""

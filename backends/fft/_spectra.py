@@ -197,16 +197,19 @@ class WeightGradient:
     over the column frequencies into the taps (:meth:`result`).
     """
 
-    def __init__(self, tiling: Tiling, rows: range, groups: int, og: int, ig: int,
+    def __init__(self, tiling: Tiling, tap_rows: range, groups: int, og: int, ig: int,
                  dtype: np.dtype, buffers: Buffers, workers: int) -> None:
-        self.tiling, self.rows, self.shape = tiling, rows, (groups, og, ig)
+        """``tap_rows``: the rows ``u`` of the correlation that are kernel taps,
+        ``range(0, khe, dh)``."""
+        self.tiling, self.shape = tiling, (groups, og, ig)
         self._buffers, self._workers, self._units = buffers, workers, 0
-        th, kh = tiling.Th, len(rows)
+        th, kh = tiling.Th, len(tap_rows)
         freqs = tiling.Tw // 2 + 1
-        self._rows = buffers.empty("rows", (kh, 2, freqs, groups * og * ig), dtype)
+        self._row_sums = buffers.empty("rows", (kh, 2, freqs, groups * og * ig), dtype)
         # R[a] = sum_u C[u] e^{+2 pi i u a / Th}, as rows (a, [Re R, Im R]) from the rows
         # (u, [Re C, Im C]) of C.
-        cos_h, sin_h = (m[:, rows].T for m in _dft_matrices(th, rows[-1] + 1, th, dtype))
+        dft = _dft_matrices(th, tap_rows[-1] + 1, th, dtype)
+        cos_h, sin_h = (m[:, tap_rows].T for m in dft)
         self._inverse = np.stack([np.stack([cos_h, -sin_h], axis=2),
                                   np.stack([sin_h, cos_h], axis=2)], axis=1).reshape(2 * kh, 2 * th)
 
@@ -217,8 +220,8 @@ class WeightGradient:
         (real and imaginary parts interleaved) of ``GY``, ``i*GY`` and ``X``."""
         th, freqs, g, og, p = gs.shape
         ig = xs.shape[3]
-        kh, _, _, m = self._rows.shape
-        real_dtype = self._rows.dtype
+        kh, _, _, m = self._row_sums.shape
+        real_dtype = self._row_sums.dtype
         first_unit = self._units == 0
         self._units += 1
 
@@ -234,7 +237,7 @@ class WeightGradient:
                 np.copyto(xs_t, xs[:, v].view(real_dtype).swapaxes(-1, -2))
                 np.matmul(gs[:, v].view(real_dtype), xs_t, out=cross[:, 0])
                 np.matmul(turned.view(real_dtype), xs_t, out=cross[:, 1])
-                target = self._rows[:, :, v].reshape(2 * kh, m)
+                target = self._row_sums[:, :, v].reshape(2 * kh, m)
                 if first_unit:
                     matmul_in_pieces(self._inverse, cross.reshape(2 * th, m), target)
                 else:
@@ -250,8 +253,8 @@ class WeightGradient:
         The real inverse DFT over the column frequencies is one GEMM computing only the
         kernel's taps: ``w[b] = sum_v a_v (Re R[v] cos - Im R[v] sin)(2 pi v b / Tw)`` with
         ``a_v = 2`` but for ``v = 0`` and ``v = Tw/2`` (1), the other half of the spectrum."""
-        kh, _, freqs, _ = self._rows.shape
-        th, tw, dtype = self.tiling.Th, self.tiling.Tw, self._rows.dtype
+        kh, _, freqs, _ = self._row_sums.shape
+        th, tw, dtype = self.tiling.Th, self.tiling.Tw, self._row_sums.dtype
         kw = len(columns)
         cos_w, sin_w = (m[:, columns].T for m in _dft_matrices(freqs, columns[-1] + 1, tw, dtype))
         weights = np.full(freqs, 2.0)
@@ -263,7 +266,7 @@ class WeightGradient:
         # Transposed, so each kernel row a lands straight in its place in (M, kh, kw).
         g, og, ig = self.shape
         taps = np.empty((g * og * ig, kh, kw), dtype)
-        np.matmul(self._rows.reshape(kh, 2 * freqs, -1).transpose(0, 2, 1), real_inverse.T,
+        np.matmul(self._row_sums.reshape(kh, 2 * freqs, -1).transpose(0, 2, 1), real_inverse.T,
                   out=taps.transpose(1, 0, 2))
         return taps.reshape(g * og, ig, kh, kw)
 

@@ -338,9 +338,10 @@ class WinogradBackend(ConvBackend):
         plan = _Plan.make(geom, variant)
         a, m, (k, c) = variant.a, variant.m, (geom.out_channels, geom.in_channels)
         workers = numba.get_num_threads()
-        tiles = min(plan.block_rows, math.ceil(plan.rows / workers)) * plan.tw
+        rows = min(plan.block_rows, math.ceil(plan.rows / workers))  # per block
+        tiles, span = rows * plan.tw, rows * (plan.tw + 1)
         per_worker = ((a * a * (c + k) + m * m * k) * tiles + (2 * a * a + 9) * k * c
-                      + (a * m + a * a) * (tiles + plan.rows))
+                      + (a * m + a * a) * span)
         padded = geom.batch * k * plan.th * m * plan.tw * m
         return (workers * per_worker + padded) * geom.dtype.itemsize
 

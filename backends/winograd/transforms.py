@@ -135,9 +135,10 @@ def transform_input(x, v, pt, pl, row0, row1, th, tw, c0, c1, phases, h):
     columns then reads ``a`` consecutive rows of ``h`` per tile row and writes the real tiles
     straight into ``v``. Adjacent tile rows share ``a - m`` padded rows, which are split and
     transformed once (taking a tile row's rows afresh cost 1.1-1.4x more), and slices cost
-    more than the index loops they replaced. Scratch of ``x``'s dtype: ``phases`` and ``h``
-    as :class:`~convkit_backends.winograd._Scratch` sizes them, at least
-    ``(row1 - row0) * a * (tw + 1)`` and ``a`` times that.
+    more than the index loops they replaced. Scratch of ``x``'s dtype, as
+    :class:`~convkit_backends.winograd._Scratch` sizes it for ``R = row1 - row0`` tile rows:
+    ``phases: (a, m, R*(tw+1))`` and ``h: (a*a, R*(tw+1))``, used as ``(m, L)`` and ``(a, L)``
+    with ``L = (R*m + 2)*(tw+1)`` (they fit: ``R*m + 2 <= R*a``).
     """
     m = phases.shape[1]
     a = m + 2
