@@ -33,6 +33,9 @@ def gather(
     ``buffers``' ``name`` (and ``name + ':canvas'``), copied by ``workers`` threads."""
     n, c, hs, ws = src.shape
     rows, cols = size or (tiling.Th, tiling.Tw)
+    if leading and tiling.tiles == 1:
+        return _one_tile(src, shift, tiling, (rows, cols), buffers.empty(
+            name, (tiling.Th, tiling.Tw, c, n, 1, 1), src.dtype), workers)
     height = (tiling.nh - 1) * tiling.th + rows
     width = (tiling.nw - 1) * tiling.tw + cols
     top, left = shift
@@ -60,6 +63,29 @@ def gather(
     else:
         tiles = buffers.zeros(name, (*shape[:4], tiling.Th, tiling.Tw), src.dtype)
         copy_in_parts(tiles[..., :rows, :cols], view, workers)
+    return tiles
+
+
+def _one_tile(
+    src: np.ndarray, shift: tuple[int, int], tiling: Tiling, size: tuple[int, int],
+    tiles: np.ndarray, workers: int,
+) -> np.ndarray:
+    """:func:`gather` for one tile per image, leading layout: ``src`` goes straight into
+    ``tiles: (Th, Tw, C, N, 1, 1)`` (its first ``size`` rows and columns), and only the rest
+    is zeroed, with no canvas in between (one pass over the tile fewer)."""
+    _, _, hs, ws = src.shape
+    (rows, cols), (top, left) = size, shift
+    plane = tiles.reshape(tiling.Th, tiling.Tw, *tiles.shape[2:4])
+    r0, r1 = max(0, top), max(0, min(rows, top + hs))
+    c0, c1 = max(0, left), max(0, min(cols, left + ws))
+    r0, c0 = min(r0, r1), min(c0, c1)
+    plane[:r0] = 0
+    plane[r1:] = 0
+    plane[r0:r1, :c0] = 0
+    plane[r0:r1, c1:] = 0
+    if r0 < r1 and c0 < c1:
+        window = src[:, :, r0 - top:r1 - top, c0 - left:c1 - left].transpose(2, 3, 1, 0)
+        copy_in_parts(plane[r0:r1, c0:c1], window, workers)
     return tiles
 
 
