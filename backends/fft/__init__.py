@@ -2,7 +2,7 @@
 
 All three operations are stride-1 convolutions computed tile by tile (overlap-save; an
 image in one tile takes the shortest circular length that leaves its outputs unwrapped,
-36 instead of 40 for 28x28 images and 11x11 kernels, which lets one tile beat four):
+33 instead of 40 for 28x28 images and 11x11 kernels, which lets one tile beat four):
 
 * forward: ``y = xp (*) w``, the cross-correlation of the padded input with the kernel;
 * input gradient: ``grad_x``, the full convolution of ``grad_output`` with the kernel, cropped
@@ -39,11 +39,11 @@ direct method does. Each call checks its operands (one summation pass) and compu
 with NaN or Inf exactly with the ``numba`` backend (imported on the first such call; it needs
 no column buffer), so NaN/Inf land where the other backends put them.
 
-**Memory.** The tile size is chosen by a cost model of time among 5-smooth lengths
-(``scipy.fft.next_fast_len``), bounded so the weight spectrum (its rows' DFT and a block per
-product thread) fits in a quarter of :attr:`FftBackend.budget` and a row of one image's
-tiles in the rest; the batch is processed in chunks whose tiles and spectra fit in the rest,
-and an image too large for that in bands of tile rows.
+**Memory.** The tile size is chosen by a cost model of time among lengths with no prime
+factor above 11 (``_plan.LENGTH_FACTORS``), bounded so the weight spectrum (its rows' DFT
+and a block per product thread) fits in a quarter of :attr:`FftBackend.budget` and a row of
+one image's tiles in the rest; the batch is processed in chunks whose tiles and spectra fit
+in the rest, and an image too large for that in bands of tile rows.
 :meth:`FftBackend.workspace_bytes` declares the largest unit's buffers.
 
 **Kept buffers and threads.** Each backend instance keeps its work buffers between calls,

@@ -71,9 +71,9 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     elementwise product, bound by the transforms): from :data:`DEPTHWISE_MIN_AREA` taps.
 
     Measured with ``convkit bench`` on 14 dense layers (the table in ``docs/fft.md``): every
-    layer scoring 163 GFLOP/s or more ran faster on fft than on the best of im2col-strided
+    layer scoring 169 GFLOP/s or more ran faster on fft than on the best of im2col-strided
     and numba in all three operations (0.28-0.76x), but for one image of 64 channels at 28x28
-    with 7x7 kernels (188: 1.19, 0.94, 0.72); every layer scoring 142 or less ran slower in
+    with 7x7 kernels (188: 1.19, 0.94, 0.72); every layer scoring 147 or less ran slower in
     at least two (to 2.3x). Depthwise 8x128x56x56: 15x15 a tie, 17x17 and up faster.
     """
     if geom.stride != (1, 1):
@@ -135,21 +135,21 @@ def _modelled_ns(
     return passes + spectrum + product
 
 
+#: Prime factors of the transform lengths considered: pocketfft has passes of its own for
+#: each (its real transforms run 7 and 11 through a generic one, still fast at these sizes).
+#: 11 lets a 28x28 image with an 11x11 kernel take 33x33 circular tiles: 7-10% faster than
+#: 36x36 in all three operations (in process, interleaved calls, medians of 25).
+LENGTH_FACTORS = (2, 3, 5, 7, 11)
+
+
 def _smooth_lengths(lo: int, hi: int) -> list[int]:
-    """5-smooth lengths (fast for pocketfft) in ``[lo, hi]``, plus ``next_fast_len(hi)``."""
-    found = {sfft.next_fast_len(hi, real=True)}
-    p2 = 1
-    while p2 <= hi:
-        p3 = p2
-        while p3 <= hi:
-            p5 = p3
-            while p5 <= hi:
-                if p5 >= lo:
-                    found.add(p5)
-                p5 *= 5
-            p3 *= 3
-        p2 *= 2
-    return sorted(found)
+    """Lengths in ``[lo, hi]`` with no prime factor beyond :data:`LENGTH_FACTORS`, plus the
+    next one from ``hi`` on."""
+    found = {1}
+    for factor in LENGTH_FACTORS:
+        found |= {n * factor**e for n in found for e in range(1, 64) if n * factor**e <= hi}
+    candidates = sorted(n for n in found if n >= lo)
+    return [*candidates, sfft.next_fast_len(hi)] if hi not in candidates else candidates
 
 
 def _axis_options(out: int, k: int, span: int) -> list[tuple[int, int, int]]:
