@@ -39,7 +39,7 @@ measured in ``docs/precision.md``. The transforms and their kernels are in
 from __future__ import annotations
 
 import math
-import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -57,6 +57,7 @@ from convkit_backends._common import (
     transposed_geometry,
 )
 from convkit_backends.numba_direct.backend import NumbaBackend
+from convkit_backends.winograd._workers import Block, share_blocks, workers_pool
 from convkit_backends.winograd.transforms import (
     F2,
     F4,
@@ -147,20 +148,6 @@ class _Plan:
         return elements * geom.dtype.itemsize
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _workers_pool() -> ThreadPoolExecutor:
-    """The worker threads, started at the first call (``NUMBA_NUM_THREADS`` of them)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
-                                       thread_name_prefix="convkit-winograd")
-        return _pool
-
-
 class _Scratch:
     """One worker's buffers for blocks of ``plan``, kept in ``buffers`` under names ending in
     ``key``: ``v``/``mm`` hold a block's transformed tiles and products, the rest is the
@@ -192,7 +179,7 @@ def winograd_forward(
     """
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
-    pool = _workers_pool()
+    pool = workers_pool()
     # On BLAS's own threads: one GEMM with a short inner dimension (9).
     u = filter_transform(weight, variant, out=buffers.empty(
         "U", (variant.a**2, geom.out_channels, geom.in_channels), geom.dtype))
@@ -210,17 +197,11 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
     """Every worker takes the next block and runs all three steps on it."""
     a, dtype = plan.variant.a, geom.dtype
     pt, _, pl, _ = geom.padding
-    blocks = iter(plan.blocks())
-    take = threading.Lock()
     c, k = geom.in_channels, geom.out_channels
 
-    def work() -> None:
+    def work(take: Callable[[], Block | None]) -> None:
         buf = _Scratch(plan, geom, plan.block_rows * plan.tw, buffers)  # this thread's
-        while True:
-            with take:
-                block = next(blocks, None)
-            if block is None:
-                return
+        while (block := take()) is not None:
             row0, row1 = block
             count = (row1 - row0) * plan.tw
             v, mm = reuse(buf.v, (a * a, c, count), dtype), reuse(buf.mm, (a * a, k, count), dtype)
@@ -229,10 +210,7 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
             np.matmul(u, v, out=mm)
             transform_output(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
 
-    futures = [pool.submit(work) for _ in range(plan.workers() - 1)]
-    work()
-    for f in futures:
-        f.result()
+    share_blocks(work, plan.blocks(), pool, plan.workers())
 
 
 def _shared_block(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,
@@ -327,7 +305,7 @@ class WinogradBackend(ConvBackend):
         blocks = [(r, min(r + step, plan.rows)) for r in range(0, plan.rows, step)]
         with one_blas_thread():
             return winograd_weight_grad(x, grad_output, geom, variant, blocks,
-                                        _workers_pool(), min(workers, len(blocks)),
+                                        workers_pool(), min(workers, len(blocks)),
                                         self._buffers)
 
     def _weight_grad_bytes(self, geom: ConvGeometry) -> int:

@@ -25,12 +25,13 @@ import numpy as np
 
 from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
+from convkit_backends.winograd._workers import Block, share_blocks
 from convkit_backends.winograd.transforms import Variant, transform_input
 
 
 def winograd_weight_grad(
     x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry, variant: Variant,
-    blocks: list[tuple[int, int]], pool: ThreadPoolExecutor, workers: int, buffers: Buffers,
+    blocks: list[Block], pool: ThreadPoolExecutor, workers: int, buffers: Buffers,
 ) -> np.ndarray:
     """``(K, C, 3, 3)``: the weight gradient of ``x: (N, C, H, W)`` and ``grad_output:
     (N, K, Ho, Wo)`` (finite) by ``variant``, over ``blocks`` of tile rows (``[r0, r1)`` of
@@ -43,18 +44,13 @@ def winograd_weight_grad(
     tiles = _output_tiles(grad_output, th * m, tw * m, m, buffers)  # (m, m, K, N, th, tw)
     spread = np.kron(variant.at.T, variant.at.T).astype(dtype)  # A ⊗ A: (a*a, m*m)
     g_g = np.kron(variant.g, variant.g).astype(dtype)  # G ⊗ G: (a*a, 9)
-    pending = iter(blocks)
-    take = threading.Lock()
     result = np.zeros((k * c, 9), dtype)  # the call's own: every thread adds its share
+    adding = threading.Lock()
 
-    def work() -> None:  # buffers hands out this thread's own
+    def work(take: Callable[[], Block | None]) -> None:  # buffers hands out this thread's own
         total = buffers.empty("wgrad:sum", (a * a, k, c), dtype)
         first = True
-        while True:
-            with take:
-                block = next(pending, None)
-            if block is None:
-                break
+        while (block := take()) is not None:
             r0, r1 = block
             count = (r1 - r0) * tw
             span = (r1 - r0) * (tw + 1)
@@ -80,10 +76,10 @@ def winograd_weight_grad(
         # this pool thread can take up another call and reuse its buffers.
         taps = buffers.empty("wgrad:taps", (k * c, 9), dtype)
         np.matmul(total.reshape(a * a, k * c).T, g_g, out=taps)
-        with take:
+        with adding:
             np.add(result, taps, out=result)
 
-    _on_workers(work, pool, workers)
+    share_blocks(work, blocks, pool, workers)
     return result.reshape(k, c, 3, 3)
 
 
@@ -118,10 +114,3 @@ def _copy_tile_rows(tiles: np.ndarray, out: np.ndarray, r0: int, r1: int) -> Non
         stop = min(r1, (n + 1) * th)
         out[:, :, :, r - r0:stop - r0] = tiles[:, :, :, n, ty:ty + stop - r]
         r = stop
-
-
-def _on_workers(work: Callable[[], None], pool: ThreadPoolExecutor, workers: int) -> None:
-    futures = [pool.submit(work) for _ in range(workers - 1)]
-    work()
-    for future in futures:
-        future.result()

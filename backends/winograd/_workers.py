@@ -1,0 +1,43 @@
+"""The winograd backend's worker threads and how they share a call's blocks of tile rows."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+
+Block = tuple[int, int]  # tile rows [row0, row1)
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def workers_pool() -> ThreadPoolExecutor:
+    """The worker threads, started at the first call (``NUMBA_NUM_THREADS`` of them)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS,
+                                       thread_name_prefix="convkit-winograd")
+        return _pool
+
+
+def share_blocks(
+    work: Callable[[Callable[[], Block | None]], None], blocks: Iterable[Block],
+    pool: ThreadPoolExecutor, workers: int,
+) -> None:
+    """``work(take)`` on ``workers`` threads (this one and ``workers - 1`` of ``pool``), where
+    ``take()`` hands out the next of ``blocks``, each once, and ``None`` when none is left."""
+    pending = iter(blocks)
+    lock = threading.Lock()
+
+    def take() -> Block | None:
+        with lock:
+            return next(pending, None)
+
+    futures = [pool.submit(work, take) for _ in range(workers - 1)]
+    work(take)
+    for future in futures:
+        future.result()
