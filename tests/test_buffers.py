@@ -9,7 +9,25 @@ import numpy as np
 import pytest
 
 import convkit
+from convkit.backend import ConvBackend
+from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
+
+
+def assert_later_calls_leave_results_alone(backend: ConvBackend, geom: ConvGeometry) -> None:
+    """Two calls of each operation on new data: the first result must be unchanged by the
+    second and share no memory with it (no result may be a kept buffer), and the backend
+    must report what it keeps."""
+    rng = np.random.default_rng(0)
+    for method, shapes in [("forward", (geom.input_shape, geom.weight_shape)),
+                           ("backward_input", (geom.output_shape, geom.weight_shape)),
+                           ("backward_weight", (geom.input_shape, geom.output_shape))]:
+        first = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
+        kept = first.copy()
+        second = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
+        assert np.array_equal(first, kept), method
+        assert not np.shares_memory(first, second)
+    assert backend.retained_bytes() > 0
 
 
 def test_kept_buffers_stay_within_their_limit() -> None:

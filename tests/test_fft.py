@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_buffers import assert_later_calls_leave_results_alone
 from test_memory import traced_workspace
 
 import convkit
@@ -83,18 +84,8 @@ GEOMETRIES = [((2, 16, 64, 64), (16, 16, 11, 11), 5, 1), ((3, 8, 40, 40), (8, 1,
 def test_a_later_call_leaves_earlier_results_alone(x_shape, w_shape, padding: int,
                                                    groups: int) -> None:
     """The backend reuses its work buffers from call to call: no result may be one of them."""
-    rng = np.random.default_rng(0)
     geom = convkit.make_geometry(x_shape, w_shape, padding=padding, groups=groups)
-    backend = FftBackend()
-    for method, shapes in [("forward", (x_shape, w_shape)),
-                           ("backward_input", (geom.output_shape, w_shape)),
-                           ("backward_weight", (x_shape, geom.output_shape))]:
-        first = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
-        kept = first.copy()
-        second = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
-        assert np.array_equal(first, kept), method
-        assert not np.shares_memory(first, second)
-    assert backend.retained_bytes() > 0
+    assert_later_calls_leave_results_alone(FftBackend(), geom)
 
 
 def test_auto_counts_what_its_candidates_keep() -> None:

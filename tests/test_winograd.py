@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from test_buffers import assert_later_calls_leave_results_alone
 
 import convkit
 from convkit.precision import allows
@@ -176,19 +177,10 @@ def test_a_later_call_leaves_earlier_results_alone(
     if not one_block:
         monkeypatch.setattr(winograd, "MIN_BLOCK_TILES", 1)
         monkeypatch.setattr(winograd, "BLOCK_BYTES", 1)
-    rng = np.random.default_rng(0)
     geom = convkit.make_geometry((2, 16, 12, 12), (16, 16, 3, 3), padding=1)
     backend = WinogradBackend()
     assert (winograd._Plan.make(geom, backend.variant(geom)).workers() == 1) == one_block
-    for method, shapes in [("forward", (geom.input_shape, geom.weight_shape)),
-                           ("backward_input", (geom.output_shape, geom.weight_shape)),
-                           ("backward_weight", (geom.input_shape, geom.output_shape))]:
-        first = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
-        kept = first.copy()
-        second = getattr(backend, method)(*(rng.standard_normal(s) for s in shapes), geom)
-        assert np.array_equal(first, kept), method
-        assert not np.shares_memory(first, second)
-    assert backend.retained_bytes() > 0
+    assert_later_calls_leave_results_alone(backend, geom)
 
 
 @pytest.mark.parametrize("block_rows", [1, 2, 5, 100], ids=lambda r: f"{r}-tile-rows")
