@@ -6,6 +6,9 @@ im2col and PyTorch all compute those products. A backend that clips its loops to
 (faster, no padded copy) never sees them, so a non-finite weight (forward) or output
 gradient (weight gradient) would leave finite values where the others have NaN. These
 functions put the NaN back; they cost one ``isfinite`` pass when everything is finite.
+
+Backends whose transforms mix a whole tile (fft, winograd) instead send calls with any
+NaN/Inf operand to an exact backend; :func:`all_finite` is their test.
 """
 
 from __future__ import annotations
@@ -75,3 +78,10 @@ def padding_nan_bytes(geom: ConvGeometry, method: str) -> int:
     else:
         checked, reduced, hits = math.prod(geom.output_shape), c_out * ho * wo, c_out * kh * kw
     return 2 * checked + 9 * reduced + 9 * kh * kw * ho * wo + 33 * hits
+
+
+def all_finite(*arrays: np.ndarray) -> bool:
+    """Whether no array holds NaN/Inf, by one summation pass each: a sum of finite values is
+    finite unless it overflows, and then the call merely takes the exact path."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(a.sum()) for a in arrays)

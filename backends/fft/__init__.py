@@ -72,6 +72,7 @@ from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit.parallelism import thread_limit
 from convkit_backends._buffers import Buffers
+from convkit_backends._nonfinite import all_finite
 from convkit_backends._workspace import padded_bytes
 from convkit_backends.fft._depthwise import convolve_depthwise, correlate_weight_depthwise
 from convkit_backends.fft._plan import (
@@ -141,7 +142,7 @@ class FftBackend(ConvBackend):
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         """``x: (N, C, H, W)``, ``weight: (Cout, C/G, kh, kw)`` -> ``y: (N, Cout, Ho, Wo)``."""
-        if not (_finite(x) and _finite(weight)):
+        if not all_finite(x, weight):
             return _exact().forward(x, weight, geom)
         pt, _, pl, _ = geom.padding
         # A correlation is a convolution with the flipped kernel.
@@ -153,7 +154,7 @@ class FftBackend(ConvBackend):
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         """``grad_output: (N, Cout, Ho, Wo)``, ``weight`` -> ``grad_x: (N, C, H, W)``."""
-        if not (_finite(grad_output) and _finite(weight)):
+        if not all_finite(grad_output, weight):
             return _exact().backward_input(grad_output, weight, geom)
         khe, kwe = dilated_size(geom)
         pt, _, pl, _ = geom.padding
@@ -167,7 +168,7 @@ class FftBackend(ConvBackend):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         """``x: (N, C, H, W)``, ``grad_output: (N, Cout, Ho, Wo)`` -> ``(Cout, C/G, kh, kw)``."""
-        if not (_finite(x) and _finite(grad_output)):
+        if not all_finite(x, grad_output):
             return _exact().backward_weight(x, grad_output, geom)
         return self._correlate_weight(x, grad_output, geom)
 
@@ -251,16 +252,7 @@ class FftBackend(ConvBackend):
         return thread_limit() or _usable_cores()
 
 
-
 # --- small helpers ------------------------------------------------------------------------
-
-
-def _finite(a: np.ndarray) -> bool:
-    """Whether ``a`` holds no NaN/Inf (one summation pass; an overflowing sum of finite
-    values also says no, which only sends the call to the exact path)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(a.sum()))
-
 
 
 def _dilated(weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -56,6 +56,7 @@ from convkit_backends._common import (
     transposed_convolution,
     transposed_geometry,
 )
+from convkit_backends._nonfinite import all_finite
 from convkit_backends.numba_direct.backend import NumbaBackend
 from convkit_backends.winograd._workers import Block, share_blocks, workers_pool
 from convkit_backends.winograd.transforms import (
@@ -249,12 +250,6 @@ def _zero_padding_only(y: np.ndarray, geom: ConvGeometry) -> None:
     y[:, :, :, wo - max(0, pr - 2):] = 0
 
 
-def _finite(*arrays: np.ndarray) -> bool:
-    """True if no array holds NaN or Inf: a sum of finite values is finite unless it
-    overflows (then the call merely takes the exact path)."""
-    return all(np.isfinite(np.sum(a)) for a in arrays)
-
-
 class WinogradBackend(ConvBackend):
     """Winograd F(2x2,3x3) / F(4x4,3x3): forward, input gradient and weight gradient.
 
@@ -280,7 +275,7 @@ class WinogradBackend(ConvBackend):
         return VARIANTS[self.tile] if self.tile is not None else choose_variant(geom)
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-        if geom.in_channels < MIN_CHANNELS or not _finite(x, weight):
+        if geom.in_channels < MIN_CHANNELS or not all_finite(x, weight):
             return self._exact.forward(x, weight, geom)
         return winograd_forward(x, weight, geom, self.variant(geom), self._buffers)
 
@@ -296,7 +291,7 @@ class WinogradBackend(ConvBackend):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         if (min(geom.in_channels, geom.out_channels) < MIN_CHANNELS
-                or not _finite(x, grad_output)):
+                or not all_finite(x, grad_output)):
             return self._exact.backward_weight(x, grad_output, geom)
         variant = self.variant(geom)
         plan = _Plan.make(geom, variant)
