@@ -25,6 +25,7 @@ from convkit.testing import (
 )
 from convkit_backends import winograd
 from convkit_backends.winograd import F2, F4, VARIANTS, WinogradBackend
+from convkit_backends.winograd.transforms import filter_matrix, filter_transform, transform_filters
 
 TILES = sorted(VARIANTS)
 
@@ -46,14 +47,28 @@ def test_transforms_compute_a_correlation(variant: winograd.Variant) -> None:
                                rtol=1e-13, atol=1e-13)
 
 
-def test_filter_transform_is_g_g_gt() -> None:
+@pytest.mark.parametrize("variant", [F2, F4], ids=["F2", "F4"])
+def test_filter_transform_is_g_g_gt(variant: winograd.Variant) -> None:
     rng = np.random.default_rng(0)
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
-    u = winograd.filter_transform(w, F4)
-    assert u.dtype == np.float32 and u.shape == (36, 5, 3)
-    expected = np.einsum("si,kcij,qj->sqkc", F4.g, w.astype(np.float64), F4.g)
+    a = variant.a
+    u = filter_transform(w, variant)
+    assert u.dtype == np.float32 and u.shape == (a * a, 5, 3)
+    expected = np.einsum("si,kcij,qj->sqkc", variant.g, w.astype(np.float64), variant.g)
     scale = np.abs(expected).max()  # computed in float32: entries that cancel are off by eps
-    np.testing.assert_allclose(u, expected.reshape(36, 5, 3), rtol=1e-6, atol=1e-6 * scale)
+    np.testing.assert_allclose(u, expected.reshape(a * a, 5, 3), rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_transform_filters_writes_only_its_output_channels() -> None:
+    """A worker's share, from a flipped (non-contiguous) weight as the input gradient passes
+    it: channels ``[1, 3)`` written as :func:`filter_transform` computes them, the rest left."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((4, 6, 3, 3))[:, :, ::-1, ::-1]
+    u = np.full((36, 4, 6), 7.0)
+    transform_filters(w, filter_matrix(F4, w.dtype), u, 1, 3, np.empty((9, 6)))
+    np.testing.assert_allclose(u[:, 1:3], filter_transform(np.ascontiguousarray(w), F4)[:, 1:3],
+                               rtol=1e-14, atol=1e-14)
+    assert (u[:, [0, 3]] == 7.0).all()
 
 
 @pytest.mark.parametrize("tile", TILES)

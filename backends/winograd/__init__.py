@@ -6,8 +6,11 @@ channels: the ``a²`` elementwise products over channels become ``a²`` GEMMs
 ``U[p] (K x C) @ V[p] (C x tiles)``, which is where the time goes and BLAS does them.
 F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
-Per call: the filter transform ``U = G g Gᵀ`` once (one GEMM, on BLAS's own threads). The
-transformed filters and each worker's blocks are kept between calls (per thread, up to
+Per call: the filter transform ``U = G g Gᵀ`` once, output channels shared out over the
+worker threads (a numba kernel). No BLAS call of the backend runs on more than one thread:
+OpenBLAS's threads spin for tens of milliseconds after a call, on the cores the workers
+need (:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed
+filters and each worker's blocks are kept between calls (per thread, up to
 :data:`KEPT_BYTES`; ``retained_bytes`` reports them): fresh ones page-fault, and keeping them
 took the 8x256x14x14 forward pass from 17-21 ms to 8 ms (in process). The tiles are
 processed in blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at
@@ -64,7 +67,8 @@ from convkit_backends.winograd.transforms import (
     F4,
     VARIANTS,
     Variant,
-    filter_transform,
+    filter_matrix,
+    transform_filters,
     transform_input,
     transform_output,
 )
@@ -181,16 +185,33 @@ def winograd_forward(
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
     pool = workers_pool()
-    # On BLAS's own threads: one GEMM with a short inner dimension (9).
-    u = filter_transform(weight, variant, out=buffers.empty(
-        "U", (variant.a**2, geom.out_channels, geom.in_channels), geom.dtype))
     with one_blas_thread():
+        u = _transformed_filters(weight, variant, pool, buffers)
         if plan.workers() == 1 and numba.get_num_threads() > 1:
             _shared_block(x, u, y, geom, plan, pool, buffers)
         else:
             _blocks_per_worker(x, u, y, geom, plan, pool, buffers)
     _zero_padding_only(y, geom)
     return y
+
+
+def _transformed_filters(weight: np.ndarray, variant: Variant, pool: ThreadPoolExecutor,
+                         buffers: Buffers) -> np.ndarray:
+    """``U: (a*a, K, C)`` of ``weight: (K, C, 3, 3)``, into the kept buffer ``'U'``, output
+    channels shared out over ``numba.get_num_threads()`` workers."""
+    k, c = weight.shape[:2]
+    u = buffers.empty("U", (variant.a**2, k, c), weight.dtype)
+    g_g = filter_matrix(variant, weight.dtype)
+    workers = min(numba.get_num_threads(), k)
+    step = math.ceil(k / workers)
+
+    def work(take: Callable[[], Block | None]) -> None:
+        taps = buffers.empty("filter-taps", (9, c), weight.dtype)  # this thread's
+        while (block := take()) is not None:
+            transform_filters(weight, g_g, u, block[0], block[1], taps)
+
+    share_blocks(work, [(k0, min(k0 + step, k)) for k0 in range(0, k, step)], pool, workers)
+    return u
 
 
 def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGeometry,

@@ -247,16 +247,46 @@ def filter_transform(
     weight: np.ndarray, variant: Variant, out: np.ndarray | None = None
 ) -> np.ndarray:
     """``U: (a*a, K, C)``, ``G g Gᵀ`` of each ``(3, 3)`` filter of ``weight: (K, C, 3, 3)``,
-    in ``weight``'s dtype (into ``out`` if given).
-
-    One GEMM: ``U[s*a + q] = sum_ij G[s, i] G[q, j] g[i, j]`` is ``kron(G, G) @ g`` with
-    ``g`` flattened (``einsum`` took a second for 256 x 256 channels; the same GEMM in
-    float64 and a rounding to float32 took 6x as long and changed ``U`` by at most
-    2.6e-8 of its largest value).
-    """
+    in ``weight``'s dtype (into ``out`` if given), on this thread: :func:`transform_filters`
+    over every output channel."""
     k, c = weight.shape[:2]
-    gg = np.kron(variant.g, variant.g).astype(weight.dtype)  # (a*a, 9)
     if out is None:
         out = np.empty((variant.a**2, k, c), weight.dtype)
-    np.matmul(gg, weight.reshape(k * c, 9).T, out=out.reshape(variant.a**2, k * c))
+    transform_filters(weight, filter_matrix(variant, weight.dtype), out, 0, k,
+                      np.empty((9, c), weight.dtype))
     return out
+
+
+def filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
+    """``kron(G, G): (a*a, 9)`` in ``dtype``: ``U[s*a + q] = sum_ij G[s, i] G[q, j] g[i, j]``
+    is this matrix times ``g`` flattened."""
+    return np.kron(variant.g, variant.g).astype(dtype)
+
+
+@_jit
+def transform_filters(weight, g_g, u, k0, k1, taps):
+    """``u[:, k] = g_g @ weight[k, c].ravel()`` (``U = G g Gᵀ``) for output channels ``k`` in
+    ``[k0, k1)`` and every input channel ``c``; ``weight: (K, C, 3, 3)``, ``g_g``:
+    :func:`filter_matrix`, ``u: (a*a, K, C)``, scratch ``taps: (9, C)``.
+
+    A kernel, not one GEMM ``(a*a, 9) @ (9, K*C)``: OpenBLAS ran that on its own threads,
+    which then spin for tens of milliseconds after the call and take a core from the
+    backend's workers (the 8x256x14x14 GEMMs that followed ran at one core's speed). Here
+    each worker takes output channels: each filter's taps are gathered into ``taps`` so the
+    loop over input channels reads and writes consecutive elements (the 256 x 256 filters of
+    F(4,3): 0.52 ms on 2 workers, against 0.96 ms for the GEMM on 2 BLAS threads).
+    """
+    channels = weight.shape[1]
+    for k in range(k0, k1):
+        for c in range(channels):
+            for i in range(3):
+                for j in range(3):
+                    taps[3 * i + j, c] = weight[k, c, i, j]
+        for p in range(g_g.shape[0]):
+            row = u[p, k]
+            g0, g1, g2, g3, g4 = g_g[p, 0], g_g[p, 1], g_g[p, 2], g_g[p, 3], g_g[p, 4]
+            g5, g6, g7, g8 = g_g[p, 5], g_g[p, 6], g_g[p, 7], g_g[p, 8]
+            for c in range(channels):
+                row[c] = (g0 * taps[0, c] + g1 * taps[1, c] + g2 * taps[2, c]
+                          + g3 * taps[3, c] + g4 * taps[4, c] + g5 * taps[5, c]
+                          + g6 * taps[6, c] + g7 * taps[7, c] + g8 * taps[8, c])
