@@ -50,7 +50,9 @@ in the rest, and an image too large for that in bands of tile rows.
 per thread, up to a quarter of the budget (``convkit_backends._buffers``; ``retained_bytes``
 says how much): fresh buffers are fresh pages, and their page faults were 10 of 26 ms of an
 11x11 forward pass. The per-frequency GEMMs (too small for BLAS's own threads) and the tile copies
-run in ``workers`` threads of the backend's own (:mod:`._workers`).
+run in ``workers`` threads of the backend's own (:mod:`._workers`). Every call runs with BLAS on
+one thread, even its few larger GEMMs (the kernel's rows' DFT): OpenBLAS's threads spin for
+tens of milliseconds after a call, on the cores the workers need.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit.parallelism import thread_limit
+from convkit_backends._blas import one_blas_thread
 from convkit_backends._buffers import Buffers
 from convkit_backends._nonfinite import all_finite
 from convkit_backends._workspace import padded_bytes
@@ -189,6 +192,10 @@ class FftBackend(ConvBackend):
 
     def _convolve(self, conv: Convolution) -> np.ndarray:
         """``conv``'s result, tile by tile: one GEMM over channels per frequency."""
+        with one_blas_thread():  # see the module notes: no BLAS threads left spinning
+            return self._convolve_tiles(conv)
+
+    def _convolve_tiles(self, conv: Convolution) -> np.ndarray:
         kh, _, g, og, ig = conv.kernel.shape
         if ig == 1:
             return convolve_depthwise(conv, self.budget, self._buffers, self._workers())
@@ -215,6 +222,12 @@ class FftBackend(ConvBackend):
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         """``grad_w[o, c, a, b] = sum_{n,i,j} gy[n, o, i, j] * xp[n, c, i + a*dh, j + b*dw]``."""
+        with one_blas_thread():  # see the module notes: no BLAS threads left spinning
+            return self._correlate_weight_tiles(x, grad_output, geom)
+
+    def _correlate_weight_tiles(
+        self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
+    ) -> np.ndarray:
         khe, kwe = dilated_size(geom)
         (dh, dw), (pt, _, pl, _) = geom.dilation, geom.padding
         g, cog, cg = geom.groups, geom.out_channels // geom.groups, geom.weight_shape[1]
