@@ -165,6 +165,16 @@ def test_the_cheaper_variant_is_chosen(batch: int, out_size: tuple[int, int], ti
     assert WinogradBackend(2).variant(geom).m == 2
 
 
+@pytest.mark.parametrize("batch, out_size, tile",
+                         [(8, (14, 14), 2), (8, (28, 28), 4), (1, (56, 56), 4), (8, (7, 7), 2)])
+def test_the_weight_gradient_counts_a_sum_per_worker(batch: int, out_size: tuple[int, int],
+                                                    tile: int) -> None:
+    """Two workers' sums over tiles cost twice the forward pass's ``U``: 8x14x14 takes F(2,3)
+    for the weight gradient, F(4,3) forward."""
+    geom = convkit.make_geometry((batch, 8, *out_size), (8, 8, 3, 3), padding=1)
+    assert winograd.choose_variant(geom, sums=2).m == tile
+
+
 def test_bad_tile_is_refused() -> None:
     with pytest.raises(ValueError, match="tile must be one of"):
         WinogradBackend(6)

@@ -104,15 +104,23 @@ KEPT_BYTES = 64 * 2**20
 FILTER_COST_TILES = 64
 
 
-def choose_variant(geom: ConvGeometry) -> Variant:
-    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 64)``: the GEMM
-    multiplications over ``ceil(Ho/m) * ceil(Wo/m)`` tiles per image (F(4,3) wastes more on
-    sizes not divisible by 4) plus the filter transform (:data:`FILTER_COST_TILES`)."""
+def choose_variant(geom: ConvGeometry, sums: int = 1) -> Variant:
+    """The variant with the lower cost for ``geom``: ``a² * K * C * (tiles + 64 * sums)``:
+    the GEMM multiplications over ``ceil(Ho/m) * ceil(Wo/m)`` tiles per image (F(4,3) wastes
+    more on sizes not divisible by 4) plus ``sums`` arrays of ``U``'s size written and read
+    back (:data:`FILTER_COST_TILES`): the forward pass's ``U`` (1), or the weight gradient's
+    per-worker sums over tiles (one per worker).
+
+    The weight gradient's sums cost like the forward's ``U`` each: on 2 workers (in process,
+    medians of 30, F(2,3) against F(4,3), ms) 8x256x14x14 8.7 against 9.6 and 8x512x7x7 13.9
+    against 17.2 take F(2,3); 8x128x28x28 (8.6 against 7.6), 8x64x56x56 and batch 1 at 56x56
+    keep F(4,3); batch 1 at 28x28 was a tie (1.44 against 1.38), which goes to F(2,3).
+    """
     ho, wo = geom.out_size
 
     def cost(v: Variant) -> int:
         tiles = geom.batch * math.ceil(ho / v.m) * math.ceil(wo / v.m)
-        return v.a**2 * (tiles + FILTER_COST_TILES)
+        return v.a**2 * (tiles + FILTER_COST_TILES * sums)
 
     return min((F4, F2), key=cost)
 
@@ -291,9 +299,15 @@ class WinogradBackend(ConvBackend):
         self._exact = NumbaBackend()
         self._buffers = Buffers(limit=KEPT_BYTES)
 
-    def variant(self, geom: ConvGeometry) -> Variant:
-        """The variant this backend runs for ``geom``."""
-        return VARIANTS[self.tile] if self.tile is not None else choose_variant(geom)
+    def variant(self, geom: ConvGeometry, method: str = "forward") -> Variant:
+        """The variant this backend runs for a forward pass over ``geom`` (an input gradient
+        is one over the transposed geometry), or for its weight gradient when ``method`` is
+        ``'backward_weight'``."""
+        if self.tile is not None:
+            return VARIANTS[self.tile]
+        if method == "backward_weight":
+            return choose_variant(geom, sums=numba.get_num_threads())
+        return choose_variant(geom)
 
     def forward(self, x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
         if geom.in_channels < MIN_CHANNELS or not all_finite(x, weight):
@@ -314,7 +328,7 @@ class WinogradBackend(ConvBackend):
         if (min(geom.in_channels, geom.out_channels) < MIN_CHANNELS
                 or not all_finite(x, grad_output)):
             return self._exact.backward_weight(x, grad_output, geom)
-        variant = self.variant(geom)
+        variant = self.variant(geom, "backward_weight")
         plan = _Plan.make(geom, variant)
         workers = numba.get_num_threads()
         step = min(plan.block_rows, math.ceil(plan.rows / workers))  # a block per worker
@@ -328,7 +342,7 @@ class WinogradBackend(ConvBackend):
         """The weight gradient's buffers: the zero-padded output gradient, and per worker a
         block's ``V``, output-gradient tiles and their transform, two ``(a*a, K, C)`` sums
         and the ``(K*C, 9)`` taps (see :mod:`.weight_grad`)."""
-        variant = self.variant(geom)
+        variant = self.variant(geom, "backward_weight")
         plan = _Plan.make(geom, variant)
         a, m, (k, c) = variant.a, variant.m, (geom.out_channels, geom.in_channels)
         workers = numba.get_num_threads()
