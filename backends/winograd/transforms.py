@@ -290,3 +290,20 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
                 row[c] = (g0 * taps[0, c] + g1 * taps[1, c] + g2 * taps[2, c]
                           + g3 * taps[3, c] + g4 * taps[4, c] + g5 * taps[5, c]
                           + g6 * taps[6, c] + g7 * taps[7, c] + g8 * taps[8, c])
+
+
+@_jit
+def filters_at(by_tap, g_g, p, u):
+    """``u: (K, C)``, the transformed filters at tile position ``p`` alone:
+    ``sum_l g_g[p, l] * by_tap[l]`` over the weight's taps ``by_tap: (9, K, C)`` (tap ``l``
+    of every filter; ``g_g``: :func:`filter_matrix`), zero coefficients skipped. Both arrays
+    C-contiguous."""
+    size = u.size
+    out = u.reshape(size)
+    out[:] = 0
+    for tap in range(9):
+        weight = g_g[p, tap]
+        if weight != 0:
+            plane = by_tap[tap].reshape(size)
+            for i in range(size):
+                out[i] += weight * plane[i]
