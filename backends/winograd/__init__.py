@@ -343,9 +343,11 @@ class WinogradBackend(ConvBackend):
         self, grad_output: np.ndarray, weight: np.ndarray, geom: ConvGeometry
     ) -> np.ndarray:
         if (geom.out_channels < MIN_CHANNELS or not padding_within_kernel(geom)
-                or not np.isfinite(weight).all()):  # the added zero padding meets the weight
+                or not all_finite(grad_output, weight)):
             return self._exact.backward_input(grad_output, weight, geom)
-        return self.forward(grad_output, *transposed_convolution(weight, geom))
+        flipped, transposed = transposed_convolution(weight, geom)
+        return winograd_forward(grad_output, flipped, transposed, self.variant(transposed),
+                                self._buffers)
 
     def backward_weight(
         self, x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry
