@@ -8,7 +8,7 @@ F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
 Per call: the filter transform ``U = G g Gᵀ`` once, output channels shared out over the
 worker threads (a numba kernel). No BLAS call of the backend runs on more than one thread:
-OpenBLAS's threads spin for tens of milliseconds after a call, on the cores the workers
+OpenBLAS's threads may spin for tens of milliseconds after a call, on the cores the workers
 need (:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed
 filters and each worker's blocks are kept between calls (per thread, up to
 :data:`KEPT_BYTES`; ``retained_bytes`` reports them): fresh ones page-fault, and keeping them
@@ -20,8 +20,10 @@ its input tiles (a numba kernel), multiplies on one BLAS thread and transforms t
 products back into the output (numba): the block stays in the worker's cache between the
 steps, the cores never wait for each other, and numba's and BLAS's thread pools never
 fight (a two-thread OpenBLAS GEMM next to a busy core was measured 10-50x slower than on
-one thread). A layer with fewer blocks than workers shares its one block: each step is
-split among the workers (by input channel, tile position, output channel).
+one thread). A layer with fewer blocks than workers (batch 1, small images) shares its one
+block: each step is split among the workers (by input channel, tile position, output
+channel), and ``U`` is never whole: each worker transforms the filters of a tile position
+just before its GEMM (:func:`_shared_block`).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
