@@ -26,7 +26,7 @@ import numpy as np
 from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
 from convkit_backends.winograd._workers import Block, share_blocks
-from convkit_backends.winograd.transforms import Variant, transform_input
+from convkit_backends.winograd.transforms import Variant, filter_matrix, transform_input
 
 
 def winograd_weight_grad(
@@ -43,7 +43,7 @@ def winograd_weight_grad(
     th, tw = math.ceil(geom.out_size[0] / m), math.ceil(geom.out_size[1] / m)
     tiles = _output_tiles(grad_output, th * m, tw * m, m, buffers)  # (m, m, K, N, th, tw)
     spread = np.kron(variant.at.T, variant.at.T).astype(dtype)  # A ⊗ A: (a*a, m*m)
-    g_g = np.kron(variant.g, variant.g).astype(dtype)  # G ⊗ G: (a*a, 9)
+    g_g = filter_matrix(variant, dtype)  # G ⊗ G: (a*a, 9)
     result = np.zeros((k * c, 9), dtype)  # the call's own: every thread adds its share
     adding = threading.Lock()
 
