@@ -25,7 +25,12 @@ from convkit.testing import (
 )
 from convkit_backends import winograd
 from convkit_backends.winograd import F2, F4, VARIANTS, WinogradBackend
-from convkit_backends.winograd.transforms import filter_matrix, filter_transform, transform_filters
+from convkit_backends.winograd.transforms import (
+    filter_matrix,
+    filter_transform,
+    filters_at,
+    transform_filters,
+)
 
 TILES = sorted(VARIANTS)
 
@@ -69,6 +74,18 @@ def test_transform_filters_writes_only_its_output_channels() -> None:
     np.testing.assert_allclose(u[:, 1:3], filter_transform(np.ascontiguousarray(w), F4)[:, 1:3],
                                rtol=1e-14, atol=1e-14)
     assert (u[:, [0, 3]] == 7.0).all()
+
+
+@pytest.mark.parametrize("variant", [F2, F4], ids=["F2", "F4"])
+def test_filters_at_one_position_are_that_position_of_u(variant: winograd.Variant) -> None:
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 5, 3, 3))
+    by_tap = np.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(9, 4, 5)
+    u = filter_transform(w, variant)
+    at_p = np.full((4, 5), 7.0)
+    for p in (0, variant.a + 1, variant.a**2 - 1):
+        filters_at(by_tap, filter_matrix(variant, w.dtype), p, at_p)
+        np.testing.assert_allclose(at_p, u[p], rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("tile", TILES)

@@ -51,8 +51,9 @@ per thread, up to a quarter of the budget (``convkit_backends._buffers``; ``reta
 says how much): fresh buffers are fresh pages, and their page faults were 10 of 26 ms of an
 11x11 forward pass. The per-frequency GEMMs (too small for BLAS's own threads) and the tile copies
 run in ``workers`` threads of the backend's own (:mod:`._workers`). Every call runs with BLAS on
-one thread, even its few larger GEMMs (the kernel's rows' DFT): OpenBLAS's threads spin for
-tens of milliseconds after a call, on the cores the workers need.
+one thread, even its few larger GEMMs (the kernel's rows' DFT): after a threaded call
+OpenBLAS's threads spin, about 0.1 s unless ``import convkit`` came before numpy's
+(:mod:`convkit.idle_threads`), on the cores the workers need.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
 Per call: the filter transform ``U = G g Gᵀ`` once, output channels shared out over the
 worker threads (a numba kernel). No BLAS call of the backend runs on more than one thread:
-OpenBLAS's threads may spin for tens of milliseconds after a call, on the cores the workers
-need (:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed
+OpenBLAS's threads may spin for up to 0.1 s after a call, on the cores the workers need
+(:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed
 filters and each worker's blocks are kept between calls (per thread, up to
 :data:`KEPT_BYTES`; ``retained_bytes`` reports them): fresh ones page-fault, and keeping them
 took the 8x256x14x14 forward pass from 17-21 ms to 8 ms (in process). The tiles are
@@ -166,8 +166,9 @@ class _Plan:
 
 class _Scratch:
     """One worker's buffers for blocks of ``plan``, kept in ``buffers`` under names ending in
-    ``key``: ``v``/``mm`` hold a block's transformed tiles and products, the rest is the
-    transforms' scratch (see the kernels)."""
+    ``key``: ``v``/``mm`` hold a block's transformed tiles and products, ``u`` (with
+    ``filters``) the transformed filters at one tile position, the rest is the transforms'
+    scratch (see the kernels)."""
 
     def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, buffers: Buffers,
                  key: str = "", products: bool = True, filters: bool = False):

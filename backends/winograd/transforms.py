@@ -279,8 +279,9 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
     :func:`filter_matrix`, ``u: (a*a, K, C)``, scratch ``taps: (9, C)``.
 
     A kernel, not one GEMM ``(a*a, 9) @ (9, K*C)``: OpenBLAS ran that on its own threads,
-    which then spin for tens of milliseconds after the call and take a core from the
-    backend's workers (the 8x256x14x14 GEMMs that followed ran at one core's speed). Here
+    which then spin after the call (about 0.1 s unless ``import convkit`` came before
+    numpy's) and take a core from the backend's workers (the 8x256x14x14 GEMMs that followed
+    ran at one core's speed). Here
     each worker takes output channels: each filter's taps are gathered into ``taps`` so the
     loop over input channels reads and writes consecutive elements (the 256 x 256 filters of
     F(4,3): 0.52 ms on 2 workers, against 0.96 ms for the GEMM on 2 BLAS threads).
