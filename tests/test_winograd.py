@@ -65,14 +65,14 @@ def test_filter_transform_is_g_g_gt(variant: winograd.Variant) -> None:
 
 
 def test_transform_filters_writes_only_its_output_channels() -> None:
-    """A worker's share, from a flipped (non-contiguous) weight as the input gradient passes
-    it: channels ``[1, 3)`` written as :func:`filter_transform` computes them, the rest left."""
+    """A worker's share, from a non-contiguous weight (a flipped view, as a caller may pass
+    one): channels ``[1, 3)`` are ``G g Gᵀ``, the rest left alone."""
     rng = np.random.default_rng(1)
     w = rng.standard_normal((4, 6, 3, 3))[:, :, ::-1, ::-1]
     u = np.full((36, 4, 6), 7.0)
     transform_filters(w, filter_matrix(F4, w.dtype), u, 1, 3, np.empty((9, 6)))
-    np.testing.assert_allclose(u[:, 1:3], filter_transform(np.ascontiguousarray(w), F4)[:, 1:3],
-                               rtol=1e-14, atol=1e-14)
+    expected = np.einsum("si,kcij,qj->sqkc", F4.g, w, F4.g).reshape(36, 4, 6)
+    np.testing.assert_allclose(u[:, 1:3], expected[:, 1:3], rtol=1e-13, atol=1e-13)
     assert (u[:, [0, 3]] == 7.0).all()
 
 
@@ -245,6 +245,38 @@ def test_weight_gradient_sums_every_block(block_rows: int,
     for tile in TILES:
         np.testing.assert_allclose(WinogradBackend(tile).backward_weight(x, gy, geom),
                                    expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("workers", [3, 20, 40])
+def test_more_workers_than_tile_positions(workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with many threads a shared block has workers without a tile position
+    (F(2,3) has 16, F(4,3) 36): they must still do their share of the transforms."""
+    monkeypatch.setattr(winograd.numba, "get_num_threads", lambda: workers)
+    rng = np.random.default_rng(4)
+    geom = convkit.make_geometry((1, 24, 9, 9), (40, 24, 3, 3), padding=1)
+    x, w = rng.standard_normal(geom.input_shape), rng.standard_normal(geom.weight_shape)
+    gy = rng.standard_normal(geom.output_shape)
+    exact = convkit.get_backend("numba")
+    for tile in TILES:
+        backend = WinogradBackend(tile)
+        assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
+        np.testing.assert_allclose(backend.forward(x, w, geom), exact.forward(x, w, geom),
+                                   rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(backend.backward_input(gy, w, geom),
+                                   exact.backward_input(gy, w, geom), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(backend.backward_weight(x, gy, geom),
+                                   exact.backward_weight(x, gy, geom), rtol=1e-10, atol=1e-10)
+
+
+def test_weight_gradient_is_the_same_from_call_to_call() -> None:
+    """Eight blocks of tile rows over the workers: dealt out as threads came free, the sums'
+    order (and the last bits) changed between calls; dealt out by worker index, never."""
+    rng = np.random.default_rng(3)
+    geom = convkit.make_geometry((2, 16, 56, 56), (16, 16, 3, 3), padding=1)
+    x, gy = rng.standard_normal(geom.input_shape), rng.standard_normal(geom.output_shape)
+    backend = WinogradBackend(2)
+    results = {backend.backward_weight(x, gy, geom).tobytes() for _ in range(30)}
+    assert len(results) == 1
 
 
 @pytest.mark.parametrize("method", ["forward", "backward_input", "backward_weight"])

@@ -6,22 +6,23 @@ channels: the ``a²`` elementwise products over channels become ``a²`` GEMMs
 ``U[p] (K x C) @ V[p] (C x tiles)``, which is where the time goes and BLAS does them.
 F(2,3) does 2.25x fewer multiplications than a direct sum, F(4,3) 4x.
 
-Per call: the filter transform ``U = G g Gᵀ`` once, output channels shared out over the
-worker threads (a numba kernel). No BLAS call of the backend runs on more than one thread:
-OpenBLAS's threads may spin for up to 0.1 s after a call, on the cores the workers need
-(:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed
-filters and each worker's blocks are kept between calls (per thread, up to
-:data:`KEPT_BYTES`; ``retained_bytes`` reports them): fresh ones page-fault, and keeping them
-took the 8x256x14x14 forward pass from 17-21 ms to 8 ms (in process). The tiles are
-processed in blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at
-least :data:`MIN_BLOCK_TILES` tiles so that the GEMMs are not dominated by packing ``U``).
-Each worker thread (``numba.get_num_threads()`` of them) takes the next block, transforms
-its input tiles (a numba kernel), multiplies on one BLAS thread and transforms the
-products back into the output (numba): the block stays in the worker's cache between the
-steps, the cores never wait for each other, and numba's and BLAS's thread pools never
-fight (a two-thread OpenBLAS GEMM next to a busy core was measured 10-50x slower than on
-one thread). A layer with fewer blocks than workers (batch 1, small images) shares its one
-block: each step is split among the workers (by input channel, tile position, output
+Per call, for a layer in several blocks of tiles (below): the filter transform ``U = G g
+Gᵀ`` once, output channels shared out over the worker threads (a numba kernel). No BLAS call
+of the backend runs on more than one thread: OpenBLAS's threads may spin for up to 0.1 s
+after a call, on the cores the workers need
+(:func:`~convkit_backends.winograd.transforms.transform_filters`). The transformed filters
+and each worker's blocks are kept between calls (per thread, up to :data:`KEPT_BYTES`;
+``retained_bytes`` reports them): fresh ones page-fault, and keeping them took the
+8x256x14x14 forward pass from 17-21 ms to 8 ms (in process). The tiles are processed in
+blocks of whole tile rows (about :data:`BLOCK_BYTES` of transformed input, at least
+:data:`MIN_BLOCK_TILES` tiles so that the GEMMs are not dominated by packing ``U``). Each
+worker thread (``numba.get_num_threads()`` of them) takes the next block, transforms its
+input tiles (a numba kernel), multiplies on one BLAS thread and transforms the products back
+into the output (numba): the block stays in the worker's cache between the steps, the cores
+never wait for each other, and numba's and BLAS's thread pools never fight (a two-thread
+OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread). A layer
+with fewer blocks than workers (few tiles: batch 1, or 14x14 images at batch 8) shares its
+one block: each step is split among the workers (by input channel, tile position, output
 channel), and ``U`` is never whole: each worker transforms the filters of a tile position
 just before its GEMM (:func:`_shared_block`).
 
@@ -63,7 +64,13 @@ from convkit_backends._common import (
 )
 from convkit_backends._nonfinite import all_finite
 from convkit_backends.numba_direct.backend import NumbaBackend
-from convkit_backends.winograd._workers import Block, share_blocks, workers_pool
+from convkit_backends.winograd._workers import (
+    Block,
+    on_workers,
+    share,
+    share_blocks,
+    workers_pool,
+)
 from convkit_backends.winograd.transforms import (
     F2,
     F4,
@@ -216,14 +223,13 @@ def _transformed_filters(weight: np.ndarray, variant: Variant, pool: ThreadPoolE
     u = buffers.empty("U", (variant.a**2, k, c), weight.dtype)
     g_g = filter_matrix(variant, weight.dtype)
     workers = min(numba.get_num_threads(), k)
-    step = math.ceil(k / workers)
 
-    def work(take: Callable[[], Block | None]) -> None:
-        taps = buffers.empty("filter-taps", (9, c), weight.dtype)  # this thread's
-        while (block := take()) is not None:
-            transform_filters(weight, g_g, u, block[0], block[1], taps)
+    def work(i: int) -> None:
+        outputs = share(k, i, workers)
+        transform_filters(weight, g_g, u, outputs.start, outputs.stop,
+                          buffers.empty("filter-taps", (9, c), weight.dtype))  # this thread's
 
-    share_blocks(work, [(k0, min(k0 + step, k)) for k0 in range(0, k, step)], pool, workers)
+    on_workers(work, workers, pool)
     return u
 
 
@@ -265,36 +271,30 @@ def _shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, geom: ConvGe
     a, k, c = variant.a, geom.out_channels, geom.in_channels
     pt, _, pl, _ = geom.padding
     bufs = [_Scratch(plan, geom, plan.rows * plan.tw, buffers, f"-shared{i}", products=i == 0,
-                     filters=True) for i in range(workers)]
+                     filters=len(share(a * a, i, workers)) > 0) for i in range(workers)]
     v, mm = bufs[0].v, bufs[0].mm
     by_tap = buffers.empty("by-tap", (9, k, c), dtype)
     g_g = filter_matrix(variant, dtype)
 
-    def share(size: int, i: int) -> range:
-        return range(size * i // workers, size * (i + 1) // workers)
-
-    def prepare(i: int, buf: _Scratch) -> None:
-        channels, outputs = share(c, i), share(k, i)
+    def prepare(i: int) -> None:
+        channels, outputs = share(c, i, workers), share(k, i, workers)
         transform_input(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, channels.start,
-                        channels.stop, buf.phases, buf.h)
+                        channels.stop, bufs[i].phases, bufs[i].h)
         np.copyto(by_tap.reshape(3, 3, k, c)[:, :, outputs.start:outputs.stop],
                   weight[outputs.start:outputs.stop].transpose(2, 3, 0, 1))
 
-    def multiply(i: int, buf: _Scratch) -> None:
-        for p in share(a * a, i):
-            filters_at(by_tap, g_g, p, buf.u)
-            np.matmul(buf.u, v[p], out=mm[p])
+    def multiply(i: int) -> None:
+        for p in share(a * a, i, workers):
+            filters_at(by_tap, g_g, p, bufs[i].u)
+            np.matmul(bufs[i].u, v[p], out=mm[p])
 
-    def finish(i: int, buf: _Scratch) -> None:
-        outputs = share(k, i)
+    def finish(i: int) -> None:
+        outputs = share(k, i, workers)
         transform_output(mm, y, 0, plan.rows, plan.th, plan.tw, outputs.start, outputs.stop,
-                         buf.h, buf.o)
+                         bufs[i].h, bufs[i].o)
 
     for step in (prepare, multiply, finish):
-        futures = [pool.submit(step, i, bufs[i]) for i in range(1, workers)]
-        step(0, bufs[0])
-        for future in futures:
-            future.result()
+        on_workers(step, workers, pool)
 
 
 def _zero_padding_only(y: np.ndarray, geom: ConvGeometry) -> None:
@@ -409,8 +409,11 @@ class WinogradBackend(ConvBackend):
             geom = transposed_geometry(geom)
         variant = self.variant(geom)
         plan = _Plan.make(geom, variant)
-        filters = variant.a**2 * geom.out_channels * geom.in_channels
-        weights = 2 * filters * geom.dtype.itemsize  # U, and the flipped weight (input grad.)
+        threads, filters = numba.get_num_threads(), geom.out_channels * geom.in_channels
+        # The whole U (blocks per worker), or the weight by tap and each worker's U at one
+        # tile position (one shared block); and the flipped weight (input gradient).
+        transformed = max(variant.a**2, 9 + min(threads, variant.a**2)) * filters
+        weights = (transformed + 9 * filters) * geom.dtype.itemsize
         # Workers on blocks of their own, or sharing one (each with its scratch).
-        return max(exact, weights + numba.get_num_threads() * plan.worker_bytes(geom))
+        return max(exact, weights + threads * plan.worker_bytes(geom))
 

@@ -1,10 +1,10 @@
-"""The winograd backend's worker threads and how they share a call's blocks of tile rows."""
+"""The winograd backend's worker threads and how a call's work is shared out among them."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 
@@ -41,3 +41,20 @@ def share_blocks(
     work(take)
     for future in futures:
         future.result()
+
+
+def on_workers(step: Callable[[int], None], workers: int, pool: ThreadPoolExecutor) -> None:
+    """``step(i)`` for every ``i < workers``: ``0`` on this thread, the others on ``pool``;
+    returns when all have finished."""
+    futures = [pool.submit(step, i) for i in range(1, workers)]
+    try:
+        step(0)
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()
+
+
+def share(size: int, i: int, parts: int) -> range:
+    """Part ``i`` of ``range(size)`` cut into ``parts`` runs of nearly equal length."""
+    return range(size * i // parts, size * (i + 1) // parts)

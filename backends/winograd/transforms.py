@@ -21,7 +21,7 @@ _FLAGS = {"contract", "reassoc"}
 _jit = jit(nogil=True, fastmath=_FLAGS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (cache keys)
 class Variant:
     """F(m x m, 3 x 3): ``bt (a, a)`` input, ``g (a, 3)`` filter, ``at (m, a)`` output
     transform, ``a = m + 2`` (interpolation points 0, ±1, ±2 and infinity)."""
@@ -259,15 +259,16 @@ def filter_transform(
 
 
 def filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
-    """``kron(G, G): (a*a, 9)`` in ``dtype`` (read-only): ``U[s*a + q] = sum_ij G[s, i]
-    G[q, j] g[i, j]`` is this matrix times ``g`` flattened."""
-    return _filter_matrix(variant.m, np.dtype(dtype))
+    """``kron(G, G): (a*a, 9)`` in ``dtype``, flagged read-only: ``U[s*a + q] = sum_ij
+    G[s, i] G[q, j] g[i, j]`` is this matrix times ``g`` flattened."""
+    return _filter_matrix(variant, np.dtype(dtype))
 
 
 @functools.cache
-def _filter_matrix(m: int, dtype: np.dtype) -> np.ndarray:
-    """:func:`filter_matrix`, made once (``np.kron`` took 14 us, 1% of a batch-1 layer)."""
-    matrix = np.kron(VARIANTS[m].g, VARIANTS[m].g).astype(dtype)
+def _filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
+    """:func:`filter_matrix`, made once per variant and dtype (``np.kron`` took 14 us, 1% of
+    a batch-1 layer)."""
+    matrix = np.kron(variant.g, variant.g).astype(dtype)
     matrix.setflags(write=False)
     return matrix
 

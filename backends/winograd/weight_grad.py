@@ -11,21 +11,21 @@ and the transform back to 3x3 taps runs once per thread, on its sum (one GEMM wi
 
 ``V`` is the forward pass's input transform (:func:`transform_input`); ``GY`` is one GEMM
 with ``kron(A, A)`` over the output gradient's ``m x m`` tiles. Blocks of tile rows are
-shared out over the worker threads, each summing into its own ``M``.
+dealt out to the worker threads by index, each summing into its own ``M``, and their taps
+are added up in worker order: the result is the same from call to call (dealt out as the
+threads came free, it varied in the last bits).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
-from convkit_backends.winograd._workers import Block, share_blocks
+from convkit_backends.winograd._workers import Block, on_workers
 from convkit_backends.winograd.transforms import Variant, filter_matrix, transform_input
 
 
@@ -35,23 +35,26 @@ def winograd_weight_grad(
 ) -> np.ndarray:
     """``(K, C, 3, 3)``: the weight gradient of ``x: (N, C, H, W)`` and ``grad_output:
     (N, K, Ho, Wo)`` (finite) by ``variant``, over ``blocks`` of tile rows (``[r0, r1)`` of
-    the ``N * ceil(Ho/m)`` rows of ``m x m`` output tiles) taken by ``workers`` threads of
-    ``pool`` (BLAS on one thread: the caller's business). ``buffers``: each thread's
-    scratch, kept between calls."""
+    the ``N * ceil(Ho/m)`` rows of ``m x m`` output tiles), worker ``i`` of ``workers``
+    threads of ``pool`` taking blocks ``i, i + workers, ...`` (BLAS on one thread: the
+    caller's business). ``buffers``: each thread's scratch, kept between calls. The same
+    operands and worker count give the same bits."""
     a, m, dtype = variant.a, variant.m, geom.dtype
     k, c = geom.out_channels, geom.in_channels
     th, tw = math.ceil(geom.out_size[0] / m), math.ceil(geom.out_size[1] / m)
     tiles = _output_tiles(grad_output, th * m, tw * m, m, buffers)  # (m, m, K, N, th, tw)
     spread = np.kron(variant.at.T, variant.at.T).astype(dtype)  # A ⊗ A: (a*a, m*m)
     g_g = filter_matrix(variant, dtype)  # G ⊗ G: (a*a, 9)
-    result = np.zeros((k * c, 9), dtype)  # the call's own: every thread adds its share
-    adding = threading.Lock()
+    # Worker i's taps go to outs[i]: the result, or the calling thread's kept buffer (no
+    # other call can reuse that while this one runs). Summed in worker order, with blocks
+    # dealt out by worker index, the result does not depend on which thread ran first.
+    result = np.empty((k * c, 9), dtype)
+    outs = [result, *buffers.empty("wgrad:parts", (workers - 1, k * c, 9), dtype)]
 
-    def work(take: Callable[[], Block | None]) -> None:  # buffers hands out this thread's own
+    def work(i: int) -> None:  # buffers hands out this thread's own
         total = buffers.empty("wgrad:sum", (a * a, k, c), dtype)
         first = True
-        while (block := take()) is not None:
-            r0, r1 = block
+        for r0, r1 in blocks[i::workers]:
             count = (r1 - r0) * tw
             span = (r1 - r0) * (tw + 1)
             v = buffers.empty("wgrad:v", (a * a, c, count), dtype)
@@ -70,16 +73,13 @@ def winograd_weight_grad(
                 np.matmul(gy, v.transpose(0, 2, 1), out=part)
                 total += part
         if first:
-            return
-        # Back to taps, this thread's share: (K*C, 9) = total.T @ kron(G, G), so each
-        # filter's 9 taps land together, as the result lays them out. Added here, before
-        # this pool thread can take up another call and reuse its buffers.
-        taps = buffers.empty("wgrad:taps", (k * c, 9), dtype)
-        np.matmul(total.reshape(a * a, k * c).T, g_g, out=taps)
-        with adding:
-            np.add(result, taps, out=result)
+            outs[i][...] = 0
+        else:  # back to taps: (K*C, 9) = total.T @ kron(G, G), each filter's 9 taps together
+            np.matmul(total.reshape(a * a, k * c).T, g_g, out=outs[i])
 
-    share_blocks(work, blocks, pool, workers)
+    on_workers(work, workers, pool)
+    for taps in outs[1:]:
+        result += taps
     return result.reshape(k, c, 3, 3)
 
 
