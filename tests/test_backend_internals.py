@@ -284,6 +284,13 @@ NUMBA_LONG_ROW_CASES = [
     # padding beyond the kernel's extent: the input gradient cannot run as a forward pass
     ConvCase("3x3-pad3", (2, 3, 5, 6), (5, 3, 3, 3), padding=(3, 1)),
     ConvCase("2x4-pad", (2, 3, 6, 9), (4, 3, 2, 4), padding=(1, 2)),
+    # rows of 7 taps at stride 1: output rows computed in pairs (odd and even counts of
+    # output rows and kernel rows, one kernel row, no padding, groups)
+    ConvCase("7x7-depthwise-same", (2, 4, 9, 10), (4, 1, 7, 7), padding=3, groups=4),
+    ConvCase("5x7-pad", (2, 3, 8, 11), (4, 3, 5, 7), padding=(1, 3)),
+    ConvCase("7x7-valid", (1, 2, 12, 9), (3, 2, 7, 7)),
+    ConvCase("2x7-groups", (2, 4, 5, 9), (6, 2, 2, 7), padding=(0, 2), groups=2),
+    ConvCase("1x7", (1, 3, 4, 10), (2, 3, 1, 7), padding=(0, 3)),
     ConvCase("7x7-s2-pad3", (2, 3, 13, 12), (4, 3, 7, 7), stride=2, padding=3),
     ConvCase("3x3-s2-groups", (2, 4, 9, 8), (6, 2, 3, 3), stride=2, padding=1, groups=2),
     ConvCase("3x3-s2-depthwise-asym", (2, 3, 9, 10), (3, 1, 3, 3), stride=2, padding=(2, 1),
