@@ -192,7 +192,7 @@ def _forward_row_pairs(x, w, y, pt, pl, hp, wp, groups, threads):
     """Stride 1, no dilation, 7 taps per kernel row: :func:`_forward_unit_stride` with the
     padded planes split into their even and odd rows, so that output rows ``2j`` and
     ``2j + 1`` are two flat planes and each input row feeds both in one pass
-    (:func:`_taps7_two_rows`): 14 multiply-adds per load of the input, not 7.
+    (:func:`_taps7_two_rows`): 14 multiply-adds per 7 loads of the input row, not 7.
 
     Output row ``2j`` reads padded rows ``2j + a``: even ones from the even plane at row
     ``j + a//2``, odd ones from the odd plane; row ``2j + 1`` reads rows ``2j + 1 + a``.
