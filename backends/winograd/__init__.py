@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -154,6 +154,12 @@ class _Plan:
         block_rows = max(1, BLOCK_BYTES // (per_row * geom.dtype.itemsize),
                          math.ceil(MIN_BLOCK_TILES / tw))
         return cls(variant, th, tw, geom.batch * th, min(block_rows, geom.batch * th))
+
+    def shared_by_workers(self) -> _Plan:
+        """This plan with blocks of at most one worker's share of the tile rows, so that
+        every worker gets a block (the weight gradient's plan)."""
+        share = math.ceil(self.rows / numba.get_num_threads())
+        return replace(self, block_rows=min(self.block_rows, share))
 
     def blocks(self) -> list[tuple[int, int]]:
         return [(r, min(r + self.block_rows, self.rows))
@@ -359,13 +365,11 @@ class WinogradBackend(ConvBackend):
                 or not all_finite(x, grad_output)):
             return self._exact.backward_weight(x, grad_output, geom)
         variant = self.variant(geom, "backward_weight")
-        plan = _Plan.make(geom, variant)
-        workers = numba.get_num_threads()
-        step = min(plan.block_rows, math.ceil(plan.rows / workers))  # a block per worker
-        blocks = [(r, min(r + step, plan.rows)) for r in range(0, plan.rows, step)]
+        blocks = _Plan.make(geom, variant).shared_by_workers().blocks()
         with one_blas_thread():
             return winograd_weight_grad(x, grad_output, geom, variant, blocks,
-                                        workers_pool(), min(workers, len(blocks)),
+                                        workers_pool(),
+                                        min(numba.get_num_threads(), len(blocks)),
                                         self._buffers)
 
     def _weight_grad_bytes(self, geom: ConvGeometry) -> int:
@@ -373,11 +377,10 @@ class WinogradBackend(ConvBackend):
         block's ``V``, output-gradient tiles and their transform, two ``(a*a, K, C)`` sums
         and the ``(K*C, 9)`` taps (see :mod:`.weight_grad`)."""
         variant = self.variant(geom, "backward_weight")
-        plan = _Plan.make(geom, variant)
+        plan = _Plan.make(geom, variant).shared_by_workers()
         a, m, (k, c) = variant.a, variant.m, (geom.out_channels, geom.in_channels)
         workers = numba.get_num_threads()
-        rows = min(plan.block_rows, math.ceil(plan.rows / workers))  # per block
-        tiles, span = rows * plan.tw, rows * (plan.tw + 1)
+        tiles, span = plan.block_rows * plan.tw, plan.block_rows * (plan.tw + 1)
         per_worker = ((a * a * (c + k) + m * m * k) * tiles + (2 * a * a + 9) * k * c
                       + (a * m + a * a) * span)
         padded = geom.batch * k * plan.th * m * plan.tw * m
