@@ -27,7 +27,6 @@ from convkit_backends import winograd
 from convkit_backends.winograd import F2, F4, VARIANTS, WinogradBackend
 from convkit_backends.winograd.transforms import (
     filter_matrix,
-    filter_transform,
     filters_at,
     transform_filters,
 )
@@ -50,6 +49,15 @@ def test_transforms_compute_a_correlation(variant: winograd.Variant) -> None:
     expected = [d[i:i + 3] @ g for i in range(variant.m)]
     np.testing.assert_allclose(variant.at @ ((variant.g @ g) * (variant.bt @ d)), expected,
                                rtol=1e-13, atol=1e-13)
+
+
+def filter_transform(w: np.ndarray, variant: winograd.Variant) -> np.ndarray:
+    """``U: (a*a, K, C)`` of ``w: (K, C, 3, 3)``: :func:`transform_filters` over every output
+    channel, on this thread."""
+    k, c = w.shape[:2]
+    u = np.empty((variant.a**2, k, c), w.dtype)
+    transform_filters(w, filter_matrix(variant, w.dtype), u, 0, k, np.empty((9, c), w.dtype))
+    return u
 
 
 @pytest.mark.parametrize("variant", [F2, F4], ids=["F2", "F4"])

@@ -244,20 +244,6 @@ def transform_output(mm, y, row0, row1, th, tw, k0, k1, h, o):
                         row[tx * m + j] = src[tx]
 
 
-def filter_transform(
-    weight: np.ndarray, variant: Variant, out: np.ndarray | None = None
-) -> np.ndarray:
-    """``U: (a*a, K, C)``, ``G g Gᵀ`` of each ``(3, 3)`` filter of ``weight: (K, C, 3, 3)``,
-    in ``weight``'s dtype (into ``out`` if given), on this thread: :func:`transform_filters`
-    over every output channel."""
-    k, c = weight.shape[:2]
-    if out is None:
-        out = np.empty((variant.a**2, k, c), weight.dtype)
-    transform_filters(weight, filter_matrix(variant, weight.dtype), out, 0, k,
-                      np.empty((9, c), weight.dtype))
-    return out
-
-
 def filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
     """``kron(G, G): (a*a, 9)`` in ``dtype``, flagged read-only: ``U[s*a + q] = sum_ij
     G[s, i] G[q, j] g[i, j]`` is this matrix times ``g`` flattened."""
@@ -282,10 +268,10 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
     A kernel, not one GEMM ``(a*a, 9) @ (9, K*C)``: OpenBLAS ran that on its own threads,
     which then spin after the call (about 0.1 s unless ``import convkit`` came before
     numpy's) and take a core from the backend's workers (the 8x256x14x14 GEMMs that followed
-    ran at one core's speed). Here
-    each worker takes output channels: each filter's taps are gathered into ``taps`` so the
-    loop over input channels reads and writes consecutive elements (the 256 x 256 filters of
-    F(4,3): 0.52 ms on 2 workers, against 0.96 ms for the GEMM on 2 BLAS threads).
+    ran at one core's speed). Here each worker takes output channels: each filter's taps are
+    gathered into ``taps`` so the loop over input channels reads and writes consecutive
+    elements (the 256 x 256 filters of F(4,3): 0.52 ms on 2 workers, against 0.96 ms for the
+    GEMM on 2 BLAS threads).
     """
     channels = weight.shape[1]
     for k in range(k0, k1):
