@@ -14,16 +14,20 @@ from convkit.testing import (
     CHECK_KINDS,
     CONFORMANCE_CASES,
     DTYPES,
+    NONFINITE_SCENARIOS,
     OPERATIONS,
     WINOGRAD_CASES,
     ConformanceCheck,
     ConvCase,
+    assert_same_nonfinite,
     assert_within_bound,
     check_backend,
     error_bound,
+    poisoned,
     run_operation,
 )
 from convkit_backends import winograd
+from convkit_backends.numba_direct.backend import NumbaBackend
 from convkit_backends.winograd import F2, F4, VARIANTS, WinogradBackend
 from convkit_backends.winograd.transforms import (
     filter_matrix,
@@ -108,6 +112,21 @@ def test_winograd_cases_within_the_declared_bound(
     ConformanceCheck(case, kind, dtype).run(f"winograd-f{tile}")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("scenario", NONFINITE_SCENARIOS)
+def test_every_nonfinite_scenario_lands_where_a_direct_sum_puts_it(
+    variants: None, scenario: str, tile: int
+) -> None:
+    """The forward pass and input gradient check their result, not their operands: every
+    scenario, on every case, must still give NaN and Inf where the naive backend does."""
+    for case in WINOGRAD_CASES:
+        bad = poisoned(case.arrays("float32"), scenario, seed=len(case.name))
+        for op in OPERATIONS:
+            assert_same_nonfinite(run_operation(op, bad, case, f"winograd-f{tile}"),
+                                  run_operation(op, bad, case, "naive"),
+                                  f"winograd-f{tile} {op} {case} ({scenario})")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPERATIONS)
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
@@ -170,6 +189,22 @@ def test_few_channels_and_non_finite_data_take_the_exact_path() -> None:
     w = rng.standard_normal((8, 8, 3, 3))
     np.testing.assert_array_equal(convkit.conv2d(x, w, padding=1, backend="winograd"),
                                   _exact(x, w, padding=1))
+
+
+@pytest.mark.parametrize("method", ["forward", "backward_input"])
+def test_an_overflow_in_the_transforms_takes_the_exact_path(method: str) -> None:
+    """Finite operands whose transformed tiles overflow float32 while the direct sums do
+    not: the result is the exact backend's, not Inf. Signs repeating ``+ + - -`` along both
+    axes make F(4,3)'s ``4 d0 - 5 d2 + d4`` add up to 10 times a value per axis."""
+    rng = np.random.default_rng(0)
+    signs = np.array([1, 1, -1, -1] * 4, np.float32)
+    big = rng.uniform(1e37, 3e37, (1, 8, 16, 16)).astype(np.float32) * np.outer(signs, signs)
+    w = rng.uniform(-1e-3, 1e-3, (8, 8, 3, 3)).astype(np.float32)
+    geom = convkit.make_geometry(big.shape, w.shape, padding=1, dtype=np.float32)
+    backend = WinogradBackend(4)
+    expected = getattr(NumbaBackend(), method)(big, w, geom)
+    assert np.isfinite(expected).all()
+    np.testing.assert_array_equal(getattr(backend, method)(big, w, geom), expected)
 
 
 def test_outputs_in_the_padding_alone_are_exactly_zero() -> None:
