@@ -84,6 +84,7 @@ from convkit_backends.winograd.transforms import (
     Variant,
     filter_matrix,
     filters_at,
+    input_scratch_size,
     transform_filters,
     transform_input,
     transform_output,
@@ -179,8 +180,8 @@ class _Plan:
     def worker_bytes(self, geom: ConvGeometry) -> int:
         """One worker's buffers: a block's ``V`` and ``M`` and the transforms' scratch."""
         a, tiles = self.variant.a, self.block_rows * self.tw
-        span = self.block_rows * (self.tw + 1)
-        scratch = (a * self.variant.m + a * a) * span + self.variant.m**2 * tiles
+        scratch = (2 * input_scratch_size(self.variant, self.block_rows, self.tw)
+                   + self.variant.m**2 * tiles)
         elements = a * a * (geom.in_channels + geom.out_channels) * tiles + scratch
         return elements * geom.dtype.itemsize
 
@@ -194,14 +195,15 @@ class _Scratch:
     def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, buffers: Buffers,
                  key: str = "", products: bool = True, filters: bool = False):
         a, m, dtype = plan.variant.a, plan.variant.m, geom.dtype
-        span = tiles // plan.tw * (plan.tw + 1)
+        rows = tiles // plan.tw
         if filters:  # the transformed filters at one tile position
             self.u = buffers.empty("u" + key, (geom.out_channels, geom.in_channels), dtype)
         if products:
             self.v = buffers.empty("v" + key, (a * a, geom.in_channels, tiles), dtype)
             self.mm = buffers.empty("mm" + key, (a * a, geom.out_channels, tiles), dtype)
-        self.phases = buffers.empty("phases" + key, (a, m, span), dtype)
-        self.h = buffers.empty("h" + key, (a * a, span), dtype)
+        scratch = input_scratch_size(plan.variant, rows, plan.tw)
+        self.columns = buffers.empty("columns" + key, (scratch,), dtype)
+        self.h = buffers.empty("h" + key, (a * m, scratch // (a * m)), dtype)  # also a*m rows of T
         self.o = buffers.empty("o" + key, (m * m, tiles), dtype)
 
 
@@ -261,8 +263,8 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
             row0, row1 = block
             count = (row1 - row0) * plan.tw
             v, mm = reuse(buf.v, (a * a, c, count), dtype), reuse(buf.mm, (a * a, k, count), dtype)
-            transform_input(x, v, pt, pl, row0, row1, plan.th, plan.tw, 0, c, buf.phases,
-                             buf.h)
+            transform_input(x, v, pt, pl, row0, row1, plan.th, plan.tw, 0, c, buf.columns,
+                            buf.h)
             np.matmul(u, v, out=mm)
             transform_output(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
 
@@ -294,7 +296,7 @@ def _shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, geom: ConvGe
     def prepare(i: int) -> None:
         channels, outputs = share(c, i, workers), share(k, i, workers)
         transform_input(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, channels.start,
-                        channels.stop, bufs[i].phases, bufs[i].h)
+                        channels.stop, bufs[i].columns, bufs[i].h)
         np.copyto(by_tap.reshape(3, 3, k, c)[:, :, outputs.start:outputs.stop],
                   weight[outputs.start:outputs.stop].transpose(2, 3, 0, 1))
 
@@ -409,9 +411,9 @@ class WinogradBackend(ConvBackend):
         plan = _Plan.make(geom, variant).shared_by_workers()
         a, m, (k, c) = variant.a, variant.m, (geom.out_channels, geom.in_channels)
         workers = numba.get_num_threads()
-        tiles, span = plan.block_rows * plan.tw, plan.block_rows * (plan.tw + 1)
+        tiles = plan.block_rows * plan.tw
         per_worker = ((a * a * (c + k) + m * m * k) * tiles + (2 * a * a + 9) * k * c
-                      + (a * m + a * a) * span)
+                      + 2 * input_scratch_size(variant, plan.block_rows, plan.tw))
         padded = geom.batch * k * plan.th * m * plan.tw * m
         return (workers * per_worker + padded) * geom.dtype.itemsize
 

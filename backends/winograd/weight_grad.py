@@ -26,7 +26,12 @@ import numpy as np
 from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
 from convkit_backends.winograd._workers import Block, on_workers
-from convkit_backends.winograd.transforms import Variant, filter_matrix, transform_input
+from convkit_backends.winograd.transforms import (
+    Variant,
+    filter_matrix,
+    input_scratch_size,
+    transform_input,
+)
 
 
 def winograd_weight_grad(
@@ -56,11 +61,11 @@ def winograd_weight_grad(
         first = True
         for r0, r1 in blocks[i::workers]:
             count = (r1 - r0) * tw
-            span = (r1 - r0) * (tw + 1)
+            scratch = input_scratch_size(variant, r1 - r0, tw)
             v = buffers.empty("wgrad:v", (a * a, c, count), dtype)
             transform_input(x, v, *_top_left(geom), r0, r1, th, tw, 0, c,
-                            buffers.empty("wgrad:phases", (a, m, span), dtype),
-                            buffers.empty("wgrad:h", (a * a, span), dtype))
+                            buffers.empty("wgrad:columns", (scratch,), dtype),
+                            buffers.empty("wgrad:h", (scratch,), dtype))
             flat = buffers.empty("wgrad:tiles", (m * m, k, r1 - r0, tw), dtype)
             _copy_tile_rows(tiles, flat.reshape(m, m, k, r1 - r0, tw), r0, r1)
             gy = buffers.empty("wgrad:gy", (a * a, k, count), dtype)
