@@ -221,15 +221,29 @@ def transform_output(mm, y, row0, row1, th, tw, k0, k1, h, o):
             else:
                 _at6(h[j], h[j + 4], h[j + 8], h[j + 12], h[j + 16], h[j + 20],
                      o[j], o[j + 4], o[j + 8], o[j + 12], count)
+        whole = wo // m  # tiles whose m columns all lie in the image
         for r in range(row0, row1):  # scatter o[i*m + j, t] into the image
             n, ty = r // th, r % th
             base = (r - row0) * tw
             for i in range(min(m, ho - ty * m)):
                 row = y[n, k, ty * m + i]
-                for j in range(m):
-                    src = o[i * m + j, base:base + tw]
-                    for tx in range((wo - j + m - 1) // m):
-                        row[tx * m + j] = src[tx]
+                if m == 4:  # a tile's 4 columns in one loop: stored as one interleaved
+                    # group (the F(4,3) output transform 1.3-1.6x faster than a loop per
+                    # column; pairs made F(2,3)'s slower, so it keeps those loops)
+                    s0, s1 = o[4 * i, base:], o[4 * i + 1, base:]
+                    s2, s3 = o[4 * i + 2, base:], o[4 * i + 3, base:]
+                    for tx in range(whole):
+                        row[4 * tx] = s0[tx]
+                        row[4 * tx + 1] = s1[tx]
+                        row[4 * tx + 2] = s2[tx]
+                        row[4 * tx + 3] = s3[tx]
+                    for j in range(wo - whole * m):  # the last tile's columns in the image
+                        row[whole * m + j] = o[i * m + j, base + whole]
+                else:
+                    for j in range(m):
+                        src = o[i * m + j, base:base + tw]
+                        for tx in range((wo - j + m - 1) // m):
+                            row[tx * m + j] = src[tx]
 
 
 def filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
