@@ -1,0 +1,138 @@
+"""numpy's own BLAS GEMM, callable from numba kernels (``parallel=True`` ones included).
+
+A backend that runs its GEMMs on threads of its own (winograd) otherwise hands each step of
+a call from Python thread to Python thread. On a virtual machine a hand-off cost 50-100 us
+(a sleeping thread's wake-up, and the GIL between the steps), a third of a batch-1 layer.
+Inside one numba kernel the steps are ``prange`` loops, whose threads (OpenMP) spin briefly
+between loops, and the GEMMs call BLAS directly.
+
+:func:`gemm_address` finds ``cblas_sgemm``/``cblas_dgemm`` in the BLAS library numpy loaded
+(threadpoolctl names it), under the names numpy's wheels and common builds export, and
+checks it on a small product before trusting it. :func:`gemm` calls it from numba code. Where
+no such function is found, callers keep their pure-Python path. BLAS must run on one thread
+meanwhile (:func:`~convkit_backends._blas.one_blas_thread`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import NamedTuple
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+from threadpoolctl import threadpool_info
+
+from convkit_backends.numba_direct._runtime import jit
+
+#: (name pattern, bits of its integer arguments): numpy >= 2 wheels (scipy-openblas, 64-bit
+#: indices), numpy 1.x wheels (openblas64_), then the plain 32-bit CBLAS of other builds.
+_NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64), ("cblas_{}gemm", 32))
+_ROW_MAJOR, _NO_TRANS = 101, 111  # CBLAS enum values
+
+
+class Gemm(NamedTuple):
+    """A CBLAS ``?gemm`` function: its address and the width of its integer arguments."""
+
+    address: int
+    index_bits: int
+
+
+def gemm_address(dtype: np.dtype | type) -> Gemm | None:
+    """numpy's BLAS ``cblas_sgemm`` (float32) or ``cblas_dgemm`` (float64), or ``None``."""
+    return _find(np.dtype(dtype).char)
+
+
+@functools.cache
+def _find(char: str) -> Gemm | None:
+    letter = {"f": "s", "d": "d"}.get(char)
+    if letter is None:
+        return None
+    for info in threadpool_info():
+        if info.get("user_api") != "blas":
+            continue
+        try:
+            library = ctypes.CDLL(info["filepath"])
+        except OSError:
+            continue
+        for pattern, bits in _NAMES:
+            function = getattr(library, pattern.format(letter), None)
+            if function is not None and _multiplies(function, bits, np.dtype(char)):
+                return Gemm(ctypes.cast(function, ctypes.c_void_p).value or 0, bits)
+    return None
+
+
+def _multiplies(function: ctypes._CFuncPtr, bits: int, dtype: np.dtype) -> bool:
+    """Whether ``function``, called as a row-major CBLAS GEMM with ``bits``-bit integers,
+    multiplies a 3x4 by a 4x2 matrix correctly."""
+    index = ctypes.c_int64 if bits == 64 else ctypes.c_int32
+    scalar = ctypes.c_float if dtype == np.float32 else ctypes.c_double
+    pointer = ctypes.c_void_p
+    function.restype = None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, index, index, index, scalar,
+                         pointer, index, pointer, index, scalar, pointer, index]
+    a = np.arange(12, dtype=dtype).reshape(3, 4)
+    b = np.arange(8, dtype=dtype).reshape(4, 2) - 3
+    c = np.full((3, 2), np.nan, dtype)
+    function(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, 3, 2, 4, 1.0, a.ctypes.data, 4, b.ctypes.data,
+             2, 0.0, c.ctypes.data, 2)
+    return bool(np.array_equal(c, a @ b))
+
+
+def _call_intrinsic(index_bits: int):
+    """An intrinsic ``call(address, m, n, k, a, lda, b, ldb, c, ldc)``: ``c = a @ b`` by the
+    CBLAS function at ``address`` (row-major, no transposes, ``alpha = 1``, ``beta = 0``)."""
+
+    @intrinsic
+    def call(typingctx, address, m, n, k, a, lda, b, ldb, c, ldc):
+        signature = types.void(address, m, n, k, a, lda, b, ldb, c, ldc)
+
+        def codegen(context, builder, sig, args):
+            float_type = context.get_value_type(sig.args[4].dtype)
+            index_type, enum_type = ir.IntType(index_bits), ir.IntType(32)
+            pointer_type = float_type.as_pointer()
+            function_type = ir.FunctionType(ir.VoidType(), [
+                enum_type, enum_type, enum_type, index_type, index_type, index_type,
+                float_type, pointer_type, index_type, pointer_type, index_type, float_type,
+                pointer_type, index_type])
+            function = builder.inttoptr(args[0], function_type.as_pointer())
+
+            def index(value):
+                return builder.trunc(value, index_type) if index_bits < 64 else value
+
+            def data(position):
+                array = context.make_array(sig.args[position])(context, builder,
+                                                               args[position])
+                return array.data
+
+            builder.call(function, [
+                ir.Constant(enum_type, _ROW_MAJOR), ir.Constant(enum_type, _NO_TRANS),
+                ir.Constant(enum_type, _NO_TRANS), index(args[1]), index(args[2]),
+                index(args[3]), ir.Constant(float_type, 1.0), data(4), index(args[5]),
+                data(6), index(args[7]), ir.Constant(float_type, 0.0), data(8),
+                index(args[9])])
+            return context.get_dummy_value()
+
+        return signature, codegen
+
+    return call
+
+
+_call64 = _call_intrinsic(64)
+_call32 = _call_intrinsic(32)
+
+
+@jit(nogil=True)
+def gemm(address, index_bits, a, b, c):
+    """``c[...] = a @ b`` by the CBLAS function ``address`` (:class:`Gemm`): ``a: (M, K)``,
+    ``b: (K, N)``, ``c: (M, N)`` of one dtype, each with contiguous rows."""
+    m, k = a.shape
+    n = b.shape[1]
+    size = a.itemsize
+    lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, c.strides[0] // size
+    if index_bits == 64:
+        _call64(address, m, n, k, a, lda, b, ldb, c, ldc)
+    else:
+        _call32(address, m, n, k, a, lda, b, ldb, c, ldc)

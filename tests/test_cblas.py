@@ -1,0 +1,40 @@
+"""numpy's BLAS GEMM called from numba code (convkit_backends._cblas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convkit_backends._cblas import gemm, gemm_address
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_multiplies_like_numpy(dtype: type) -> None:
+    blas = gemm_address(dtype)
+    if blas is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((37, 19)).astype(dtype)
+    b = rng.standard_normal((19, 23)).astype(dtype)
+    c = np.full((37, 23), np.nan, dtype)
+    gemm(blas.address, blas.index_bits, a, b, c)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_gemm_takes_rows_with_gaps_between_them() -> None:
+    """Operands whose rows are contiguous but further apart than their length (views of
+    wider arrays) are multiplied as they are, and the gaps of the result are left alone."""
+    blas = gemm_address(np.float64)
+    if blas is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((6, 9))[:, :5], rng.standard_normal((5, 11))[:, :4]
+    wide = np.full((6, 7), -1.0)
+    gemm(blas.address, blas.index_bits, a, b, wide[:, :4])
+    np.testing.assert_allclose(wide[:, :4], a @ b, rtol=1e-12)
+    assert (wide[:, 4:] == -1).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.complex64, np.float16])
+def test_no_gemm_for_other_dtypes(dtype: type) -> None:
+    assert gemm_address(dtype) is None
