@@ -290,8 +290,20 @@ def test_weight_gradient_sums_every_block(block_rows: int,
                                    expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.fixture(params=["one-kernel", "python-threads"])
+def shared_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How a shared block runs: in one numba kernel calling numpy's BLAS (where found), or on
+    Python threads (where numpy's BLAS has no GEMM numba can call)."""
+    if request.param == "python-threads":
+        monkeypatch.setattr(winograd._shared, "gemm_address", lambda dtype: None)
+    elif winograd._shared.gemm_address(np.float64) is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    return request.param
+
+
 @pytest.mark.parametrize("workers", [3, 20, 40])
-def test_more_workers_than_tile_positions(workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_more_workers_than_tile_positions(workers: int, shared_path: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """On a machine with many threads a shared block has workers without a tile position
     (F(2,3) has 16, F(4,3) 36): they must still do their share of the transforms."""
     monkeypatch.setattr(winograd.numba, "get_num_threads", lambda: workers)
@@ -309,6 +321,31 @@ def test_more_workers_than_tile_positions(workers: int, monkeypatch: pytest.Monk
                                    exact.backward_input(gy, w, geom), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(backend.backward_weight(x, gy, geom),
                                    exact.backward_weight(x, gy, geom), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_shared_block_gives_the_same_bits_in_one_kernel_and_on_python_threads(
+    dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same transforms and the same BLAS GEMMs, only started differently."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("one shared block needs two or more worker threads")
+    if winograd._shared.gemm_address(dtype) is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    rng = np.random.default_rng(5)
+    geom = convkit.make_geometry((1, 24, 11, 13), (40, 24, 3, 3), padding=1, dtype=dtype)
+    x = rng.standard_normal(geom.input_shape).astype(dtype)
+    w = rng.standard_normal(geom.weight_shape).astype(dtype)
+    gy = rng.standard_normal(geom.output_shape).astype(dtype)
+    for tile in TILES:
+        backend = WinogradBackend(tile)
+        assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
+        in_kernel = backend.forward(x, w, geom), backend.backward_input(gy, w, geom)
+        with monkeypatch.context() as patch:
+            patch.setattr(winograd._shared, "gemm_address", lambda dtype: None)
+            on_threads = backend.forward(x, w, geom), backend.backward_input(gy, w, geom)
+        for got, want in zip(in_kernel, on_threads, strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_weight_gradient_is_the_same_from_call_to_call() -> None:

@@ -24,7 +24,8 @@ OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread)
 with fewer blocks than workers (few tiles: batch 1, or 14x14 images at batch 8) shares its
 one block: each step is split among the workers (by input channel, tile position, output
 channel), and ``U`` is never whole: each worker transforms the filters of a tile position
-just before its GEMM (:func:`_shared_block`).
+just before its GEMM. The three steps run in one numba kernel that calls numpy's BLAS
+directly, where it can be found (:mod:`._shared`).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
@@ -53,7 +54,6 @@ import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import numba
 import numpy as np
@@ -70,9 +70,11 @@ from convkit_backends._common import (
 )
 from convkit_backends._nonfinite import all_finite
 from convkit_backends.numba_direct.backend import NumbaBackend
+from convkit_backends.winograd._shared import shared_block
 from convkit_backends.winograd._workers import (
     Block,
     on_workers,
+    quiet,
     share,
     share_blocks,
     workers_pool,
@@ -83,15 +85,12 @@ from convkit_backends.winograd.transforms import (
     VARIANTS,
     Variant,
     filter_matrix,
-    filters_at,
     input_scratch_size,
     transform_filters,
     transform_input,
     transform_output,
 )
 from convkit_backends.winograd.weight_grad import winograd_weight_grad
-
-T = TypeVar("T")
 
 #: Fewer input channels than this (forward; output channels for the input gradient) run on
 #: the exact path: few terms per output make Winograd's error large next to the direct-sum
@@ -187,24 +186,19 @@ class _Plan:
 
 
 class _Scratch:
-    """One worker's buffers for blocks of ``plan``, kept in ``buffers`` under names ending in
-    ``key``: ``v``/``mm`` hold a block's transformed tiles and products, ``u`` (with
-    ``filters``) the transformed filters at one tile position, the rest is the transforms'
+    """One worker's buffers for blocks of ``plan``, kept in its thread's ``buffers``:
+    ``v``/``mm`` hold a block's transformed tiles and products, the rest is the transforms'
     scratch (see the kernels)."""
 
-    def __init__(self, plan: _Plan, geom: ConvGeometry, tiles: int, buffers: Buffers,
-                 key: str = "", products: bool = True, filters: bool = False):
+    def __init__(self, plan: _Plan, geom: ConvGeometry, buffers: Buffers):
         a, m, dtype = plan.variant.a, plan.variant.m, geom.dtype
-        rows = tiles // plan.tw
-        if filters:  # the transformed filters at one tile position
-            self.u = buffers.empty("u" + key, (geom.out_channels, geom.in_channels), dtype)
-        if products:
-            self.v = buffers.empty("v" + key, (a * a, geom.in_channels, tiles), dtype)
-            self.mm = buffers.empty("mm" + key, (a * a, geom.out_channels, tiles), dtype)
-        scratch = input_scratch_size(plan.variant, rows, plan.tw)
-        self.columns = buffers.empty("columns" + key, (scratch,), dtype)
-        self.h = buffers.empty("h" + key, (a * m, scratch // (a * m)), dtype)  # also a*m rows of T
-        self.o = buffers.empty("o" + key, (m * m, tiles), dtype)
+        tiles = plan.block_rows * plan.tw
+        self.v = buffers.empty("v", (a * a, geom.in_channels, tiles), dtype)
+        self.mm = buffers.empty("mm", (a * a, geom.out_channels, tiles), dtype)
+        scratch = input_scratch_size(plan.variant, plan.block_rows, plan.tw)
+        self.columns = buffers.empty("columns", (scratch,), dtype)
+        self.h = buffers.empty("h", (a * m, scratch // (a * m)), dtype)  # also a*m rows of T
+        self.o = buffers.empty("o", (m * m, tiles), dtype)
 
 
 def winograd_forward(
@@ -217,14 +211,15 @@ def winograd_forward(
     window lies wholly in the padding hold rounding residue (:func:`_zero_padding_only`).
 
     Each worker takes whole blocks; when there are fewer blocks than workers (a small
-    layer, one block), they share the block instead (:func:`_shared_block`).
+    layer, one block), they share the block instead (:func:`._shared.shared_block`).
     """
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
     pool = workers_pool()
     with one_blas_thread():
         if plan.workers() == 1 and numba.get_num_threads() > 1:
-            _shared_block(x, weight, y, geom, plan, pool, buffers)
+            shared_block(x, weight, y, geom.padding[::2], variant,
+                         (plan.rows, plan.th, plan.tw), pool, buffers)
         else:
             u = _transformed_filters(weight, variant, pool, buffers)
             _blocks_per_worker(x, u, y, geom, plan, pool, buffers)
@@ -256,9 +251,9 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
     pt, _, pl, _ = geom.padding
     c, k = geom.in_channels, geom.out_channels
 
-    @_quiet
+    @quiet
     def work(take: Callable[[], Block | None]) -> None:
-        buf = _Scratch(plan, geom, plan.block_rows * plan.tw, buffers)  # this thread's
+        buf = _Scratch(plan, geom, buffers)  # this thread's
         while (block := take()) is not None:
             row0, row1 = block
             count = (row1 - row0) * plan.tw
@@ -269,62 +264,6 @@ def _blocks_per_worker(x: np.ndarray, u: np.ndarray, y: np.ndarray, geom: ConvGe
             transform_output(mm, y, row0, row1, plan.th, plan.tw, 0, k, buf.h, buf.o)
 
     share_blocks(work, plan.blocks(), pool, plan.workers())
-
-
-def _shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, geom: ConvGeometry,
-                  plan: _Plan, pool: ThreadPoolExecutor, buffers: Buffers) -> None:
-    """All tile rows as one block, each step split among ``numba.get_num_threads()``
-    workers: the input transform by input channel (and the weight's taps regrouped by tap,
-    by output channel), the GEMMs by tile position, the output transform by output channel.
-
-    ``U`` is never whole here: each worker transforms the filters of one tile position
-    (:func:`filters_at`) just before that position's GEMM, which then finds them in its
-    cache. A layer with few tiles reads ``U`` about once, so a whole ``U`` was a round trip
-    through memory: the 8x256x14x14 forward pass (9.4 MB of ``U``) took 6.9 ms against
-    8.4-9.3, batch 1 at 28x28 x 128 channels 1.2-1.3 against 1.5-1.9 (in process, three
-    interleaved runs each).
-    """
-    variant, workers, dtype = plan.variant, numba.get_num_threads(), geom.dtype
-    a, k, c = variant.a, geom.out_channels, geom.in_channels
-    pt, _, pl, _ = geom.padding
-    bufs = [_Scratch(plan, geom, plan.rows * plan.tw, buffers, f"-shared{i}", products=i == 0,
-                     filters=len(share(a * a, i, workers)) > 0) for i in range(workers)]
-    v, mm = bufs[0].v, bufs[0].mm
-    by_tap = buffers.empty("by-tap", (9, k, c), dtype)
-    g_g = filter_matrix(variant, dtype)
-
-    def prepare(i: int) -> None:
-        channels, outputs = share(c, i, workers), share(k, i, workers)
-        transform_input(x, v, pt, pl, 0, plan.rows, plan.th, plan.tw, channels.start,
-                        channels.stop, bufs[i].columns, bufs[i].h)
-        np.copyto(by_tap.reshape(3, 3, k, c)[:, :, outputs.start:outputs.stop],
-                  weight[outputs.start:outputs.stop].transpose(2, 3, 0, 1))
-
-    @_quiet
-    def multiply(i: int) -> None:
-        for p in share(a * a, i, workers):
-            filters_at(by_tap, g_g, p, bufs[i].u)
-            np.matmul(bufs[i].u, v[p], out=mm[p])
-
-    def finish(i: int) -> None:
-        outputs = share(k, i, workers)
-        transform_output(mm, y, 0, plan.rows, plan.th, plan.tw, outputs.start, outputs.stop,
-                         bufs[i].h, bufs[i].o)
-
-    for step in (prepare, multiply, finish):
-        on_workers(step, workers, pool)
-
-
-def _quiet(step: Callable[[T], None]) -> Callable[[T], None]:
-    """``step`` with numpy's warnings about NaN, Inf and overflow off, in whichever thread it
-    runs: the operands are not checked before the GEMMs, the result is after (the module's
-    notes)."""
-
-    def quiet_step(arg: T) -> None:
-        with np.errstate(invalid="ignore", over="ignore"):
-            step(arg)
-
-    return quiet_step
 
 
 def _zero_padding_only(y: np.ndarray, geom: ConvGeometry) -> None:

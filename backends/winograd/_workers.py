@@ -5,10 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
 
 import numba
+import numpy as np
 
 Block = tuple[int, int]  # tile rows [row0, row1)
+T = TypeVar("T")
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -58,3 +61,14 @@ def on_workers(step: Callable[[int], None], workers: int, pool: ThreadPoolExecut
 def share(size: int, i: int, parts: int) -> range:
     """Part ``i`` of ``range(size)`` cut into ``parts`` runs of nearly equal length."""
     return range(size * i // parts, size * (i + 1) // parts)
+
+
+def quiet(step: Callable[[T], None]) -> Callable[[T], None]:
+    """``step`` with numpy's warnings about NaN, Inf and overflow off, in whichever thread it
+    runs: the backend does not check operands before its GEMMs, it checks their result."""
+
+    def quiet_step(arg: T) -> None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            step(arg)
+
+    return quiet_step
