@@ -65,7 +65,6 @@ from convkit_backends._buffers import Buffers
 from convkit_backends._common import (
     padding_within_kernel,
     reuse,
-    transposed_convolution,
     transposed_geometry,
 )
 from convkit_backends._nonfinite import all_finite
@@ -320,7 +319,10 @@ class WinogradBackend(ConvBackend):
     ) -> np.ndarray:
         if geom.out_channels < MIN_CHANNELS or not padding_within_kernel(geom):
             return self._exact.backward_input(grad_output, weight, geom)
-        flipped, transposed = transposed_convolution(weight, geom)
+        # The flipped, transposed weight as a view: its taps are gathered by the filter
+        # transform anyway (a copy cost 0.47 of 2.09 ms at batch 1, 14x14 x 256 channels).
+        flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        transposed = transposed_geometry(geom)
         grad_x = winograd_forward(grad_output, flipped, transposed, self.variant(transposed),
                                   self._buffers)
         if not all_finite(grad_x):
@@ -384,9 +386,9 @@ class WinogradBackend(ConvBackend):
         plan = _Plan.make(geom, variant)
         threads, filters = numba.get_num_threads(), geom.out_channels * geom.in_channels
         # The whole U (blocks per worker), or the weight by tap and each worker's U at one
-        # tile position (one shared block); and the flipped weight (input gradient).
+        # tile position (one shared block).
         transformed = max(variant.a**2, 9 + min(threads, variant.a**2)) * filters
-        weights = (transformed + 9 * filters) * geom.dtype.itemsize
+        weights = transformed * geom.dtype.itemsize
         # Workers on blocks of their own, or sharing one (each with its scratch).
         return max(exact, weights + threads * plan.worker_bytes(geom))
 
