@@ -30,7 +30,7 @@ from convkit_backends.numba_direct._runtime import jit
 #: (name pattern, bits of its integer arguments): numpy >= 2 wheels (scipy-openblas, 64-bit
 #: indices), numpy 1.x wheels (openblas64_), then the plain 32-bit CBLAS of other builds.
 _NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64), ("cblas_{}gemm", 32))
-_ROW_MAJOR, _NO_TRANS = 101, 111  # CBLAS enum values
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enum values
 
 
 class Gemm(NamedTuple):
@@ -82,15 +82,16 @@ def _multiplies(function: ctypes._CFuncPtr, bits: int, dtype: np.dtype) -> bool:
 
 
 def _call_intrinsic(index_bits: int):
-    """An intrinsic ``call(address, m, n, k, a, lda, b, ldb, c, ldc)``: ``c = a @ b`` by the
-    CBLAS function at ``address`` (row-major, no transposes, ``alpha = 1``, ``beta = 0``)."""
+    """An intrinsic ``call(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)``: ``c = a @
+    b`` (``a @ b.T`` where ``trans_b`` is the CBLAS enum for a transpose) by the CBLAS
+    function at ``address`` (row-major, ``alpha = 1``, ``beta = 0``)."""
 
     @intrinsic
-    def call(typingctx, address, m, n, k, a, lda, b, ldb, c, ldc):
-        signature = types.void(address, m, n, k, a, lda, b, ldb, c, ldc)
+    def call(typingctx, address, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        signature = types.void(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
 
         def codegen(context, builder, sig, args):
-            float_type = context.get_value_type(sig.args[4].dtype)
+            float_type = context.get_value_type(sig.args[5].dtype)
             index_type, enum_type = ir.IntType(index_bits), ir.IntType(32)
             pointer_type = float_type.as_pointer()
             function_type = ir.FunctionType(ir.VoidType(), [
@@ -109,10 +110,10 @@ def _call_intrinsic(index_bits: int):
 
             builder.call(function, [
                 ir.Constant(enum_type, _ROW_MAJOR), ir.Constant(enum_type, _NO_TRANS),
-                ir.Constant(enum_type, _NO_TRANS), index(args[1]), index(args[2]),
-                index(args[3]), ir.Constant(float_type, 1.0), data(4), index(args[5]),
-                data(6), index(args[7]), ir.Constant(float_type, 0.0), data(8),
-                index(args[9])])
+                builder.trunc(args[1], enum_type), index(args[2]), index(args[3]),
+                index(args[4]), ir.Constant(float_type, 1.0), data(5), index(args[6]),
+                data(7), index(args[8]), ir.Constant(float_type, 0.0), data(9),
+                index(args[10])])
             return context.get_dummy_value()
 
         return signature, codegen
@@ -128,11 +129,21 @@ _call32 = _call_intrinsic(32)
 def gemm(address, index_bits, a, b, c):
     """``c[...] = a @ b`` by the CBLAS function ``address`` (:class:`Gemm`): ``a: (M, K)``,
     ``b: (K, N)``, ``c: (M, N)`` of one dtype, each with contiguous rows."""
+    _gemm(address, index_bits, _NO_TRANS, a, b, b.shape[1], c)
+
+
+@jit(nogil=True)
+def gemm_bt(address, index_bits, a, b, c):
+    """``c[...] = a @ b.T`` as :func:`gemm` does ``a @ b``: ``b: (N, K)``."""
+    _gemm(address, index_bits, _TRANS, a, b, b.shape[0], c)
+
+
+@jit(inline="always")
+def _gemm(address, index_bits, trans_b, a, b, n, c):
     m, k = a.shape
-    n = b.shape[1]
     size = a.itemsize
     lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, c.strides[0] // size
     if index_bits == 64:
-        _call64(address, m, n, k, a, lda, b, ldb, c, ldc)
+        _call64(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
     else:
-        _call32(address, m, n, k, a, lda, b, ldb, c, ldc)
+        _call32(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convkit_backends._cblas import gemm, gemm_address
+from convkit_backends._cblas import gemm, gemm_address, gemm_bt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -19,6 +19,9 @@ def test_gemm_multiplies_like_numpy(dtype: type) -> None:
     c = np.full((37, 23), np.nan, dtype)
     gemm(blas.address, blas.index_bits, a, b, c)
     np.testing.assert_allclose(c, a @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    bt = np.full((37, 11), np.nan, dtype)
+    gemm_bt(blas.address, blas.index_bits, a, b[:, :11].T.copy(), bt)  # (11, 19) transposed
+    np.testing.assert_allclose(bt, a @ b[:, :11], rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_gemm_takes_rows_with_gaps_between_them() -> None:

@@ -292,10 +292,12 @@ def test_weight_gradient_sums_every_block(block_rows: int,
 
 @pytest.fixture(params=["one-kernel", "python-threads"])
 def shared_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """How a shared block runs: in one numba kernel calling numpy's BLAS (where found), or on
-    Python threads (where numpy's BLAS has no GEMM numba can call)."""
+    """How a layer in one block runs: in one numba kernel calling numpy's BLAS (where found),
+    or on Python threads (where numpy's BLAS has no GEMM numba can call; the weight gradient
+    then deals the block's tile rows out to the workers)."""
     if request.param == "python-threads":
         monkeypatch.setattr(winograd._shared, "gemm_address", lambda dtype: None)
+        monkeypatch.setattr(winograd, "gemm_address", lambda dtype: None)  # weight gradient
     elif winograd._shared.gemm_address(np.float64) is None:
         pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
     return request.param

@@ -62,6 +62,7 @@ from convkit.backend import Capabilities, ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._blas import one_blas_thread
 from convkit_backends._buffers import Buffers
+from convkit_backends._cblas import gemm_address
 from convkit_backends._common import (
     padding_within_kernel,
     reuse,
@@ -70,6 +71,10 @@ from convkit_backends._common import (
 from convkit_backends._nonfinite import all_finite
 from convkit_backends.numba_direct.backend import NumbaBackend
 from convkit_backends.winograd._shared import shared_block
+from convkit_backends.winograd._shared_weight_grad import (
+    shared_weight_grad,
+    shared_weight_grad_bytes,
+)
 from convkit_backends.winograd._workers import (
     Block,
     on_workers,
@@ -337,8 +342,12 @@ class WinogradBackend(ConvBackend):
                 or not all_finite(x, grad_output)):
             return self._exact.backward_weight(x, grad_output, geom)
         variant = self.variant(geom, "backward_weight")
-        blocks = _Plan.make(geom, variant).shared_by_workers().blocks()
+        plan, blas = _Plan.make(geom, variant), gemm_address(geom.dtype)
         with one_blas_thread():
+            if plan.workers() == 1 and numba.get_num_threads() > 1 and blas is not None:
+                return shared_weight_grad(x, grad_output, geom, variant,
+                                          (plan.rows, plan.th, plan.tw), blas, self._buffers)
+            blocks = plan.shared_by_workers().blocks()
             return winograd_weight_grad(x, grad_output, geom, variant, blocks,
                                         workers_pool(),
                                         min(numba.get_num_threads(), len(blocks)),
@@ -356,7 +365,9 @@ class WinogradBackend(ConvBackend):
         per_worker = ((a * a * (c + k) + m * m * k) * tiles + (2 * a * a + 9) * k * c
                       + 2 * input_scratch_size(variant, plan.block_rows, plan.tw))
         padded = geom.batch * k * plan.th * m * plan.tw * m
-        return (workers * per_worker + padded) * geom.dtype.itemsize
+        in_blocks = (workers * per_worker + padded) * geom.dtype.itemsize
+        # One block (the whole layer) may run in one kernel instead.
+        return max(in_blocks, shared_weight_grad_bytes(geom, variant, plan.rows, plan.tw))
 
     def retained_bytes(self) -> int:
         """The work buffers kept between calls, in every thread (at most :data:`KEPT_BYTES`

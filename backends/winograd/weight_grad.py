@@ -13,7 +13,8 @@ and the transform back to 3x3 taps runs once per thread, on its sum (one GEMM wi
 with ``kron(A, A)`` over the output gradient's ``m x m`` tiles. Blocks of tile rows are
 dealt out to the worker threads by index, each summing into its own ``M``, and their taps
 are added up in worker order: the result is the same from call to call (dealt out as the
-threads came free, it varied in the last bits).
+threads came free, it varied in the last bits). A layer in one block of tiles runs in one
+kernel instead, where numpy's BLAS can be called from numba (:mod:`._shared_weight_grad`).
 """
 
 from __future__ import annotations
