@@ -350,6 +350,22 @@ def test_a_shared_block_gives_the_same_bits_in_one_kernel_and_on_python_threads(
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape, one_kernel, other",
+                         [((1, 128, 28, 28), 4, 2), ((8, 128, 28, 28), 4, 4),
+                          ((8, 256, 14, 14), 4, 2)])
+def test_a_weight_gradient_in_one_kernel_sums_once(
+    shape: tuple[int, ...], one_kernel: int, other: int, shared_path: str,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer in one block (batch 1, 14x14 at batch 8) sums ``M`` once in one kernel, so it
+    counts one sum, not one per worker; where that path is not available, or the layer has
+    several blocks (8x28x28), it counts one per worker."""
+    monkeypatch.setattr(winograd.numba, "get_num_threads", lambda: 2)
+    geom = convkit.make_geometry(shape, (shape[1], shape[1], 3, 3), padding=1)
+    expected = one_kernel if shared_path == "one-kernel" else other
+    assert WinogradBackend().variant(geom, "backward_weight").m == expected
+
+
 def test_weight_gradient_is_the_same_from_call_to_call() -> None:
     """Eight blocks of tile rows over the workers: dealt out as threads came free, the sums'
     order (and the last bits) changed between calls; dealt out by worker index, never."""
