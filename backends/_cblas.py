@@ -82,16 +82,16 @@ def _multiplies(function: ctypes._CFuncPtr, bits: int, dtype: np.dtype) -> bool:
 
 
 def _call_intrinsic(index_bits: int):
-    """An intrinsic ``call(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)``: ``c = a @
-    b`` (``a @ b.T`` where ``trans_b`` is the CBLAS enum for a transpose) by the CBLAS
+    """An intrinsic ``call(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)``:
+    ``c = op(a) @ op(b)`` (``op`` transposes where its CBLAS enum says so) by the CBLAS
     function at ``address`` (row-major, ``alpha = 1``, ``beta = 0``)."""
 
     @intrinsic
-    def call(typingctx, address, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-        signature = types.void(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+    def call(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        signature = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
 
         def codegen(context, builder, sig, args):
-            float_type = context.get_value_type(sig.args[5].dtype)
+            float_type = context.get_value_type(sig.args[6].dtype)
             index_type, enum_type = ir.IntType(index_bits), ir.IntType(32)
             pointer_type = float_type.as_pointer()
             function_type = ir.FunctionType(ir.VoidType(), [
@@ -109,11 +109,11 @@ def _call_intrinsic(index_bits: int):
                 return array.data
 
             builder.call(function, [
-                ir.Constant(enum_type, _ROW_MAJOR), ir.Constant(enum_type, _NO_TRANS),
-                builder.trunc(args[1], enum_type), index(args[2]), index(args[3]),
-                index(args[4]), ir.Constant(float_type, 1.0), data(5), index(args[6]),
-                data(7), index(args[8]), ir.Constant(float_type, 0.0), data(9),
-                index(args[10])])
+                ir.Constant(enum_type, _ROW_MAJOR), builder.trunc(args[1], enum_type),
+                builder.trunc(args[2], enum_type), index(args[3]), index(args[4]),
+                index(args[5]), ir.Constant(float_type, 1.0), data(6), index(args[7]),
+                data(8), index(args[9]), ir.Constant(float_type, 0.0), data(10),
+                index(args[11])])
             return context.get_dummy_value()
 
         return signature, codegen
@@ -129,21 +129,29 @@ _call32 = _call_intrinsic(32)
 def gemm(address, index_bits, a, b, c):
     """``c[...] = a @ b`` by the CBLAS function ``address`` (:class:`Gemm`): ``a: (M, K)``,
     ``b: (K, N)``, ``c: (M, N)`` of one dtype, each with contiguous rows."""
-    _gemm(address, index_bits, _NO_TRANS, a, b, b.shape[1], c)
+    m, k = a.shape
+    _gemm(address, index_bits, _NO_TRANS, _NO_TRANS, m, b.shape[1], k, a, b, c)
+
+
+@jit(nogil=True)
+def gemm_at(address, index_bits, a, b, c):
+    """``c[...] = a.T @ b`` as :func:`gemm` does ``a @ b``: ``a: (K, M)``."""
+    k, m = a.shape
+    _gemm(address, index_bits, _TRANS, _NO_TRANS, m, b.shape[1], k, a, b, c)
 
 
 @jit(nogil=True)
 def gemm_bt(address, index_bits, a, b, c):
     """``c[...] = a @ b.T`` as :func:`gemm` does ``a @ b``: ``b: (N, K)``."""
-    _gemm(address, index_bits, _TRANS, a, b, b.shape[0], c)
+    m, k = a.shape
+    _gemm(address, index_bits, _NO_TRANS, _TRANS, m, b.shape[0], k, a, b, c)
 
 
 @jit(inline="always")
-def _gemm(address, index_bits, trans_b, a, b, n, c):
-    m, k = a.shape
+def _gemm(address, index_bits, trans_a, trans_b, m, n, k, a, b, c):
     size = a.itemsize
     lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, c.strides[0] // size
     if index_bits == 64:
-        _call64(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        _call64(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
     else:
-        _call32(address, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
+        _call32(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)

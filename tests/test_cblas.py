@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from convkit_backends._cblas import gemm, gemm_address, gemm_bt
+from convkit_backends._cblas import gemm, gemm_address, gemm_at, gemm_bt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -22,6 +22,9 @@ def test_gemm_multiplies_like_numpy(dtype: type) -> None:
     bt = np.full((37, 11), np.nan, dtype)
     gemm_bt(blas.address, blas.index_bits, a, b[:, :11].T.copy(), bt)  # (11, 19) transposed
     np.testing.assert_allclose(bt, a @ b[:, :11], rtol=1e-5 if dtype == np.float32 else 1e-12)
+    at = np.full((19, 23), np.nan, dtype)
+    gemm_at(blas.address, blas.index_bits, a[:19].T.copy(), b, at)  # (19, 19) transposed
+    np.testing.assert_allclose(at, a[:19] @ b, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_gemm_takes_rows_with_gaps_between_them() -> None:

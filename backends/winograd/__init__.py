@@ -207,12 +207,14 @@ class _Scratch:
 
 def winograd_forward(
     x: np.ndarray, weight: np.ndarray, geom: ConvGeometry, variant: Variant,
-    buffers: Buffers,
+    buffers: Buffers, transposed: bool = False,
 ) -> np.ndarray:
     """``y: (N, K, Ho, Wo)`` of a 3x3 stride-1 convolution (``x: (N, C, H, W)``,
     ``weight: (K, C, 3, 3)``) by Winograd ``variant``; ``buffers``: where the
     transformed filters and each thread's scratch are kept between calls. Outputs whose
     window lies wholly in the padding hold rounding residue (:func:`_zero_padding_only`).
+    ``transposed``: ``weight`` is ``(C, K, 3, 3)`` and the convolution takes its transpose
+    rotated by 180 degrees (an input gradient).
 
     Each worker takes whole blocks; when there are fewer blocks than workers (a small
     layer, one block), they share the block instead (:func:`._shared.shared_block`).
@@ -223,8 +225,10 @@ def winograd_forward(
     with one_blas_thread():
         if plan.workers() == 1 and numba.get_num_threads() > 1:
             shared_block(x, weight, y, geom.padding[::2], variant,
-                         (plan.rows, plan.th, plan.tw), pool, buffers)
+                         (plan.rows, plan.th, plan.tw), transposed, pool, buffers)
         else:
+            if transposed:  # a view: the filter transform gathers each filter's taps
+                weight = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
             u = _transformed_filters(weight, variant, pool, buffers)
             _blocks_per_worker(x, u, y, geom, plan, pool, buffers)
     return y
@@ -336,12 +340,11 @@ class WinogradBackend(ConvBackend):
     ) -> np.ndarray:
         if geom.out_channels < MIN_CHANNELS or not padding_within_kernel(geom):
             return self._exact.backward_input(grad_output, weight, geom)
-        # The flipped, transposed weight as a view: its taps are gathered by the filter
-        # transform anyway (a copy cost 0.47 of 2.09 ms at batch 1, 14x14 x 256 channels).
-        flipped = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        # The flipped, transposed weight is never copied (a copy cost 0.47 of 2.09 ms at
+        # batch 1, 14x14 x 256 channels): see winograd_forward.
         transposed = transposed_geometry(geom)
-        grad_x = winograd_forward(grad_output, flipped, transposed, self.variant(transposed),
-                                  self._buffers)
+        grad_x = winograd_forward(grad_output, weight, transposed, self.variant(transposed),
+                                  self._buffers, transposed=True)
         if not all_finite(grad_x):
             return self._exact.backward_input(grad_output, weight, geom)
         _zero_padding_only(grad_x, transposed)

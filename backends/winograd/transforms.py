@@ -246,17 +246,19 @@ def transform_output(mm, y, row0, row1, th, tw, k0, k1, h, o):
                             row[tx * m + j] = src[tx]
 
 
-def filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
+def filter_matrix(variant: Variant, dtype: np.dtype, flipped: bool = False) -> np.ndarray:
     """``kron(G, G): (a*a, 9)`` in ``dtype``, flagged read-only: ``U[s*a + q] = sum_ij
-    G[s, i] G[q, j] g[i, j]`` is this matrix times ``g`` flattened."""
-    return _filter_matrix(variant, np.dtype(dtype))
+    G[s, i] G[q, j] g[i, j]`` is this matrix times ``g`` flattened. ``flipped``: its columns
+    reversed, for the filters ``g`` rotated by 180 degrees."""
+    return _filter_matrix(variant, np.dtype(dtype), flipped)
 
 
 @functools.cache
-def _filter_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
-    """:func:`filter_matrix`, made once per variant and dtype (``np.kron`` took 14 us, 1% of
-    a batch-1 layer)."""
+def _filter_matrix(variant: Variant, dtype: np.dtype, flipped: bool) -> np.ndarray:
+    """:func:`filter_matrix`, made once per variant, dtype and direction (``np.kron`` took
+    14 us, 1% of a batch-1 layer)."""
     matrix = np.kron(variant.g, variant.g).astype(dtype)
+    matrix = np.ascontiguousarray(matrix[:, ::-1]) if flipped else matrix
     matrix.setflags(write=False)
     return matrix
 
