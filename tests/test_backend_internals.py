@@ -108,6 +108,22 @@ def test_numba_cache_lives_in_convkits_user_cache_dir(package_copy: Path, tmp_pa
     assert second["cache_hits"] >= 1  # loaded from the user cache, not compiled again
 
 
+def test_a_change_to_any_kernel_source_starts_a_fresh_cache(package_copy: Path,
+                                                           tmp_path: Path) -> None:
+    """numba checks only the file of the kernel it loads: a kernel whose callee changed in
+    another file (here ``_helpers.py``, which the 3x3 kernels call) would be loaded with the
+    old callee compiled in. The cache folder is named by a digest of every source file."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "user-cache")}
+    folders = tmp_path / "user-cache" / "convkit" / "numba"
+    assert _run_probe(env, package_copy)["correct"]
+    before = {p.name for p in folders.iterdir()}
+    helpers = package_copy / "convkit_backends" / "numba_direct" / "_helpers.py"
+    helpers.write_text(helpers.read_text() + "\n# changed\n")
+    again = _run_probe(env, package_copy)
+    assert again["correct"] and again["cache_hits"] == 0  # compiled anew, not loaded
+    assert len({p.name for p in folders.iterdir()} - before) == 1
+
+
 def test_numba_writes_no_cache_into_an_installed_package(tmp_path: Path) -> None:
     site = tmp_path / "site"  # a writable install, as pip leaves one
     shutil.copytree(Path(convkit_backends.__file__).parent, site / "convkit_backends",

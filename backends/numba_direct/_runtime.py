@@ -20,18 +20,23 @@ them into the package's own ``__pycache__``, which for an installed package is i
 site-packages: files pip does not know of, which outlive an uninstall and leave a stale
 ``convkit_backends`` directory that shadows a later editable install. So unless
 ``NUMBA_CACHE_DIR`` is set, :func:`use_user_cache_dir` points numba at convkit's user cache
-directory (``platformdirs.user_cache_dir("convkit")/numba``; numba keys its files by the
-source file's path, so checkouts do not collide). Where that is not writable numba falls
-back to its own choices (the package's ``__pycache__``, then ``~/.cache/numba``); when none
-is writable it refuses to decorate the function at all, and the kernels are compiled in
-every process instead.
+directory (``platformdirs.user_cache_dir("convkit")/numba/<sources>``; numba keys its files
+by the source file's path, so checkouts do not collide). numba checks only the file of the
+kernel it loads, not the files of the kernels it calls: a kernel whose callee changed in
+another file was loaded with the old callee compiled in. So ``<sources>`` is a digest of
+every source file of ``convkit_backends``, and any change to them starts a fresh cache.
+Where that is not writable numba falls back to its own choices (the package's
+``__pycache__``, then ``~/.cache/numba``); when none is writable it refuses to decorate the
+function at all, and the kernels are compiled in every process instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numba
@@ -54,10 +59,23 @@ def quiet_idle_threads() -> None:
 
 
 def use_user_cache_dir() -> None:
-    """Keep compiled kernels in convkit's user cache directory, unless the user chose a
-    directory with ``NUMBA_CACHE_DIR`` (numba then already uses it)."""
+    """Keep compiled kernels in convkit's user cache directory, in a folder of their own per
+    version of the sources (:func:`sources_digest`), unless the user chose a directory with
+    ``NUMBA_CACHE_DIR`` (numba then already uses it)."""
     if not numba.config.CACHE_DIR:
-        numba.config.CACHE_DIR = os.path.join(platformdirs.user_cache_dir("convkit"), "numba")
+        numba.config.CACHE_DIR = os.path.join(platformdirs.user_cache_dir("convkit"), "numba",
+                                              sources_digest())
+
+
+def sources_digest(root: Path | None = None) -> str:
+    """12 hex digits of a SHA-1 over the path and content of every ``.py`` file under
+    ``root`` (default: the ``convkit_backends`` package)."""
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 use_user_cache_dir()  # before any kernel module decorates its kernels
