@@ -293,18 +293,34 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
                           + g6 * taps[6, c] + g7 * taps[7, c] + g8 * taps[8, c])
 
 
-@_jit
+@jit(nogil=True)  # no fastmath: one order of operations wherever it is compiled
 def filters_at(by_tap, g_g, p, u):
     """``u: (K, C)``, the transformed filters at tile position ``p`` alone:
     ``sum_l g_g[p, l] * by_tap[l]`` over the weight's taps ``by_tap: (9, K, C)`` (tap ``l``
     of every filter; ``g_g``: :func:`filter_matrix`), zero coefficients skipped. Both arrays
-    C-contiguous."""
+    C-contiguous.
+
+    Every position of both variants has 1, 3 or 9 nonzero coefficients; each count has a
+    loop that reads its taps side by side and writes ``u`` once (a pass per tap, adding into
+    ``u``, took 1.4-1.7x as long at 128 and 256 channels)."""
     size = u.size
     out = u.reshape(size)
-    out[:] = 0
-    for tap in range(9):
-        weight = g_g[p, tap]
-        if weight != 0:
-            plane = by_tap[tap].reshape(size)
-            for i in range(size):
-                out[i] += weight * plane[i]
+    planes = by_tap.reshape(9, size)
+    taps = np.nonzero(g_g[p])[0]
+    if taps.size == 1:
+        w0, s0 = g_g[p, taps[0]], planes[taps[0]]
+        for i in range(size):
+            out[i] = w0 * s0[i]
+    elif taps.size == 3:
+        w0, w1, w2 = g_g[p, taps[0]], g_g[p, taps[1]], g_g[p, taps[2]]
+        s0, s1, s2 = planes[taps[0]], planes[taps[1]], planes[taps[2]]
+        for i in range(size):
+            out[i] = w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
+    else:  # all 9 (zero coefficients included when there are others)
+        g0, g1, g2, g3, g4 = g_g[p, 0], g_g[p, 1], g_g[p, 2], g_g[p, 3], g_g[p, 4]
+        g5, g6, g7, g8 = g_g[p, 5], g_g[p, 6], g_g[p, 7], g_g[p, 8]
+        s0, s1, s2, s3, s4 = planes[0], planes[1], planes[2], planes[3], planes[4]
+        s5, s6, s7, s8 = planes[5], planes[6], planes[7], planes[8]
+        for i in range(size):
+            out[i] = (g0 * s0[i] + g1 * s1[i] + g2 * s2[i] + g3 * s3[i] + g4 * s4[i]
+                      + g5 * s5[i] + g6 * s6[i] + g7 * s7[i] + g8 * s8[i])
