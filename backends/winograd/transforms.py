@@ -293,7 +293,7 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
                           + g6 * taps[6, c] + g7 * taps[7, c] + g8 * taps[8, c])
 
 
-@jit(nogil=True)  # no fastmath: one order of operations wherever it is compiled
+@jit(nogil=True)  # no fastmath: the same rounding wherever numba compiles it in
 def filters_at(by_tap, g_g, p, u):
     """``u: (K, C)``, the transformed filters at tile position ``p`` alone:
     ``sum_l g_g[p, l] * by_tap[l]`` over the weight's taps ``by_tap: (9, K, C)`` (tap ``l``
