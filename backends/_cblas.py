@@ -6,10 +6,13 @@ a call from Python thread to Python thread. On a virtual machine a hand-off cost
 Inside one numba kernel the steps are ``prange`` loops, whose threads (OpenMP) spin briefly
 between loops, and the GEMMs call BLAS directly.
 
-:func:`gemm_address` finds ``cblas_sgemm``/``cblas_dgemm`` in the BLAS library numpy loaded
-(threadpoolctl names it), under the names numpy's wheels and common builds export, and
-checks it on a small product before trusting it. :func:`gemm` calls it from numba code. Where
-no such function is found, callers keep their pure-Python path. BLAS must run on one thread
+:func:`gemm_address` finds ``cblas_sgemm``/``cblas_dgemm`` in a BLAS library threadpoolctl
+lists (numpy's own first), under a name whose integer width is known: the ``64_``-suffixed
+names of numpy's wheels (64-bit), or the plain name where the library says which width it
+was built with (OpenBLAS's build configuration, MKL's interface layer). Calling a function
+with the wrong width can crash, so nothing is guessed. It then checks the function on a small
+product before trusting it. :func:`gemm` and its variants call it from numba code. Where no
+such function is found, callers keep their pure-Python path. BLAS must run on one thread
 meanwhile (:func:`~convkit_backends._blas.one_blas_thread`).
 """
 
@@ -17,19 +20,21 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 from typing import NamedTuple
 
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core.errors import TypingError
 from numba.extending import intrinsic
 from threadpoolctl import threadpool_info
 
 from convkit_backends.numba_direct._runtime import jit
 
-#: (name pattern, bits of its integer arguments): numpy >= 2 wheels (scipy-openblas, 64-bit
-#: indices), numpy 1.x wheels (openblas64_), then the plain 32-bit CBLAS of other builds.
-_NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64), ("cblas_{}gemm", 32))
+#: Names with 64-bit integer arguments: numpy >= 2 wheels (scipy-openblas), numpy 1.x wheels
+#: (openblas64_). The plain ``cblas_?gemm`` follows, with the width its library reports.
+_SUFFIXED = ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_")
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112  # CBLAS enum values
 
 
@@ -50,17 +55,39 @@ def _find(char: str) -> Gemm | None:
     letter = {"f": "s", "d": "d"}.get(char)
     if letter is None:
         return None
-    for info in threadpool_info():
-        if info.get("user_api") != "blas":
-            continue
+    libraries = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))  # numpy's own libraries first
+    libraries.sort(key=lambda info: not os.path.realpath(info["filepath"]).startswith(
+        os.path.join(numpy_dir, "numpy")))
+    for info in libraries:
         try:
             library = ctypes.CDLL(info["filepath"])
         except OSError:
             continue
-        for pattern, bits in _NAMES:
-            function = getattr(library, pattern.format(letter), None)
+        candidates = [(name.format(letter), 64) for name in _SUFFIXED]
+        plain_bits = _plain_index_bits(info, library)
+        if plain_bits is not None:
+            candidates.append((f"cblas_{letter}gemm", plain_bits))
+        for name, bits in candidates:
+            function = getattr(library, name, None)
             if function is not None and _multiplies(function, bits, np.dtype(char)):
                 return Gemm(ctypes.cast(function, ctypes.c_void_p).value or 0, bits)
+    return None
+
+
+def _plain_index_bits(info: dict, library: ctypes.CDLL | None) -> int | None:
+    """The integer width of the library's plain ``cblas_?gemm``, where it says: OpenBLAS's
+    build configuration names ``USE64BITINT``, MKL's interface layer is chosen by
+    ``MKL_INTERFACE_LAYER`` (32-bit unless it says ILP64); else ``None``."""
+    if info.get("internal_api") == "openblas":
+        get_config = getattr(library, "openblas_get_config", None)
+        if get_config is None:
+            return None
+        get_config.restype = ctypes.c_char_p
+        config = (get_config() or b"").decode(errors="replace")
+        return 64 if "USE64BITINT" in config else 32
+    if info.get("internal_api") == "mkl":
+        return 64 if "ILP64" in os.environ.get("MKL_INTERFACE_LAYER", "").upper() else 32
     return None
 
 
@@ -88,6 +115,10 @@ def _call_intrinsic(index_bits: int):
 
     @intrinsic
     def call(typingctx, address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        if not (a.dtype == b.dtype == c.dtype and a.dtype in (types.float32, types.float64)
+                and a.ndim == b.ndim == c.ndim == 2):
+            raise TypingError(f"gemm needs 2-D float32 or float64 arrays of one dtype, got "
+                              f"{a}, {b}, {c}")
         signature = types.void(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)
 
         def codegen(context, builder, sig, args):
@@ -150,6 +181,8 @@ def gemm_bt(address, index_bits, a, b, c):
 @jit(inline="always")
 def _gemm(address, index_bits, trans_a, trans_b, m, n, k, a, b, c):
     size = a.itemsize
+    if a.strides[1] != size or b.strides[1] != size or c.strides[1] != size:
+        raise ValueError("gemm needs operands whose rows are contiguous")
     lda, ldb, ldc = a.strides[0] // size, b.strides[0] // size, c.strides[0] // size
     if index_bits == 64:
         _call64(address, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc)

@@ -44,3 +44,36 @@ def test_gemm_takes_rows_with_gaps_between_them() -> None:
 @pytest.mark.parametrize("dtype", [np.int32, np.complex64, np.float16])
 def test_no_gemm_for_other_dtypes(dtype: type) -> None:
     assert gemm_address(dtype) is None
+
+
+def test_operands_of_mixed_dtypes_are_refused_when_compiled() -> None:
+    import numba
+
+    blas = gemm_address(np.float64)
+    if blas is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    a, b, c = np.ones((2, 3)), np.ones((3, 2), np.float32), np.empty((2, 2))
+    with pytest.raises(numba.core.errors.TypingError, match="one dtype"):
+        gemm(blas.address, blas.index_bits, a, b, c)
+
+
+def test_rows_with_gaps_between_elements_are_refused() -> None:
+    blas = gemm_address(np.float64)
+    if blas is None:
+        pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
+    every_other = np.ones((2, 6))[:, ::2]
+    with pytest.raises(ValueError, match="contiguous"):
+        gemm(blas.address, blas.index_bits, every_other, np.ones((3, 2)), np.empty((2, 2)))
+
+
+@pytest.mark.parametrize("layer, bits", [("", 32), ("LP64", 32), ("ilp64", 64)])
+def test_mkls_plain_cblas_width_follows_its_interface_layer(
+    layer: str, bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plain ``cblas_?gemm`` is trusted only with the width its library reports: a
+    64-bit function called with 32-bit integers can crash, and the check could not tell."""
+    from convkit_backends._cblas import _plain_index_bits
+
+    monkeypatch.setenv("MKL_INTERFACE_LAYER", layer)
+    assert _plain_index_bits({"internal_api": "mkl"}, None) == bits
+    assert _plain_index_bits({"internal_api": "blis"}, None) is None

@@ -163,6 +163,26 @@ def test_declared_workspace_bounds_the_measured_peak(
     _assert_peak_within_workspace(convkit.get_backend(name), method, args, geom)
 
 
+@pytest.mark.parametrize("method", ["forward", "backward_input"])
+def test_winograd_workspace_counts_the_exact_path_after_a_non_finite_result(
+    method: str
+) -> None:
+    """A NaN makes the Winograd result non-finite, and the call runs again on the exact
+    path, with the Winograd path's buffers still kept: both count."""
+    rng = np.random.default_rng(0)
+    geom = convkit.make_geometry((8, 64, 28, 28), (64, 64, 3, 3), padding=1, dtype="float32")
+    x, w, gy = (rng.standard_normal(s).astype("float32")
+                for s in (geom.input_shape, geom.weight_shape, geom.output_shape))
+    operand = x if method == "forward" else gy
+    operand[0, 3, 5, 7] = np.nan
+    args = (operand, w)
+    from convkit_backends.winograd import WinogradBackend
+
+    backend = WinogradBackend()  # fresh: no buffers kept yet
+    used = traced_workspace(backend, method, args, geom, warm_with=WinogradBackend())
+    assert used <= backend.workspace_bytes(geom, method) + MiB
+
+
 # --- numba: the workspace of every kernel family ------------------------------------------
 
 # One case per kernel family of the numba backend (convkit_backends.numba_direct.choice),

@@ -24,7 +24,9 @@ directory (``platformdirs.user_cache_dir("convkit")/numba/<sources>``; numba key
 by the source file's path, so checkouts do not collide). numba checks only the file of the
 kernel it loads, not the files of the kernels it calls: a kernel whose callee changed in
 another file was loaded with the old callee compiled in. So ``<sources>`` is a digest of
-every source file of ``convkit_backends``, and any change to them starts a fresh cache.
+every source file of ``convkit_backends``, and any change to them starts a fresh cache
+(earlier folders stay until the user clears the cache; a ``NUMBA_CACHE_DIR`` of the user's
+own gets no such folder).
 Where that is not writable numba falls back to its own choices (the package's
 ``__pycache__``, then ``~/.cache/numba``); when none is writable it refuses to decorate the
 function at all, and the kernels are compiled in every process instead.

@@ -20,12 +20,12 @@ worker thread (``numba.get_num_threads()`` of them) takes the next block, transf
 input tiles (a numba kernel), multiplies on one BLAS thread and transforms the products back
 into the output (numba): the block stays in the worker's cache between the steps, the cores
 never wait for each other, and numba's and BLAS's thread pools never fight (a two-thread
-OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread). A layer
-with fewer blocks than workers (few tiles: batch 1, or 14x14 images at batch 8) shares its
-one block: each step is split among the workers (by input channel, tile position, output
-channel), and ``U`` is never whole: each worker transforms the filters of a tile position
-just before its GEMM. The three steps run in one numba kernel that calls numpy's BLAS
-directly, where it can be found (:mod:`._shared`).
+OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread). The
+workers share a layer that is one block (few tiles: batch 1, or 14x14 images at batch 8):
+each step is split among them (by input channel, tile position, output channel), and ``U``
+is never whole: each worker transforms the filters of a tile position just before its
+GEMM. The three steps run in one numba kernel that calls numpy's BLAS directly, where it
+can be found (:mod:`._shared`).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
@@ -34,8 +34,9 @@ or weights: the transforms mix the values of a whole tile, so NaN and Inf would 
 a direct sum has none. A forward pass or input gradient checks its result (one ``sum``):
 a non-finite operand always leaves a non-finite value among the outputs its direct sum
 reaches (each output of a tile reads all of its window's transformed values, and NaN or Inf
-survives every product and sum), and so does an overflow in the transforms; either way the
-call runs again on the exact numba backend. Checking the result, not the operands, saves
+survives every product and sum, ``0 * Inf`` included, which BLAS libraries compute rather than
+skip), and so does an overflow in the transforms; either way the call runs again on the
+exact numba backend. Checking the result, not the operands, saves
 summing the weight (2.4 MB at 256 channels: 0.1 ms of a 1.7 ms batch-1 forward pass). The
 weight gradient checks its operands, which are smaller than its result at batch 1. Reductions
 over fewer than :data:`MIN_CHANNELS` channels (for the weight gradient: fewer input or output
@@ -216,8 +217,8 @@ def winograd_forward(
     ``transposed``: ``weight`` is ``(C, K, 3, 3)`` and the convolution takes its transpose
     rotated by 180 degrees (an input gradient).
 
-    Each worker takes whole blocks; when there are fewer blocks than workers (a small
-    layer, one block), they share the block instead (:func:`._shared.shared_block`).
+    Each worker takes whole blocks; when the layer is one block (few tiles), the workers
+    share it instead (:func:`._shared.shared_block`).
     """
     plan = _Plan.make(geom, variant)
     y = np.empty(geom.output_shape, geom.dtype)
@@ -331,6 +332,7 @@ class WinogradBackend(ConvBackend):
             return self._exact.forward(x, weight, geom)
         y = winograd_forward(x, weight, geom, self.variant(geom), self._buffers)
         if not all_finite(y):  # a NaN/Inf operand, or an overflow: see the module's notes
+            del y  # before the exact path allocates its own
             return self._exact.forward(x, weight, geom)
         _zero_padding_only(y, geom)
         return y
@@ -346,6 +348,7 @@ class WinogradBackend(ConvBackend):
         grad_x = winograd_forward(grad_output, weight, transposed, self.variant(transposed),
                                   self._buffers, transposed=True)
         if not all_finite(grad_x):
+            del grad_x
             return self._exact.backward_input(grad_output, weight, geom)
         _zero_padding_only(grad_x, transposed)
         return grad_x
@@ -357,9 +360,11 @@ class WinogradBackend(ConvBackend):
                 or not all_finite(x, grad_output)):
             return self._exact.backward_weight(x, grad_output, geom)
         variant = self.variant(geom, "backward_weight")
-        plan, blas = _Plan.make(geom, variant), gemm_address(geom.dtype)
+        plan = _Plan.make(geom, variant)
+        in_one_kernel = self._weight_grad_in_one_kernel(geom, variant)
+        blas = gemm_address(geom.dtype) if in_one_kernel else None
         with one_blas_thread():
-            if blas is not None and self._weight_grad_in_one_kernel(geom, variant):
+            if blas is not None:
                 return shared_weight_grad(x, grad_output, geom, variant,
                                           (plan.rows, plan.th, plan.tw), blas, self._buffers)
             blocks = plan.shared_by_workers().blocks()
@@ -394,8 +399,10 @@ class WinogradBackend(ConvBackend):
         self._buffers.release()
 
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
-        """The Winograd path's, or the exact path's where that may run instead (few
-        channels, padding beyond the kernel, non-finite operands)."""
+        """The exact path's where that runs instead (few channels, padding beyond the
+        kernel, non-finite operands of the weight gradient); else the Winograd path's, plus,
+        for the forward pass and input gradient, the exact path's, which runs after it when
+        the result is not finite (its buffers are kept meanwhile)."""
         exact = self._exact.workspace_bytes(geom, method)
         reduced = geom.out_channels if method == "backward_input" else geom.in_channels
         if method == "backward_weight":
@@ -416,5 +423,5 @@ class WinogradBackend(ConvBackend):
         transformed = max(variant.a**2, 9 + min(threads, variant.a**2)) * filters
         weights = transformed * geom.dtype.itemsize
         # Workers on blocks of their own, or sharing one (each with its scratch).
-        return max(exact, weights + threads * plan.worker_bytes(geom))
+        return weights + threads * plan.worker_bytes(geom) + exact
 

@@ -8,8 +8,9 @@ and the output gradient's tiles (by output channel); one GEMM per tile position 
 tiles (by position), so ``M`` is summed once, not per worker; and the transform back to 3x3
 taps (by filter), a vector loop where a GEMM ``(K*C, a*a) @ (a*a, 9)`` ran at a fifth of
 the speed on its transposed operand. Every step is a ``prange`` loop of one kernel and the
-GEMMs call numpy's BLAS directly (:mod:`convkit_backends._cblas`). Each output is summed in
-the same order whatever the number of threads.
+GEMMs call numpy's BLAS directly (:mod:`convkit_backends._cblas`). The same operands and
+number of threads give the same bits (BLAS may round a GEMM split among more threads
+differently).
 """
 
 from __future__ import annotations

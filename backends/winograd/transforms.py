@@ -19,7 +19,7 @@ import numpy as np
 
 from convkit_backends.numba_direct._runtime import jit
 
-# 'contract' (FMA) and 'reassoc' keep NaN/Inf semantics; the kernels only see finite data.
+# 'contract' (FMA) and 'reassoc' keep NaN/Inf semantics (the backend checks its results).
 _FLAGS = {"contract", "reassoc"}
 _jit = jit(nogil=True, fastmath=_FLAGS)
 
