@@ -15,8 +15,6 @@ differently).
 
 from __future__ import annotations
 
-import functools
-
 import numba
 import numpy as np
 
@@ -29,6 +27,7 @@ from convkit_backends.winograd.transforms import (
     Variant,
     filter_matrix,
     input_scratch_size,
+    spread_matrix,
     transform_input,
 )
 
@@ -56,7 +55,7 @@ def shared_weight_grad(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometr
         buffers.empty("wgrad:tiles-shared", (m * m, k * count), dtype),
         buffers.empty("wgrad:gy-shared", (a * a, k * count), dtype),
         buffers.empty("wgrad:m-shared", (a * a, k, c), dtype),
-        _spread_matrix(variant, dtype), filter_matrix(variant, dtype),
+        spread_matrix(variant, dtype), filter_matrix(variant, dtype),
         buffers.empty("wgrad:columns-shared", (workers, scratch), dtype),
         buffers.empty("wgrad:h-shared", (workers, scratch), dtype),
         buffers.empty("wgrad:taps-shared", (workers, 9, TAPS_CHUNK), dtype),
@@ -70,15 +69,6 @@ def shared_weight_grad_bytes(geom: ConvGeometry, variant: Variant, rows: int, tw
     per_worker = 2 * input_scratch_size(variant, rows, tw) + 9 * TAPS_CHUNK
     elements = (a * a * (c + k) + m * m * k) * count + (a * a + 9) * k * c
     return (elements + numba.get_num_threads() * per_worker) * geom.dtype.itemsize
-
-
-@functools.cache
-def _spread_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
-    """``kron(A, A): (a*a, m*m)``: the output gradient's ``m x m`` tile to the ``a x a``
-    positions (``A gy Aᵀ``), made once per variant and dtype."""
-    matrix = np.kron(variant.at.T, variant.at.T).astype(dtype)
-    matrix.setflags(write=False)
-    return matrix
 
 
 @jit(nogil=True, parallel=True)

@@ -263,6 +263,19 @@ def _filter_matrix(variant: Variant, dtype: np.dtype, flipped: bool) -> np.ndarr
     return matrix
 
 
+def spread_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
+    """``kron(A, A): (a*a, m*m)`` in ``dtype``, flagged read-only: an output gradient's
+    ``m x m`` tile to its ``a x a`` positions (``A gy Aᵀ``, the weight gradient's)."""
+    return _spread_matrix(variant, np.dtype(dtype))
+
+
+@functools.cache
+def _spread_matrix(variant: Variant, dtype: np.dtype) -> np.ndarray:
+    matrix = np.kron(variant.at.T, variant.at.T).astype(dtype)
+    matrix.setflags(write=False)
+    return matrix
+
+
 @_jit
 def transform_filters(weight, g_g, u, k0, k1, taps):
     """``u[:, k] = g_g @ weight[k, c].ravel()`` (``U = G g Gᵀ``) for output channels ``k`` in

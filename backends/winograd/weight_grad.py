@@ -31,6 +31,7 @@ from convkit_backends.winograd.transforms import (
     Variant,
     filter_matrix,
     input_scratch_size,
+    spread_matrix,
     transform_input,
 )
 
@@ -49,7 +50,7 @@ def winograd_weight_grad(
     k, c = geom.out_channels, geom.in_channels
     th, tw = math.ceil(geom.out_size[0] / m), math.ceil(geom.out_size[1] / m)
     tiles = _output_tiles(grad_output, th * m, tw * m, m, buffers)  # (m, m, K, N, th, tw)
-    spread = np.kron(variant.at.T, variant.at.T).astype(dtype)  # A ⊗ A: (a*a, m*m)
+    spread = spread_matrix(variant, dtype)  # A ⊗ A: (a*a, m*m)
     g_g = filter_matrix(variant, dtype)  # G ⊗ G: (a*a, 9)
     # Worker i's taps go to outs[i]: the result, or the calling thread's kept buffer (no
     # other call can reuse that while this one runs). Summed in worker order, with blocks
