@@ -22,6 +22,7 @@ import numpy as np
 
 from convkit_backends._buffers import Buffers
 from convkit_backends._cblas import gemm, gemm_address, gemm_at
+from convkit_backends.numba_direct._helpers import _chunk
 from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._threads import serialised_on_unsafe_layer
 from convkit_backends.winograd._workers import on_workers, quiet, share
@@ -129,22 +130,21 @@ def _shared_block_kernel(x, weight, y, pt, pl, rows, th, tw, transposed, v, mm, 
     (:func:`~convkit_backends._cblas.gemm`)."""
     a2, c, k, filters = v.shape[0], x.shape[1], y.shape[1], weight.shape[0]
     for i in numba.prange(workers):
-        transform_input(x, v, pt, pl, 0, rows, th, tw, c * i // workers,
-                        c * (i + 1) // workers, columns[i], h[i])
-        for f in range(filters * i // workers, filters * (i + 1) // workers):
+        transform_input(x, v, pt, pl, 0, rows, th, tw, *_chunk(i, workers, c), columns[i],
+                        h[i])
+        for f in range(*_chunk(i, workers, filters)):
             for tap in range(9):
                 by_tap[tap, f] = weight[f, :, tap // 3, tap % 3]
     parts = u.shape[0]  # tile positions are shared by min(workers, a*a) of them
     for i in numba.prange(parts):
-        for p in range(a2 * i // parts, a2 * (i + 1) // parts):
+        for p in range(*_chunk(i, parts, a2)):
             filters_at(by_tap, g_g, p, u[i])
             if transposed:
                 gemm_at(address, index_bits, u[i], v[p], mm[p])
             else:
                 gemm(address, index_bits, u[i], v[p], mm[p])
     for i in numba.prange(workers):
-        transform_output(mm, y, 0, rows, th, tw, k * i // workers, k * (i + 1) // workers,
-                         h[i], o[i])
+        transform_output(mm, y, 0, rows, th, tw, *_chunk(i, workers, k), h[i], o[i])
 
 
 #: One launch at a time where numba's threading layer needs that.

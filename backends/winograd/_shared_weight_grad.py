@@ -21,6 +21,7 @@ import numpy as np
 from convkit.geometry import ConvGeometry
 from convkit_backends._buffers import Buffers
 from convkit_backends._cblas import Gemm, gemm, gemm_bt
+from convkit_backends.numba_direct._helpers import _chunk
 from convkit_backends.numba_direct._runtime import jit
 from convkit_backends.numba_direct._threads import serialised_on_unsafe_layer
 from convkit_backends.winograd.transforms import (
@@ -81,20 +82,19 @@ def _weight_grad_kernel(x, gy, result, pt, pl, rows, th, tw, m, v, tiles, gy_t, 
     workers, c, k = columns.shape[0], x.shape[1], gy.shape[1]
     a2, count = v.shape[0], rows * tw
     for i in numba.prange(workers):
-        transform_input(x, v, pt, pl, 0, rows, th, tw, c * i // workers,
-                        c * (i + 1) // workers, columns[i], h[i])
-        k0, k1 = k * i // workers, k * (i + 1) // workers
+        transform_input(x, v, pt, pl, 0, rows, th, tw, *_chunk(i, workers, c), columns[i],
+                        h[i])
+        k0, k1 = _chunk(i, workers, k)
         _output_grad_tiles(gy, tiles, m, th, tw, rows, k0, k1)
         gemm(address, index_bits, spread, tiles[:, k0 * count:k1 * count],
              gy_t[:, k0 * count:k1 * count])
     for i in numba.prange(parts):
-        for p in range(a2 * i // parts, a2 * (i + 1) // parts):
+        for p in range(*_chunk(i, parts, a2)):
             gemm_bt(address, index_bits, gy_t[p].reshape(k, count), v[p], mm[p])
     filters = k * c
     flat_m, flat_result = mm.reshape(a2, filters), result.reshape(filters, 9)
     for i in numba.prange(workers):
-        _to_taps(flat_m, g_g, flat_result, taps[i], filters * i // workers,
-                 filters * (i + 1) // workers)
+        _to_taps(flat_m, g_g, flat_result, taps[i], *_chunk(i, workers, filters))
 
 
 @jit(nogil=True)

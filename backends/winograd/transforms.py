@@ -310,12 +310,12 @@ def transform_filters(weight, g_g, u, k0, k1, taps):
 def filters_at(by_tap, g_g, p, u):
     """``u: (K, C)``, the transformed filters at tile position ``p`` alone:
     ``sum_l g_g[p, l] * by_tap[l]`` over the weight's taps ``by_tap: (9, K, C)`` (tap ``l``
-    of every filter; ``g_g``: :func:`filter_matrix`), zero coefficients skipped. Both arrays
-    C-contiguous.
+    of every filter; ``g_g``: :func:`filter_matrix`). Both arrays C-contiguous.
 
-    Every position of both variants has 1, 3 or 9 nonzero coefficients; each count has a
-    loop that reads its taps side by side and writes ``u`` once (a pass per tap, adding into
-    ``u``, took 1.4-1.7x as long at 128 and 256 channels)."""
+    Every position of both variants has 1, 3 or 9 nonzero coefficients. With 1 or 3 only
+    those taps are read, else all 9; each case is one loop that reads its taps side by side
+    and writes ``u`` once (a pass per nonzero tap, adding into ``u``, took 1.4-1.7x as long
+    at 128 and 256 channels)."""
     size = u.size
     out = u.reshape(size)
     planes = by_tap.reshape(9, size)
