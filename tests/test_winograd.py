@@ -3,6 +3,8 @@ exact fallbacks and what it refuses."""
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -303,20 +305,41 @@ def shared_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return request.param
 
 
+#: Layers in one shared block: 24 channels at 16x16 (the weight regrouped whole), and 64 at
+#: 4x4 (the weight outweighs the tiles: blocks of output channels).
+ONE_BLOCK_LAYERS = [((1, 24, 16, 16), (40, 24, 3, 3)), ((1, 64, 4, 4), (40, 64, 3, 3))]
+
+
+def forward_weight_blocks(geom: convkit.ConvGeometry, tile: int) -> int:
+    """Into how many blocks of output channels the forward pass of a layer in one shared
+    block cuts its weight."""
+    variant = WinogradBackend(tile).variant(geom)
+    plan = winograd._Plan.make(geom, variant)
+    block = winograd._shared.output_block(geom.out_channels, geom.in_channels,
+                                          plan.rows * plan.tw, variant.a,
+                                          geom.dtype.itemsize, numba.get_num_threads(),
+                                          transposed=False)
+    return math.ceil(geom.out_channels / block)
+
+
 @pytest.mark.parametrize("workers", [3, 20, 40])
-def test_more_workers_than_tile_positions(workers: int, shared_path: str,
+@pytest.mark.parametrize("shapes", ONE_BLOCK_LAYERS, ids=["whole-weight", "weight-blocks"])
+def test_more_workers_than_tile_positions(workers: int, shapes: tuple[tuple[int, ...], ...],
+                                          shared_path: str,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """On a machine with many threads a shared block has workers without a tile position
-    (F(2,3) has 16, F(4,3) 36): they must still do their share of the transforms."""
+    (F(2,3) has 16, F(4,3) 36) or a block of output channels: they must still do their share
+    of the transforms."""
     monkeypatch.setattr(winograd.numba, "get_num_threads", lambda: workers)
     rng = np.random.default_rng(4)
-    geom = convkit.make_geometry((1, 24, 9, 9), (40, 24, 3, 3), padding=1)
+    geom = convkit.make_geometry(*shapes, padding=1)
     x, w = rng.standard_normal(geom.input_shape), rng.standard_normal(geom.weight_shape)
     gy = rng.standard_normal(geom.output_shape)
     exact = convkit.get_backend("numba")
     for tile in TILES:
         backend = WinogradBackend(tile)
         assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
+        assert (forward_weight_blocks(geom, tile) > 1) == (geom.in_channels == 64)
         np.testing.assert_allclose(backend.forward(x, w, geom), exact.forward(x, w, geom),
                                    rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(backend.backward_input(gy, w, geom),
@@ -326,22 +349,29 @@ def test_more_workers_than_tile_positions(workers: int, shared_path: str,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shapes", [((1, 24, 11, 13), (40, 24, 3, 3)),
+                                    ((1, 256, 6, 6), (72, 256, 3, 3))],
+                         ids=["whole-weight", "weight-blocks"])
 def test_a_shared_block_gives_the_same_bits_in_one_kernel_and_on_python_threads(
-    dtype: str, monkeypatch: pytest.MonkeyPatch
+    dtype: str, shapes: tuple[tuple[int, ...], ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same transforms and the same BLAS GEMMs, only started differently."""
+    """The same transforms and the same BLAS GEMMs, only started differently (with 256
+    channels the forward pass's weight is cut into blocks of output channels, on 2 workers
+    3 for float32 and 5 for float64: the last one short, a worker's run starting inside a
+    block)."""
     if numba.get_num_threads() < 2:
         pytest.skip("one shared block needs two or more worker threads")
     if winograd._shared.gemm_address(dtype) is None:
         pytest.skip("numpy's BLAS exports no CBLAS GEMM under a known name")
     rng = np.random.default_rng(5)
-    geom = convkit.make_geometry((1, 24, 11, 13), (40, 24, 3, 3), padding=1, dtype=dtype)
+    geom = convkit.make_geometry(*shapes, padding=1, dtype=dtype)
     x = rng.standard_normal(geom.input_shape).astype(dtype)
     w = rng.standard_normal(geom.weight_shape).astype(dtype)
     gy = rng.standard_normal(geom.output_shape).astype(dtype)
     for tile in TILES:
         backend = WinogradBackend(tile)
         assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
+        assert (forward_weight_blocks(geom, tile) > 1) == (geom.in_channels == 256)
         in_kernel = backend.forward(x, w, geom), backend.backward_input(gy, w, geom)
         with monkeypatch.context() as patch:
             patch.setattr(winograd._shared, "gemm_address", lambda dtype: None)

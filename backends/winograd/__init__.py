@@ -22,10 +22,10 @@ into the output (numba): the block stays in the worker's cache between the steps
 never wait for each other, and numba's and BLAS's thread pools never fight (a two-thread
 OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread). The
 workers share a layer that is one block (few tiles: batch 1, or 14x14 images at batch 8):
-each step is split among them (by input channel, tile position, output channel), and ``U``
-is never whole: each worker transforms the filters of a tile position just before its
-GEMM. The three steps run in one numba kernel that calls numpy's BLAS directly, where it
-can be found (:mod:`._shared`).
+each step is split among them (by input channel, block of output channels, output
+channel), and ``U`` is never whole: each worker transforms a block's filters at a tile
+position just before its GEMM. The three steps run in one numba kernel that calls numpy's
+BLAS directly, where it can be found (:mod:`._shared`).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
@@ -71,7 +71,7 @@ from convkit_backends._common import (
 )
 from convkit_backends._nonfinite import all_finite
 from convkit_backends.numba_direct.backend import NumbaBackend
-from convkit_backends.winograd._shared import shared_block
+from convkit_backends.winograd._shared import shared_block, shared_filter_bytes
 from convkit_backends.winograd._shared_weight_grad import (
     shared_weight_grad,
     shared_weight_grad_bytes,
@@ -417,11 +417,13 @@ class WinogradBackend(ConvBackend):
             geom = transposed_geometry(geom)
         variant = self.variant(geom)
         plan = _Plan.make(geom, variant)
-        threads, filters = numba.get_num_threads(), geom.out_channels * geom.in_channels
-        # The whole U (blocks per worker), or the weight by tap and each worker's U at one
-        # tile position (one shared block).
-        transformed = max(variant.a**2, 9 + min(threads, variant.a**2)) * filters
-        weights = transformed * geom.dtype.itemsize
+        threads, itemsize = numba.get_num_threads(), geom.dtype.itemsize
+        # The whole U (blocks per worker), or each worker's block of filters (one shared
+        # block).
+        weights = max(variant.a**2 * geom.out_channels * geom.in_channels * itemsize,
+                      shared_filter_bytes(geom.out_channels, geom.in_channels,
+                                          plan.rows * plan.tw, variant.a, itemsize, threads,
+                                          transposed=method == "backward_input"))
         # Workers on blocks of their own, or sharing one (each with its scratch).
         return weights + threads * plan.worker_bytes(geom) + exact
 

@@ -1,19 +1,34 @@
 """A layer in one block of tiles, shared by the workers in one numba kernel.
 
 Layers with few tiles (batch 1, or 14x14 images at batch 8) make one block, and every step
-of it is shared out: the input transform by input channel (with the weight's taps regrouped
-by tap, by output channel), the GEMMs by tile position (each worker transforming the filters
-of a position just before its GEMM, so ``U`` is never whole), the output transform by output
-channel. Here the three steps are three ``prange`` loops of one kernel, and the GEMMs call
-numpy's BLAS directly (:mod:`convkit_backends._cblas`): numba's threads spin briefly between
-the loops, where Python threads handing the steps over slept and woke (50-100 us each on a
-virtual machine) and took turns at the GIL. In process, against the Python threads: batch 1
-at 56x56 x 64 channels 1.90-1.97 -> 1.13-1.21 ms, 28x28 x 128 1.83-2.15 -> 1.06-1.20 ms,
-14x14 x 256 2.17-2.49 -> 1.63-1.80 ms, the same bits.
+of it is shared out: the input transform by input channel, the GEMMs by blocks of output
+channels, the output transform by output channel. Here the three steps are three ``prange``
+loops of one kernel, and the GEMMs call numpy's BLAS directly
+(:mod:`convkit_backends._cblas`): numba's threads spin briefly between the loops, where
+Python threads handing the steps over slept and woke (50-100 us each on a virtual machine)
+and took turns at the GIL. In process, against the Python threads: batch 1 at 56x56 x 64
+channels 1.90-1.97 -> 1.13-1.21 ms, 28x28 x 128 1.83-2.15 -> 1.06-1.20 ms, 14x14 x 256
+2.17-2.49 -> 1.63-1.80 ms, the same bits.
+
+``U`` is never whole. The GEMM step's work is a list of (block of output channels, tile
+position) pairs, cut into one run per worker; a worker transforms the filters of its pair
+(:func:`~.transforms.filters_at`) just before the GEMM, from the weight regrouped by tap.
+Where the weight outweighs the transformed tiles (``9 K > a² T``: 14x14 x 256 channels at
+batch 1) its rows are cut into blocks of output channels whose taps fit in L2
+(:func:`output_block`), each regrouped by the worker that takes it; transformed per
+position from the whole weight by tap, the filters were read from L3 (1 to 9 taps per
+position: 64 reads of 256 KB at 256 channels). That forward pass took 1.37-1.44 -> 1.24-1.30
+ms in process, old and new alternating (blocks of 32 and 64 channels alike, of 16 and 128
+slower). Elsewhere the layer is one block, its weight regrouped whole by all workers before
+the GEMMs: where the tiles outweigh the weight, repacking them for every block cost more
+than it saved (8x256x14x14: 5.3-5.5 -> 5.9-6.2 ms); and an input gradient's weight is
+transposed, so a block would be a block of its columns, regrouped in short loops (no faster
+at 14x14 x 256).
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -35,6 +50,35 @@ from convkit_backends.winograd.transforms import (
     transform_output,
 )
 
+#: Bytes of a block's weight by tap: about a third of a Zen 4 core's 1 MiB L2, leaving room
+#: for BLAS's packed panels.
+BLOCK_TAPS_BYTES = 384 * 1024
+
+
+def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int,
+                 transposed: bool) -> int:
+    """Output channels per block of the GEMM step (see the module): all ``k`` where the
+    ``a*a x C x tiles`` transformed tiles outweigh the weight's ``9 x K x C`` taps, or the
+    weight is ``transposed``; else as many as keep a block's taps (``9 * block * C`` elements
+    of ``itemsize`` bytes) within :data:`BLOCK_TAPS_BYTES`, a multiple of 16 (BLAS's row
+    panels) where that is more than 16, and no more than each of ``workers`` gets of
+    ``k``."""
+    if transposed or 9 * k <= a * a * tiles:
+        return k
+    fit = max(1, BLOCK_TAPS_BYTES // (9 * c * itemsize))
+    if fit > 16:
+        fit -= fit % 16
+    return min(fit, math.ceil(k / workers))
+
+
+def shared_filter_bytes(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int,
+                        transposed: bool) -> int:
+    """The weight by tap (whole, or one block per worker) and each worker's filters at a
+    tile position (:func:`output_block`)."""
+    block = output_block(k, c, tiles, a, itemsize, workers, transposed)
+    copies = 1 if block == k else workers
+    return (copies * 9 + workers) * block * c * itemsize
+
 
 def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[int, int],
                  variant: Variant, tiles: tuple[int, int, int], transposed: bool,
@@ -49,19 +93,20 @@ def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[i
     rotated by 180 degrees (an input gradient). Its filters are then transformed as they lie,
     with the taps of :func:`filter_matrix` reversed, and each GEMM takes them transposed:
     regrouping the taps of a transposed view cost twice as much (0.27 against 0.13 ms per
-    worker at 256 channels).
+    worker at 256 channels). A block of output channels is then a block of its columns.
     """
     (rows, _, tw), a, m = tiles, variant.a, variant.m
     k, c = y.shape[1], x.shape[1]
     workers, count, dtype = numba.get_num_threads(), rows * tw, y.dtype
     scratch = input_scratch_size(variant, rows, tw)
-    filters = weight.shape[:2]  # (K, C), or (C, K) transposed
+    block = output_block(k, c, count, a, dtype.itemsize, workers, transposed)
     work = _Work(
         buffers.empty("v-shared", (a * a, c, count), dtype),
         buffers.empty("mm-shared", (a * a, k, count), dtype),
-        buffers.empty("by-tap", (9, *filters), dtype),
         filter_matrix(variant, dtype, flipped=transposed),
-        buffers.empty("u-shared", (min(workers, a * a), *filters), dtype),
+        block,
+        buffers.empty("taps-shared", (1 if block == k else workers, 9 * block * c), dtype),
+        buffers.empty("u-shared", (workers, block * c), dtype),
         buffers.empty("columns-shared", (workers, scratch), dtype),
         buffers.empty("h-shared", (workers, a * m, scratch // (a * m)), dtype),
         buffers.empty("o-shared", (workers, m * m, count), dtype))
@@ -74,15 +119,16 @@ def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[i
 
 class _Work(NamedTuple):
     """The block's buffers: ``v: (a*a, C, T)`` and ``mm: (a*a, K, T)`` (transformed tiles,
-    products), ``by_tap: (9, K, C)`` (the weight by tap; ``(9, C, K)`` transposed), ``g_g``
-    (:func:`filter_matrix`), and per worker ``u[i]`` (the filters at one tile position, as
-    ``by_tap[0]``; the GEMMs are shared by ``min(workers, a*a)`` workers) and the transforms'
-    scratch ``columns[i]``, ``h[i]``, ``o[i]``."""
+    products), ``g_g`` (:func:`filter_matrix`), ``block`` (:func:`output_block`), the weight
+    by tap ``taps`` (one row: all of it, ``(9, K, C)``, or ``(9, C, K)`` transposed; else a
+    row per worker: its block's), and per worker ``u[i]`` (filters at one tile position, as
+    a block of the weight) and the transforms' scratch ``columns[i]``, ``h[i]``, ``o[i]``."""
 
     v: np.ndarray
     mm: np.ndarray
-    by_tap: np.ndarray
     g_g: np.ndarray
+    block: int
+    taps: np.ndarray
     u: np.ndarray
     columns: np.ndarray
     h: np.ndarray
@@ -95,21 +141,35 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
     """:func:`_in_one_kernel`'s three steps on Python threads (``pool`` and this one), the
     GEMMs by ``np.matmul``."""
     (pt, pl), (rows, th, tw) = pads, tiles
-    k, c, workers = y.shape[1], x.shape[1], work.columns.shape[0]
-    a2, filters = work.v.shape[0], weight.shape[0]
+    k, c, workers, a2 = y.shape[1], x.shape[1], work.columns.shape[0], work.v.shape[0]
+    blocks = math.ceil(k / work.block)
+    f0, f1 = weight.shape[:2]
+
+    def regroup(r0: int, r1: int, by_tap: np.ndarray) -> None:
+        np.copyto(by_tap.reshape(3, 3, r1 - r0, f1), weight[r0:r1].transpose(2, 3, 0, 1))
 
     def prepare(i: int) -> None:
-        channels, part = share(c, i, workers), share(filters, i, workers)
+        channels = share(c, i, workers)
         transform_input(x, work.v, pt, pl, 0, rows, th, tw, channels.start, channels.stop,
                         work.columns[i], work.h[i])
-        np.copyto(work.by_tap.reshape(3, 3, *weight.shape[:2])[:, :, part.start:part.stop],
-                  weight[part.start:part.stop].transpose(2, 3, 0, 1))
+        if blocks == 1:
+            part = share(f0, i, workers)
+            regroup(part.start, part.stop, work.taps[0].reshape(9, f0, f1)[:, part.start:part.stop])
 
     @quiet
     def multiply(i: int) -> None:
-        for p in share(a2, i, len(work.u)):
-            filters_at(work.by_tap, work.g_g, p, work.u[i])
-            np.matmul(work.u[i].T if transposed else work.u[i], work.v[p], out=work.mm[p])
+        current = -1
+        for item in share(blocks * a2, i, workers):
+            b, p = divmod(item, a2)
+            k0, k1, r0, r1 = _block(b, blocks, work.block, k, f0)
+            size = (r1 - r0) * f1
+            by_tap = work.taps[min(i, len(work.taps) - 1), :9 * size].reshape(9, r1 - r0, f1)
+            if blocks > 1 and b != current:
+                regroup(r0, r1, by_tap)
+                current = b
+            u = work.u[i, :size].reshape(r1 - r0, f1)
+            filters_at(by_tap, work.g_g, p, u)
+            np.matmul(u.T if transposed else u, work.v[p], out=work.mm[p, k0:k1])
 
     def finish(i: int) -> None:
         outputs = share(k, i, workers)
@@ -117,32 +177,62 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
                          work.o[i])
 
     on_workers(prepare, workers, pool)
-    on_workers(multiply, len(work.u), pool)
+    on_workers(multiply, workers, pool)
     on_workers(finish, workers, pool)
 
 
+@jit(inline="always")
+def _block(b: int, blocks: int, block: int, k: int, rows: int):
+    """Block ``b`` of ``blocks``: its output channels ``[k0, k1)`` and rows ``[r0, r1)`` of
+    the weight's ``rows`` (all of them where the weight is one block, which it is when
+    transposed)."""
+    k0, k1 = b * block, min(k, (b + 1) * block)
+    return (k0, k1, k0, k1) if blocks > 1 else (k0, k1, 0, rows)
+
+
+@jit(inline="always")
+def _regroup(weight, r0: int, r1: int, by_tap, row0: int):
+    """``by_tap[l, row0 + r - r0] = weight[r, :, l // 3, l % 3]`` for rows ``r`` in ``[r0,
+    r1)``, taps ``l < 9``."""
+    for r in range(r1 - r0):
+        for tap in range(9):
+            by_tap[tap, row0 + r] = weight[r0 + r, :, tap // 3, tap % 3]
+
+
 @jit(nogil=True, parallel=True)
-def _shared_block_kernel(x, weight, y, pt, pl, rows, th, tw, transposed, v, mm, by_tap, g_g, u,
-                         columns, h, o, workers, address, index_bits):
+def _shared_block_kernel(x, weight, y, pt, pl, rows, th, tw, transposed, v, mm, g_g, block,
+                         taps, u, columns, h, o, workers, address, index_bits):
     """The block's three steps, each a loop over ``workers`` (numba's threads take them):
-    input transform and weight by tap; filters and GEMM per tile position; output transform.
-    The buffers are :class:`_Work`'s; the GEMMs run by the CBLAS function at ``address``
-    (:func:`~convkit_backends._cblas.gemm`)."""
-    a2, c, k, filters = v.shape[0], x.shape[1], y.shape[1], weight.shape[0]
+    input transform (and the whole weight by tap, where it is one block); filters and GEMM
+    per (block of output channels, tile position), a block regrouped by tap by the worker that
+    takes it; output transform. The buffers are :class:`_Work`'s; the GEMMs run by the
+    CBLAS function at ``address`` (:func:`~convkit_backends._cblas.gemm`)."""
+    a2, c, k = v.shape[0], x.shape[1], y.shape[1]
+    f0, f1 = weight.shape[0], weight.shape[1]
+    blocks = (k + block - 1) // block
     for i in numba.prange(workers):
         transform_input(x, v, pt, pl, 0, rows, th, tw, *_chunk(i, workers, c), columns[i],
                         h[i])
-        for f in range(*_chunk(i, workers, filters)):
-            for tap in range(9):
-                by_tap[tap, f] = weight[f, :, tap // 3, tap % 3]
-    parts = u.shape[0]  # tile positions are shared by min(workers, a*a) of them
-    for i in numba.prange(parts):
-        for p in range(*_chunk(i, parts, a2)):
-            filters_at(by_tap, g_g, p, u[i])
+        if blocks == 1:
+            r0, r1 = _chunk(i, workers, f0)
+            _regroup(weight, r0, r1, taps[0].reshape(9, f0, f1), r0)
+    for i in numba.prange(workers):
+        current = -1
+        for item in range(*_chunk(i, workers, blocks * a2)):
+            b, p = item // a2, item % a2
+            k0, k1, r0, r1 = _block(b, blocks, block, k, f0)
+            size = (r1 - r0) * f1
+            row = min(np.intp(i), taps.shape[0] - 1)  # (i is unsigned: with an int, a float)
+            by_tap = taps[row, :9 * size].reshape(9, r1 - r0, f1)
+            if blocks > 1 and b != current:
+                _regroup(weight, r0, r1, by_tap, 0)
+                current = b
+            filters = u[i, :size].reshape(r1 - r0, f1)
+            filters_at(by_tap, g_g, p, filters)
             if transposed:
-                gemm_at(address, index_bits, u[i], v[p], mm[p])
+                gemm_at(address, index_bits, filters, v[p], mm[p, k0:k1])
             else:
-                gemm(address, index_bits, u[i], v[p], mm[p])
+                gemm(address, index_bits, filters, v[p], mm[p, k0:k1])
     for i in numba.prange(workers):
         transform_output(mm, y, 0, rows, th, tw, *_chunk(i, workers, k), h[i], o[i])
 
