@@ -310,15 +310,14 @@ def shared_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 ONE_BLOCK_LAYERS = [((1, 24, 16, 16), (40, 24, 3, 3)), ((1, 64, 4, 4), (40, 64, 3, 3))]
 
 
-def forward_weight_blocks(geom: convkit.ConvGeometry, tile: int) -> int:
-    """Into how many blocks of output channels the forward pass of a layer in one shared
-    block cuts its weight."""
+def weight_blocks(geom: convkit.ConvGeometry, tile: int) -> int:
+    """Into how many blocks of output channels a layer in one shared block cuts its weight
+    (the forward pass; the input gradient's transposed geometry alike)."""
     variant = WinogradBackend(tile).variant(geom)
     plan = winograd._Plan.make(geom, variant)
     block = winograd._shared.output_block(geom.out_channels, geom.in_channels,
                                           plan.rows * plan.tw, variant.a,
-                                          geom.dtype.itemsize, numba.get_num_threads(),
-                                          transposed=False)
+                                          geom.dtype.itemsize, numba.get_num_threads())
     return math.ceil(geom.out_channels / block)
 
 
@@ -339,7 +338,7 @@ def test_more_workers_than_tile_positions(workers: int, shapes: tuple[tuple[int,
     for tile in TILES:
         backend = WinogradBackend(tile)
         assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
-        assert (forward_weight_blocks(geom, tile) > 1) == (geom.in_channels == 64)
+        assert (weight_blocks(geom, tile) > 1) == (geom.in_channels == 64)
         np.testing.assert_allclose(backend.forward(x, w, geom), exact.forward(x, w, geom),
                                    rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(backend.backward_input(gy, w, geom),
@@ -356,9 +355,9 @@ def test_a_shared_block_gives_the_same_bits_in_one_kernel_and_on_python_threads(
     dtype: str, shapes: tuple[tuple[int, ...], ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same transforms and the same BLAS GEMMs, only started differently (with 256
-    channels the forward pass's weight is cut into blocks of output channels, on 2 workers
-    3 for float32 and 5 for float64: the last one short, a worker's run starting inside a
-    block)."""
+    channels the weight is cut into blocks of output channels, of its rows in the forward
+    pass and of its columns in the input gradient: on 2 workers 3 for float32 and 5 for
+    float64, the last one short, a worker's run starting inside a block)."""
     if numba.get_num_threads() < 2:
         pytest.skip("one shared block needs two or more worker threads")
     if winograd._shared.gemm_address(dtype) is None:
@@ -371,7 +370,7 @@ def test_a_shared_block_gives_the_same_bits_in_one_kernel_and_on_python_threads(
     for tile in TILES:
         backend = WinogradBackend(tile)
         assert winograd._Plan.make(geom, backend.variant(geom)).workers() == 1  # shared
-        assert (forward_weight_blocks(geom, tile) > 1) == (geom.in_channels == 256)
+        assert (weight_blocks(geom, tile) > 1) == (geom.in_channels == 256)
         in_kernel = backend.forward(x, w, geom), backend.backward_input(gy, w, geom)
         with monkeypatch.context() as patch:
             patch.setattr(winograd._shared, "gemm_address", lambda dtype: None)

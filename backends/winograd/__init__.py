@@ -422,8 +422,7 @@ class WinogradBackend(ConvBackend):
         # block).
         weights = max(variant.a**2 * geom.out_channels * geom.in_channels * itemsize,
                       shared_filter_bytes(geom.out_channels, geom.in_channels,
-                                          plan.rows * plan.tw, variant.a, itemsize, threads,
-                                          transposed=method == "backward_input"))
+                                          plan.rows * plan.tw, variant.a, itemsize, threads))
         # Workers on blocks of their own, or sharing one (each with its scratch).
         return weights + threads * plan.worker_bytes(geom) + exact
 

@@ -14,16 +14,16 @@ channels 1.90-1.97 -> 1.13-1.21 ms, 28x28 x 128 1.83-2.15 -> 1.06-1.20 ms, 14x14
 position) pairs, cut into one run per worker; a worker transforms the filters of its pair
 (:func:`~.transforms.filters_at`) just before the GEMM, from the weight regrouped by tap.
 Where the weight outweighs the transformed tiles (``9 K > a² T``: 14x14 x 256 channels at
-batch 1) its rows are cut into blocks of output channels whose taps fit in L2
-(:func:`output_block`), each regrouped by the worker that takes it; transformed per
-position from the whole weight by tap, the filters were read from L3 (1 to 9 taps per
-position: 64 reads of 256 KB at 256 channels). That forward pass took 1.37-1.44 -> 1.24-1.30
-ms in process, old and new alternating (blocks of 32 and 64 channels alike, of 16 and 128
-slower). Elsewhere the layer is one block, its weight regrouped whole by all workers before
-the GEMMs: where the tiles outweigh the weight, repacking them for every block cost more
-than it saved (8x256x14x14: 5.3-5.5 -> 5.9-6.2 ms); and an input gradient's weight is
-transposed, so a block would be a block of its columns, regrouped in short loops (no faster
-at 14x14 x 256).
+batch 1) it is cut into blocks of output channels whose taps fit in L2
+(:func:`output_block`), each regrouped by the worker that takes it (an input gradient's
+weight is transposed: its blocks are blocks of columns). Transformed per position from the
+whole weight by tap, the filters were read from L3 (1 to 9 taps per position: 64 reads of
+256 KB at 256 channels). In process, old and new alternating, that layer's forward pass
+took 1.37-1.44 -> 1.24-1.30 ms (blocks of 32 and 64 channels alike, of 16 and 128 slower),
+its input gradient 1.17-1.19 -> 1.09-1.10 ms. Elsewhere the layer is one block, its weight
+regrouped whole by all workers before the GEMMs: where the tiles outweigh the weight,
+repacking them for every block cost more than it saved (8x256x14x14: 5.3-5.5 -> 5.9-6.2
+ms).
 """
 
 from __future__ import annotations
@@ -55,15 +55,13 @@ from convkit_backends.winograd.transforms import (
 BLOCK_TAPS_BYTES = 384 * 1024
 
 
-def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int,
-                 transposed: bool) -> int:
+def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int) -> int:
     """Output channels per block of the GEMM step (see the module): all ``k`` where the
-    ``a*a x C x tiles`` transformed tiles outweigh the weight's ``9 x K x C`` taps, or the
-    weight is ``transposed``; else as many as keep a block's taps (``9 * block * C`` elements
-    of ``itemsize`` bytes) within :data:`BLOCK_TAPS_BYTES`, a multiple of 16 (BLAS's row
-    panels) where that is more than 16, and no more than each of ``workers`` gets of
-    ``k``."""
-    if transposed or 9 * k <= a * a * tiles:
+    ``a*a x C x tiles`` transformed tiles outweigh the weight's ``9 x K x C`` taps; else as
+    many as keep a block's taps (``9 * block * C`` elements of ``itemsize`` bytes) within
+    :data:`BLOCK_TAPS_BYTES`, a multiple of 16 (BLAS's row panels) where that is more than
+    16, and no more than each of ``workers`` gets of ``k``."""
+    if 9 * k <= a * a * tiles:
         return k
     fit = max(1, BLOCK_TAPS_BYTES // (9 * c * itemsize))
     if fit > 16:
@@ -71,11 +69,11 @@ def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int
     return min(fit, math.ceil(k / workers))
 
 
-def shared_filter_bytes(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int,
-                        transposed: bool) -> int:
+def shared_filter_bytes(k: int, c: int, tiles: int, a: int, itemsize: int,
+                        workers: int) -> int:
     """The weight by tap (whole, or one block per worker) and each worker's filters at a
     tile position (:func:`output_block`)."""
-    block = output_block(k, c, tiles, a, itemsize, workers, transposed)
+    block = output_block(k, c, tiles, a, itemsize, workers)
     copies = 1 if block == k else workers
     return (copies * 9 + workers) * block * c * itemsize
 
@@ -99,7 +97,7 @@ def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[i
     k, c = y.shape[1], x.shape[1]
     workers, count, dtype = numba.get_num_threads(), rows * tw, y.dtype
     scratch = input_scratch_size(variant, rows, tw)
-    block = output_block(k, c, count, a, dtype.itemsize, workers, transposed)
+    block = output_block(k, c, count, a, dtype.itemsize, workers)
     work = _Work(
         buffers.empty("v-shared", (a * a, c, count), dtype),
         buffers.empty("mm-shared", (a * a, k, count), dtype),
@@ -145,8 +143,9 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
     blocks = math.ceil(k / work.block)
     f0, f1 = weight.shape[:2]
 
-    def regroup(r0: int, r1: int, by_tap: np.ndarray) -> None:
-        np.copyto(by_tap.reshape(3, 3, r1 - r0, f1), weight[r0:r1].transpose(2, 3, 0, 1))
+    def regroup(r0: int, r1: int, c0: int, c1: int, by_tap: np.ndarray) -> None:
+        np.copyto(by_tap.reshape(3, 3, r1 - r0, c1 - c0),
+                  weight[r0:r1, c0:c1].transpose(2, 3, 0, 1))
 
     def prepare(i: int) -> None:
         channels = share(c, i, workers)
@@ -154,20 +153,22 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
                         work.columns[i], work.h[i])
         if blocks == 1:
             part = share(f0, i, workers)
-            regroup(part.start, part.stop, work.taps[0].reshape(9, f0, f1)[:, part.start:part.stop])
+            regroup(part.start, part.stop, 0, f1,
+                    work.taps[0].reshape(9, f0, f1)[:, part.start:part.stop])
 
     @quiet
     def multiply(i: int) -> None:
         current = -1
         for item in share(blocks * a2, i, workers):
             b, p = divmod(item, a2)
-            k0, k1, r0, r1 = _block(b, blocks, work.block, k, f0)
-            size = (r1 - r0) * f1
-            by_tap = work.taps[min(i, len(work.taps) - 1), :9 * size].reshape(9, r1 - r0, f1)
+            k0, k1, r0, r1, c0, c1 = _block(b, blocks, work.block, k, f0, f1, transposed)
+            size = (r1 - r0) * (c1 - c0)
+            by_tap = work.taps[min(i, len(work.taps) - 1), :9 * size].reshape(9, r1 - r0,
+                                                                              c1 - c0)
             if blocks > 1 and b != current:
-                regroup(r0, r1, by_tap)
+                regroup(r0, r1, c0, c1, by_tap)
                 current = b
-            u = work.u[i, :size].reshape(r1 - r0, f1)
+            u = work.u[i, :size].reshape(r1 - r0, c1 - c0)
             filters_at(by_tap, work.g_g, p, u)
             np.matmul(u.T if transposed else u, work.v[p], out=work.mm[p, k0:k1])
 
@@ -182,21 +183,25 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
 
 
 @jit(inline="always")
-def _block(b: int, blocks: int, block: int, k: int, rows: int):
-    """Block ``b`` of ``blocks``: its output channels ``[k0, k1)`` and rows ``[r0, r1)`` of
-    the weight's ``rows`` (all of them where the weight is one block, which it is when
-    transposed)."""
+def _block(b: int, blocks: int, block: int, k: int, f0: int, f1: int, transposed: bool):
+    """Block ``b`` of ``blocks``: its output channels ``[k0, k1)``, and its rows ``[r0, r1)``
+    and columns ``[c0, c1)`` of the ``(f0, f1)`` weight (the whole weight if it is one block;
+    else a block of rows, or of columns where ``transposed``)."""
     k0, k1 = b * block, min(k, (b + 1) * block)
-    return (k0, k1, k0, k1) if blocks > 1 else (k0, k1, 0, rows)
+    if blocks == 1:
+        return k0, k1, 0, f0, 0, f1
+    if transposed:
+        return k0, k1, 0, f0, k0, k1
+    return k0, k1, k0, k1, 0, f1
 
 
 @jit(inline="always")
-def _regroup(weight, r0: int, r1: int, by_tap, row0: int):
-    """``by_tap[l, row0 + r - r0] = weight[r, :, l // 3, l % 3]`` for rows ``r`` in ``[r0,
-    r1)``, taps ``l < 9``."""
+def _regroup(weight, r0: int, r1: int, c0: int, c1: int, by_tap, row0: int):
+    """``by_tap[l, row0 + r - r0] = weight[r, c0:c1, l // 3, l % 3]`` for rows ``r`` in
+    ``[r0, r1)``, taps ``l < 9``."""
     for r in range(r1 - r0):
         for tap in range(9):
-            by_tap[tap, row0 + r] = weight[r0 + r, :, tap // 3, tap % 3]
+            by_tap[tap, row0 + r] = weight[r0 + r, c0:c1, tap // 3, tap % 3]
 
 
 @jit(nogil=True, parallel=True)
@@ -215,19 +220,19 @@ def _shared_block_kernel(x, weight, y, pt, pl, rows, th, tw, transposed, v, mm, 
                         h[i])
         if blocks == 1:
             r0, r1 = _chunk(i, workers, f0)
-            _regroup(weight, r0, r1, taps[0].reshape(9, f0, f1), r0)
+            _regroup(weight, r0, r1, 0, f1, taps[0].reshape(9, f0, f1), r0)
     for i in numba.prange(workers):
         current = -1
         for item in range(*_chunk(i, workers, blocks * a2)):
             b, p = item // a2, item % a2
-            k0, k1, r0, r1 = _block(b, blocks, block, k, f0)
-            size = (r1 - r0) * f1
+            k0, k1, r0, r1, c0, c1 = _block(b, blocks, block, k, f0, f1, transposed)
+            size = (r1 - r0) * (c1 - c0)
             row = min(np.intp(i), taps.shape[0] - 1)  # (i is unsigned: with an int, a float)
-            by_tap = taps[row, :9 * size].reshape(9, r1 - r0, f1)
+            by_tap = taps[row, :9 * size].reshape(9, r1 - r0, c1 - c0)
             if blocks > 1 and b != current:
-                _regroup(weight, r0, r1, by_tap, 0)
+                _regroup(weight, r0, r1, c0, c1, by_tap, 0)
                 current = b
-            filters = u[i, :size].reshape(r1 - r0, f1)
+            filters = u[i, :size].reshape(r1 - r0, c1 - c0)
             filters_at(by_tap, g_g, p, filters)
             if transposed:
                 gemm_at(address, index_bits, filters, v[p], mm[p, k0:k1])
