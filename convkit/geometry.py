@@ -198,15 +198,22 @@ def int_pair(value: object, name: str, minimum: int) -> tuple[int, int]:
     return pair
 
 
+def _is_int(value: object) -> bool:
+    """An integer, not a bool (``int`` first: a call spent half its validation in
+    ``numbers.Integral``'s ABC check)."""
+    return type(value) is int or (isinstance(value, numbers.Integral)
+                                  and not isinstance(value, (bool, np.bool_)))
+
+
 def _int(value: object, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(value)
 
 
 def positive_int(value: object, name: str) -> int:
     """``value`` as an int of at least 1; TypeError or ValueError naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         raise TypeError(f"{name} must be a positive int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -220,6 +227,6 @@ def _shape4(shape: object, name: str, layout: str) -> tuple[int, int, int, int]:
         raise TypeError(f"{name} shape must be a sequence of 4 ints, got {shape!r}") from None
     if len(dims) != 4:
         raise ValueError(f"{name} must be 4-D {layout}, got shape {dims}")
-    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in dims):
+    if any(not _is_int(d) or d < 0 for d in dims):
         raise ValueError(f"{name} shape must hold non-negative ints, got {dims}")
     return tuple(int(d) for d in dims)  # type: ignore[return-value]
