@@ -18,6 +18,8 @@ import math
 import numpy as np
 
 from convkit.geometry import ConvGeometry
+from convkit_backends.numba_direct._helpers import _FLAGS, _all_finite
+from convkit_backends.numba_direct._runtime import jit
 
 
 def padded_taps(geom: ConvGeometry) -> np.ndarray:
@@ -81,7 +83,20 @@ def padding_nan_bytes(geom: ConvGeometry, method: str) -> int:
 
 
 def all_finite(*arrays: np.ndarray) -> bool:
-    """Whether no array holds NaN/Inf, by one summation pass each: a sum of finite values is
-    finite unless it overflows, and then the call merely takes the exact path."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return all(np.isfinite(a.sum()) for a in arrays)
+    """Whether no array holds NaN/Inf: one pass each, a vectorised sum of ``v - v`` (0 for
+    finite ``v``, NaN otherwise, so large finite values cannot overflow it as they did
+    ``a.sum()``). ``a.sum()`` took 10.8 us of a 1x256x14x14 float32 result."""
+    return all(_finite(a) for a in arrays)
+
+
+def _finite(a: np.ndarray) -> bool:
+    if a.size == 0:
+        return True
+    if a.dtype.kind == "f" and a.flags.c_contiguous:
+        return bool(_finite_flat(a.reshape(-1)))
+    return bool(np.isfinite(a).all())
+
+
+@jit(nogil=True, fastmath=_FLAGS)  # 'reassoc' vectorises the sum, even inlined
+def _finite_flat(a) -> bool:
+    return _all_finite(a)

@@ -54,3 +54,20 @@ def test_naive_matches_torch(scenario: str) -> None:
         for op, expected in zip(OPERATIONS, (y.detach(), x.grad, w.grad), strict=True):
             actual = run_operation(op, arrays, case, "naive")
             assert_same_nonfinite(actual, expected.numpy(), f"naive vs torch {op} {case}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_all_finite_finds_any_nan_or_inf_and_lets_large_values_pass(dtype: str) -> None:
+    """One pass over each array: a NaN or Inf anywhere makes it False; finite values as
+    large as the dtype allows do not (a plain sum overflowed on them), in contiguous arrays
+    and strided views alike."""
+    from convkit_backends._nonfinite import all_finite
+
+    big = np.full((3, 5, 7, 9), np.finfo(dtype).max / 2, dtype)
+    assert all_finite(big, big[:, ::2], np.zeros(0, dtype))
+    for index in [(0, 0, 0, 0), (1, 2, 3, 4), (2, 4, 6, 8)]:
+        for bad in (np.nan, np.inf, -np.inf):
+            poisoned_array = big.copy()
+            poisoned_array[index] = bad
+            assert not all_finite(poisoned_array)
+            assert not all_finite(big, poisoned_array.transpose(3, 2, 1, 0))

@@ -131,6 +131,20 @@ def _axpy(dst, src, alpha, length: int):
 
 
 @jit(inline="always", fastmath=_FLAGS)
+def _all_finite(a) -> bool:
+    """True if every value of the flat ``a`` is finite.
+
+    ``v - v`` is 0 for finite ``v`` and NaN otherwise (and keeps ``a``'s dtype, where
+    ``v * 0`` made float32 float64); 'reassoc' vectorises the sum of them and does not
+    assume finite values, so one pass checks the plane.
+    """
+    check = a[0] - a[0]
+    for p in range(1, a.shape[0]):
+        check += a[p] - a[p]
+    return check == 0
+
+
+@jit(inline="always", fastmath=_FLAGS)
 def _gather_axpy(dst, src, alpha, lo: int, hi: int, step: int, offset: int):
     """``dst[j] += alpha * src[j*step + offset]`` for ``j`` in ``[lo, hi)``."""
     if step == 1:  # contiguous: vectorised

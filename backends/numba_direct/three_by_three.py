@@ -21,6 +21,7 @@ from convkit_backends._common import transposed_convolution, transposed_geometry
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
     _STEP,
+    _all_finite,
     _chunk,
     _copy_into,
     _gather_dot,
@@ -70,19 +71,6 @@ def _forward_3x3(x, w, y, pt, pl, dh, dw, groups, hp, wp, threads):
                 s = (xl[c] if padded else x[n, c0 + c]).reshape(hp * wp)
                 _pair_taps(acc, _tap_views(s, r1, r2, b1, b2), w, o, c, two, length)
             _store_pair(y[n], acc, o, two)
-
-
-@jit(inline="always", fastmath=_FLAGS)
-def _all_finite(a) -> bool:
-    """True if every value of the flat ``a`` is finite.
-
-    ``v * 0`` is 0 for finite ``v`` and NaN otherwise; 'reassoc' vectorises the sum of them
-    and does not assume finite values, so one pass checks the plane.
-    """
-    check = a[0] * 0
-    for p in range(1, a.shape[0]):
-        check += a[p] * 0
-    return check == 0
 
 
 @jit(inline="always", fastmath=_FLAGS)

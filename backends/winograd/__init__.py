@@ -31,7 +31,7 @@ Input gradient: a forward pass over the output gradient with the flipped, transp
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
 (:mod:`.weight_grad`): per tile position one GEMM over the tiles, summed. Non-finite inputs
 or weights: the transforms mix the values of a whole tile, so NaN and Inf would land where
-a direct sum has none. A forward pass or input gradient checks its result (one ``sum``):
+a direct sum has none. A forward pass or input gradient checks its result (one pass):
 a non-finite operand always leaves a non-finite value among the outputs its direct sum
 reaches (each output of a tile reads all of its window's transformed values, and NaN or Inf
 survives every product and sum, ``0 * Inf`` included, which BLAS libraries compute rather than
