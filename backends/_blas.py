@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from threadpoolctl import ThreadpoolController
 
-_controller: ThreadpoolController | None = None
-_limiter = None  # threadpoolctl's limiter while any caller is inside
+_libraries: list | None = None  # threadpoolctl's controllers of the BLAS libraries loaded
+_restore: list = []  # (library, its thread count) while any caller is inside
 _lock = threading.Lock()
 _users = 0
 
@@ -26,20 +26,27 @@ def one_blas_thread() -> Iterator[None]:
     The limit is process-wide (BLAS has no per-thread setting): the first of overlapping
     blocks sets it and the last restores what was there, so that blocks in several threads
     cannot leave BLAS on one thread. Other BLAS users in the process run single-threaded
-    meanwhile.
+    meanwhile. Each library's own get/set calls, not threadpoolctl's ``limit`` (7 us a block,
+    gathering every library's details each time; a batch-1 layer takes about 1 ms).
     """
-    global _controller, _limiter, _users
+    global _libraries, _restore, _users
     with _lock:
-        if _controller is None:
-            _controller = ThreadpoolController()
+        if _libraries is None:
+            _libraries = [library for library in ThreadpoolController().lib_controllers
+                          if library.user_api == "blas"]
         if _users == 0:
-            _limiter = _controller.limit(limits=1, user_api="blas")
+            _restore = [(library, library.num_threads) for library in _libraries]
+            for library, threads in _restore:
+                if threads != 1:
+                    library.set_num_threads(1)
         _users += 1
     try:
         yield
     finally:
         with _lock:
             _users -= 1
-            if _users == 0 and _limiter is not None:
-                _limiter.restore_original_limits()
-                _limiter = None
+            if _users == 0:
+                for library, threads in _restore:
+                    if threads != 1:
+                        library.set_num_threads(threads)
+                _restore = []

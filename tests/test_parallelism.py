@@ -137,3 +137,28 @@ def test_empty_convkit_num_threads_is_unset() -> None:
     done = run_python("import convkit, os; print(os.environ.get('OMP_NUM_THREADS'))",
                       CONVKIT_NUM_THREADS="")
     assert done.returncode == 0 and done.stdout.strip() == "None"
+
+
+def test_one_blas_thread_holds_blas_at_one_thread_until_the_last_block_ends() -> None:
+    """Blocks of several calls overlap (they run in threads of their own): BLAS stays on
+    one thread until the last of them ends, in whatever order they end, then gets back its
+    thread count."""
+    from threadpoolctl import threadpool_limits
+
+    from convkit_backends._blas import one_blas_thread
+
+    def counts() -> list[int]:
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    if not counts():
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    with threadpool_limits(2, user_api="blas"):
+        before = counts()
+        first, second = one_blas_thread(), one_blas_thread()
+        first.__enter__()
+        assert set(counts()) == {1}
+        second.__enter__()
+        first.__exit__(None, None, None)  # the first block ends before the second
+        assert set(counts()) == {1}
+        second.__exit__(None, None, None)
+        assert counts() == before
