@@ -1,9 +1,9 @@
 """A layer in one block of tiles, shared by the workers in one numba kernel.
 
 Layers with few tiles (batch 1, or 14x14 images at batch 8) make one block, and every step
-of it is shared out: the input transform by input channel, the GEMMs by blocks of output
-channels, the output transform by output channel. Here the three steps are three ``prange``
-loops of one kernel, and the GEMMs call numpy's BLAS directly
+of it is shared out: the input transform by input channel, the GEMMs by (block of output
+channels, tile position), the output transform by output channel. Here the three steps are
+three ``prange`` loops of one kernel, and the GEMMs call numpy's BLAS directly
 (:mod:`convkit_backends._cblas`): numba's threads spin briefly between the loops, where
 Python threads handing the steps over slept and woke (50-100 us each on a virtual machine)
 and took turns at the GIL. In process, against the Python threads: batch 1 at 56x56 x 64
@@ -72,10 +72,16 @@ def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int
 def shared_filter_bytes(k: int, c: int, tiles: int, a: int, itemsize: int,
                         workers: int) -> int:
     """The weight by tap (whole, or one block per worker) and each worker's filters at a
-    tile position (:func:`output_block`)."""
+    tile position (:func:`output_block`; :func:`_gemm_workers` of them)."""
     block = output_block(k, c, tiles, a, itemsize, workers)
-    copies = 1 if block == k else workers
-    return (copies * 9 + workers) * block * c * itemsize
+    parts = _gemm_workers(k, block, a, workers)
+    copies = 1 if block == k else parts
+    return (copies * 9 + parts) * block * c * itemsize
+
+
+def _gemm_workers(k: int, block: int, a: int, workers: int) -> int:
+    """The workers that share the GEMM step: at most one per (block, tile position)."""
+    return min(workers, math.ceil(k / block) * a * a)
 
 
 def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[int, int],
@@ -98,13 +104,14 @@ def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[i
     workers, count, dtype = numba.get_num_threads(), rows * tw, y.dtype
     scratch = input_scratch_size(variant, rows, tw)
     block = output_block(k, c, count, a, dtype.itemsize, workers)
+    parts = _gemm_workers(k, block, a, workers)
     work = _Work(
         buffers.empty("v-shared", (a * a, c, count), dtype),
         buffers.empty("mm-shared", (a * a, k, count), dtype),
         filter_matrix(variant, dtype, flipped=transposed),
         block,
-        buffers.empty("taps-shared", (1 if block == k else workers, 9 * block * c), dtype),
-        buffers.empty("u-shared", (workers, block * c), dtype),
+        buffers.empty("taps-shared", (1 if block == k else parts, 9 * block * c), dtype),
+        buffers.empty("u-shared", (parts, block * c), dtype),
         buffers.empty("columns-shared", (workers, scratch), dtype),
         buffers.empty("h-shared", (workers, a * m, scratch // (a * m)), dtype),
         buffers.empty("o-shared", (workers, m * m, count), dtype))
@@ -119,8 +126,9 @@ class _Work(NamedTuple):
     """The block's buffers: ``v: (a*a, C, T)`` and ``mm: (a*a, K, T)`` (transformed tiles,
     products), ``g_g`` (:func:`filter_matrix`), ``block`` (:func:`output_block`), the weight
     by tap ``taps`` (one row: all of it, ``(9, K, C)``, or ``(9, C, K)`` transposed; else a
-    row per worker: its block's), and per worker ``u[i]`` (filters at one tile position, as
-    a block of the weight) and the transforms' scratch ``columns[i]``, ``h[i]``, ``o[i]``."""
+    row per worker of the GEMM step: its block's), ``u[i]`` (a GEMM worker's filters at one
+    tile position, as a block of the weight), and per worker the transforms' scratch
+    ``columns[i]``, ``h[i]``, ``o[i]``."""
 
     v: np.ndarray
     mm: np.ndarray
@@ -140,7 +148,7 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
     GEMMs by ``np.matmul``."""
     (pt, pl), (rows, th, tw) = pads, tiles
     k, c, workers, a2 = y.shape[1], x.shape[1], work.columns.shape[0], work.v.shape[0]
-    blocks = math.ceil(k / work.block)
+    blocks, parts = math.ceil(k / work.block), len(work.u)
     f0, f1 = weight.shape[:2]
 
     def regroup(r0: int, r1: int, c0: int, c1: int, by_tap: np.ndarray) -> None:
@@ -159,7 +167,7 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
     @quiet
     def multiply(i: int) -> None:
         current = -1
-        for item in share(blocks * a2, i, workers):
+        for item in share(blocks * a2, i, parts):
             b, p = divmod(item, a2)
             k0, k1, r0, r1, c0, c1 = _block(b, blocks, work.block, k, f0, f1, transposed)
             size = (r1 - r0) * (c1 - c0)
@@ -178,7 +186,7 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
                          work.o[i])
 
     on_workers(prepare, workers, pool)
-    on_workers(multiply, workers, pool)
+    on_workers(multiply, parts, pool)
     on_workers(finish, workers, pool)
 
 
@@ -214,16 +222,16 @@ def _shared_block_kernel(x, weight, y, pt, pl, rows, th, tw, transposed, v, mm, 
     CBLAS function at ``address`` (:func:`~convkit_backends._cblas.gemm`)."""
     a2, c, k = v.shape[0], x.shape[1], y.shape[1]
     f0, f1 = weight.shape[0], weight.shape[1]
-    blocks = (k + block - 1) // block
+    blocks, parts = (k + block - 1) // block, u.shape[0]
     for i in numba.prange(workers):
         transform_input(x, v, pt, pl, 0, rows, th, tw, *_chunk(i, workers, c), columns[i],
                         h[i])
         if blocks == 1:
             r0, r1 = _chunk(i, workers, f0)
             _regroup(weight, r0, r1, 0, f1, taps[0].reshape(9, f0, f1), r0)
-    for i in numba.prange(workers):
+    for i in numba.prange(parts):
         current = -1
-        for item in range(*_chunk(i, workers, blocks * a2)):
+        for item in range(*_chunk(i, parts, blocks * a2)):
             b, p = item // a2, item % a2
             k0, k1, r0, r1, c0, c1 = _block(b, blocks, block, k, f0, f1, transposed)
             size = (r1 - r0) * (c1 - c0)
