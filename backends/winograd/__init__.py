@@ -22,10 +22,10 @@ into the output (numba): the block stays in the worker's cache between the steps
 never wait for each other, and numba's and BLAS's thread pools never fight (a two-thread
 OpenBLAS GEMM next to a busy core was measured 10-50x slower than on one thread). The
 workers share a layer that is one block (few tiles: batch 1, or 14x14 images at batch 8):
-each step is split among them (by input channel, block of output channels, output
-channel), and ``U`` is never whole: each worker transforms a block's filters at a tile
-position just before its GEMM. The three steps run in one numba kernel that calls numpy's
-BLAS directly, where it can be found (:mod:`._shared`).
+each step is split among them (by input channel; by block of output channels and tile
+position; by output channel), and ``U`` is never whole: each worker transforms a block's
+filters at a tile position just before its GEMM. The three steps run in one numba kernel
+that calls numpy's BLAS directly, where it can be found (:mod:`._shared`).
 
 Input gradient: a forward pass over the output gradient with the flipped, transposed weight
 (stride 1). Weight gradient: the same algorithm transposed, F(3x3, m x m)
