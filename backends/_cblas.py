@@ -56,9 +56,11 @@ def _find(char: str) -> Gemm | None:
     if letter is None:
         return None
     libraries = [info for info in threadpool_info() if info.get("user_api") == "blas"]
-    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))  # numpy's own libraries first
+    # numpy's own libraries first (numpy/ or numpy.libs/ beside it; both paths resolved, as
+    # site-packages may be reached through a symlink)
+    numpy_prefix = os.path.realpath(os.path.dirname(np.__file__))
     libraries.sort(key=lambda info: not os.path.realpath(info["filepath"]).startswith(
-        os.path.join(numpy_dir, "numpy")))
+        numpy_prefix))
     for info in libraries:
         try:
             library = ctypes.CDLL(info["filepath"])
