@@ -71,17 +71,28 @@ def output_block(k: int, c: int, tiles: int, a: int, itemsize: int, workers: int
 
 def shared_filter_bytes(k: int, c: int, tiles: int, a: int, itemsize: int,
                         workers: int) -> int:
-    """The weight by tap (whole, or one block per worker) and each worker's filters at a
-    tile position (:func:`output_block`; :func:`_gemm_workers` of them)."""
+    """The weight by tap and the GEMM workers' filters at a tile position, in bytes
+    (:func:`_filter_buffers`)."""
+    shapes = _filter_buffers(k, c, tiles, a, itemsize, workers)
+    return (math.prod(shapes.taps) + math.prod(shapes.u)) * itemsize
+
+
+class _FilterBuffers(NamedTuple):
+    """``block`` (:func:`output_block`) and the shapes of the weight by tap (one row where
+    the weight is one block, else one per GEMM worker) and of the GEMM workers' filters."""
+
+    block: int
+    taps: tuple[int, int]
+    u: tuple[int, int]
+
+
+def _filter_buffers(k: int, c: int, tiles: int, a: int, itemsize: int,
+                    workers: int) -> _FilterBuffers:
+    """The GEMM step runs on at most one worker per (block, tile position)."""
     block = output_block(k, c, tiles, a, itemsize, workers)
-    parts = _gemm_workers(k, block, a, workers)
-    copies = 1 if block == k else parts
-    return (copies * 9 + parts) * block * c * itemsize
-
-
-def _gemm_workers(k: int, block: int, a: int, workers: int) -> int:
-    """The workers that share the GEMM step: at most one per (block, tile position)."""
-    return min(workers, math.ceil(k / block) * a * a)
+    parts = min(workers, math.ceil(k / block) * a * a)
+    return _FilterBuffers(block, (1 if block == k else parts, 9 * block * c),
+                          (parts, block * c))
 
 
 def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[int, int],
@@ -103,15 +114,14 @@ def shared_block(x: np.ndarray, weight: np.ndarray, y: np.ndarray, pads: tuple[i
     k, c = y.shape[1], x.shape[1]
     workers, count, dtype = numba.get_num_threads(), rows * tw, y.dtype
     scratch = input_scratch_size(variant, rows, tw)
-    block = output_block(k, c, count, a, dtype.itemsize, workers)
-    parts = _gemm_workers(k, block, a, workers)
+    shapes = _filter_buffers(k, c, count, a, dtype.itemsize, workers)
     work = _Work(
         buffers.empty("v-shared", (a * a, c, count), dtype),
         buffers.empty("mm-shared", (a * a, k, count), dtype),
         filter_matrix(variant, dtype, flipped=transposed),
-        block,
-        buffers.empty("taps-shared", (1 if block == k else parts, 9 * block * c), dtype),
-        buffers.empty("u-shared", (parts, block * c), dtype),
+        shapes.block,
+        buffers.empty("taps-shared", shapes.taps, dtype),
+        buffers.empty("u-shared", shapes.u, dtype),
         buffers.empty("columns-shared", (workers, scratch), dtype),
         buffers.empty("h-shared", (workers, a * m, scratch // (a * m)), dtype),
         buffers.empty("o-shared", (workers, m * m, count), dtype))
