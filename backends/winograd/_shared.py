@@ -161,18 +161,14 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
     blocks, parts = math.ceil(k / work.block), len(work.u)
     f0, f1 = weight.shape[:2]
 
-    def regroup(r0: int, r1: int, c0: int, c1: int, by_tap: np.ndarray) -> None:
-        np.copyto(by_tap.reshape(3, 3, r1 - r0, c1 - c0),
-                  weight[r0:r1, c0:c1].transpose(2, 3, 0, 1))
-
     def prepare(i: int) -> None:
         channels = share(c, i, workers)
         transform_input(x, work.v, pt, pl, 0, rows, th, tw, channels.start, channels.stop,
                         work.columns[i], work.h[i])
         if blocks == 1:
             part = share(f0, i, workers)
-            regroup(part.start, part.stop, 0, f1,
-                    work.taps[0].reshape(9, f0, f1)[:, part.start:part.stop])
+            _regroup(weight, part.start, part.stop, 0, f1, work.taps[0].reshape(9, f0, f1),
+                     part.start)
 
     @quiet
     def multiply(i: int) -> None:
@@ -184,7 +180,7 @@ def _on_python_threads(x: np.ndarray, weight: np.ndarray, y: np.ndarray,
             by_tap = work.taps[min(i, len(work.taps) - 1), :9 * size].reshape(9, r1 - r0,
                                                                               c1 - c0)
             if blocks > 1 and b != current:
-                regroup(r0, r1, c0, c1, by_tap)
+                _regroup(weight, r0, r1, c0, c1, by_tap, 0)
                 current = b
             u = work.u[i, :size].reshape(r1 - r0, c1 - c0)
             filters_at(by_tap, work.g_g, p, u)
@@ -213,7 +209,7 @@ def _block(b: int, blocks: int, block: int, k: int, f0: int, f1: int, transposed
     return k0, k1, k0, k1, 0, f1
 
 
-@jit(inline="always")
+@jit(inline="always", nogil=True)  # nogil: the Python-thread path calls it too
 def _regroup(weight, r0: int, r1: int, c0: int, c1: int, by_tap, row0: int):
     """``by_tap[l, row0 + r - r0] = weight[r, c0:c1, l // 3, l % 3]`` for rows ``r`` in
     ``[r0, r1)``, taps ``l < 9``."""
