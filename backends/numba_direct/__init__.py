@@ -3,9 +3,11 @@
 One module per kernel family, and the backend that chooses among them:
 
 * :mod:`.general` -- any geometry, row by row with loops clipped to the image;
-* :mod:`.wide` -- stride 1, any kernel size: every output row computed ``Wp`` wide, so
-  up to 8 taps of a kernel row are one long vectorised loop over a padded plane (the input
-  gradient runs as the forward pass of the flipped kernel);
+* :mod:`.wide` -- stride 1, any kernel size: the forward pass by :mod:`.vector_rows` (two
+  output rows' sums held in registers, :mod:`._vectors`) where it applies, else every
+  output row computed ``Wp`` wide, so up to 8 taps of a kernel row are one long vectorised
+  loop over a padded plane (the input gradient runs as the forward pass of the flipped
+  kernel);
 * :mod:`.three_by_three` -- stride-1 3x3: nine taps in one pass, two output channels at a
   time, each thread padding the planes it works on into its own scratch;
 * :mod:`.stride_two` -- stride-2 3x3 without dilation: the same on planes split by row and

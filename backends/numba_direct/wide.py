@@ -1,18 +1,18 @@
 """Stride-1 kernels of any kernel size on padded planes, every output row ``Wp`` wide.
 
-With every output row computed ``Wp`` wide (the padded width), each kernel tap is one long
-contiguous loop over a whole image plane, which LLVM vectorises, instead of ``Ho`` short
-rows; the forward pass applies up to 8 taps of a kernel row in one such loop. With 7 taps
-per row (ConvNeXt's depthwise 7x7) it computes the even and odd output rows as two planes,
-each input row feeding both in one loop (:func:`_forward_row_pairs`). The scratch
-columns this adds are dropped in the forward pass; in the gradients they multiply zeros, so
-they are used only where that cannot make a NaN (finite weights for the input gradient,
-finite inputs for the weight gradient). The forward pass pads one group of input planes at
-a time per thread. The input gradient is the forward pass of the flipped, transposed kernel
-over the output gradient (exact for finite weights, which the choice guarantees) when the
-padding is within the kernel's extent, else a transposed loop into a padded gradient. The
-weight gradient runs on a zero-padded copy of the whole input and the output gradient
-widened to ``(N, Cout, Ho, Wp)`` with zero scratch columns.
+The forward pass runs :mod:`.vector_rows` (sums of two output rows in registers) wherever
+that applies: no dilation, two output rows and a vector's worth of columns or more. Else,
+and in the gradients, every output row is computed ``Wp`` wide (the padded width), so each
+kernel tap is one long contiguous loop over a whole image plane, which LLVM vectorises,
+instead of ``Ho`` short rows; the forward pass applies up to 8 taps of a kernel row in one
+such loop. The scratch columns this adds are dropped in the forward pass; in the gradients
+they multiply zeros, so they are used only where that cannot make a NaN (finite weights for
+the input gradient, finite inputs for the weight gradient). The forward pass pads one group
+of input planes at a time per thread. The input gradient is the forward pass of the flipped,
+transposed kernel over the output gradient (exact for finite weights, which the choice
+guarantees) when the padding is within the kernel's extent, else a transposed loop into a
+padded gradient. The weight gradient runs on a zero-padded copy of the whole input and the
+output gradient widened to ``(N, Cout, Ho, Wp)`` with zero scratch columns.
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from convkit_backends._common import (
     transposed_geometry,
 )
 from convkit_backends._workspace import padded_bytes
+from convkit_backends.numba_direct import vector_rows
 from convkit_backends.numba_direct._helpers import (
     _FLAGS,
-    _STEP,
     _axpy,
     _chunk,
     _copy_into,
     _copy_rows,
-    _copy_vector,
     _first_input_channel,
     _group_of_input,
     _jit,
@@ -100,26 +99,6 @@ def _taps8(acc, s, d, t, m: int):
     for p in range(m):
         acc[p] += (t0 * s0[p] + t1 * s1[p] + t2 * s2[p] + t3 * s3[p] + t4 * s4[p]
                    + t5 * s5[p] + t6 * s6[p] + t7 * s7[p])
-
-
-@jit(fastmath=_FLAGS)
-def _taps7_two_rows(upper, lower, s, t, u, steps: int):
-    """``upper[p] += sum_b t[b] * s[p + b]`` and ``lower[p] += sum_b u[b] * s[p + b]`` for
-    ``b < 7``, ``p < steps * _STEP``: one input row feeding two output rows, each value of
-    ``s`` loaded once for both. (Not inlined: inlined into the parallel kernel, LLVM left the
-    loop scalar.)
-
-    The loop runs whole vector steps, so LLVM emits no remainder loop: that loop kept the 14
-    taps alive as scalars in the registers the vector loop needs, which then reloaded 4 of
-    its broadcast taps from the stack every step (1.2x as long per step; the 8x96x56x56
-    depthwise 7x7 forward pass 1.13-1.17x as long)."""
-    t0, t1, t2, t3, t4, t5, t6 = t[0], t[1], t[2], t[3], t[4], t[5], t[6]
-    u0, u1, u2, u3, u4, u5, u6 = u[0], u[1], u[2], u[3], u[4], u[5], u[6]
-    for p in range(steps * _STEP):
-        a0, a1, a2, a3 = s[p], s[p + 1], s[p + 2], s[p + 3]
-        a4, a5, a6 = s[p + 4], s[p + 5], s[p + 6]
-        upper[p] += t0 * a0 + t1 * a1 + t2 * a2 + t3 * a3 + t4 * a4 + t5 * a5 + t6 * a6
-        lower[p] += u0 * a0 + u1 * a1 + u2 * a2 + u3 * a3 + u4 * a4 + u5 * a5 + u6 * a6
 
 
 @jit(inline="always")
@@ -194,69 +173,6 @@ def _forward_unit_stride(x, w, y, pt, pl, hp, wp, dh, dw, groups, length, thread
 
 
 @_jit
-def _forward_row_pairs(x, w, y, pt, pl, hp, wp, groups, threads):
-    """Stride 1, no dilation, 7 taps per kernel row: :func:`_forward_unit_stride` with the
-    padded planes split into their even and odd rows, so that output rows ``2j`` and
-    ``2j + 1`` are two flat planes and each input row feeds both in one pass
-    (:func:`_taps7_two_rows`): 14 multiply-adds per 7 loads of the input row, not 7.
-
-    Output row ``2j`` reads padded rows ``2j + a``: even ones from the even plane at row
-    ``j + a//2``, odd ones from the odd plane; row ``2j + 1`` reads rows ``2j + 1 + a``.
-    Each pass covers whole vector steps (:func:`_pair_sizes`), so the planes and
-    accumulators have a zero tail; the extra sums land past the rows that are copied out.
-    """
-    n_img, _, h, wd = x.shape
-    c_out, cg, kh = w.shape[:3]
-    ho, wo = y.shape[2], y.shape[3]
-    cog = c_out // groups
-    half, plane, steps = _pair_sizes(ho, hp, wp)
-    jobs = n_img * c_out
-    chunks = min(threads, jobs)
-    planes = np.zeros((chunks, cg, 2, plane), y.dtype)  # even and odd padded rows, flat
-    accs = np.empty((chunks, 2, steps * _STEP), y.dtype)
-    for t in numba.prange(chunks):
-        xl, upper, lower = planes[t], accs[t, 0], accs[t, 1]
-        loaded = -1
-        lo, hi = _chunk(t, chunks, jobs)
-        for job in range(lo, hi):
-            n, o, c0 = _output_job(job, c_out, cg, groups)
-            ng = n * groups + o // cog
-            if ng != loaded:
-                for c in range(cg):
-                    for i in range(h):
-                        r = i + pt
-                        _copy_vector(xl[c, r % 2, (r // 2) * wp + pl:], x[n, c0 + c, i], wd)
-                loaded = ng
-            upper[:] = 0
-            lower[:] = 0
-            for c in range(cg):
-                even, odd = xl[c, 0], xl[c, 1]
-                taps = w[o, c]
-                _taps7(upper, even, 1, taps[0], steps * _STEP)
-                for a in range(1, kh):  # padded row 2j + a: output rows 2j (tap row a), 2j + 1
-                    src = even[(a // 2) * wp:] if a % 2 == 0 else odd[(a // 2) * wp:]
-                    _taps7_two_rows(upper, lower, src, taps[a], taps[a - 1], steps)
-                src = even[(kh // 2) * wp:] if kh % 2 == 0 else odd[(kh // 2) * wp:]
-                _taps7(lower, src, 1, taps[kh - 1], steps * _STEP)
-            for j in range(half):
-                _copy_vector(y[n, o, 2 * j], upper[j * wp:], wo)
-                if 2 * j + 1 < ho:
-                    _copy_vector(y[n, o, 2 * j + 1], lower[j * wp:], wo)
-
-
-@jit(inline="always")
-def _pair_sizes(ho: int, hp: int, wp: int):
-    """:func:`_forward_row_pairs`'s sizes: ``half``, the rows of each output plane;
-    ``plane``, the flat length of each even or odd input plane; ``steps``, the passes' whole
-    vector steps of ``_STEP``, covering the ``half * Wp - 6`` outputs that are read. The
-    input planes hold ``(Hp + 1)//2 + 1`` rows and a ``_STEP`` tail of zeros: a pass reads
-    at most ``kh // 2`` rows further than it writes, and 6 columns."""
-    half = (ho + 1) // 2
-    plane = ((hp + 1) // 2 + 1) * wp + _STEP
-    return half, plane, -(-(half * wp - 6) // _STEP)
-
-
-@_jit
 def _backward_input_unit_stride(gy_wide, w, gxp, dh, dw, groups, length):
     """Stride 1, the transpose of :func:`_forward_unit_stride`: into the padded ``gxp``.
 
@@ -304,14 +220,13 @@ def _backward_weight_unit_stride(xp, gy_wide, gw, dh, dw, groups, length):
 
 
 def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
-    """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)``; the scratch columns are dropped."""
+    """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)``: :func:`.vector_rows.forward` where
+    it applies, else every row ``Wp`` wide, the scratch columns dropped."""
+    if vector_rows.applies(geom):
+        return vector_rows.forward(x, weight, geom)
     y = np.empty(geom.output_shape, geom.dtype)
     (pt, _, pl, _), (hp, wp) = geom.padding, geom.padded_size
     dh, dw, groups, length = _unit_stride_args(geom)
-    if _in_row_pairs(geom):
-        _forward_row_pairs(np.ascontiguousarray(x), weight, y, pt, pl, hp, wp, groups,
-                           numba.get_num_threads())
-        return y
     _forward_unit_stride(np.ascontiguousarray(x), weight, y, pt, pl, hp, wp, dh, dw, groups,
                          length, numba.get_num_threads())
     return y
@@ -338,7 +253,8 @@ def backward_weight(x: np.ndarray, grad_output: np.ndarray, geom: ConvGeometry) 
 
 
 def workspace_bytes(geom: ConvGeometry, method: str) -> int:
-    """Per thread, a group's padded input planes (none without padding) and one ``(Ho, Wp)``
+    """:func:`.vector_rows.workspace_bytes` where that runs the forward pass, else per
+    thread a group's padded input planes (none without padding) and one ``(Ho, Wp)``
     accumulator (forward); the flipped weight and the forward pass's workspace of the
     transposed geometry, or the widened output gradient and the padded input gradient
     (input gradient); the padded input and the widened output gradient (weight gradient)."""
@@ -347,10 +263,9 @@ def workspace_bytes(geom: ConvGeometry, method: str) -> int:
     padded_x = padded_bytes(geom, n) if any(geom.padding) else 0
     widened = n * geom.out_channels * ho * wp * itemsize
     if method == "forward":
+        if vector_rows.applies(geom):
+            return vector_rows.workspace_bytes(geom)
         runs = min(numba.get_num_threads(), n * geom.out_channels)
-        if _in_row_pairs(geom):  # even and odd rows, two accumulators
-            _, plane, steps = _pair_sizes(ho, hp, wp)
-            return runs * (geom.weight_shape[1] * 2 * plane + 2 * steps * _STEP) * itemsize
         planes = geom.weight_shape[1] * hp * wp if any(geom.padding) else 0
         return runs * (planes + ho * wp) * itemsize
     if method == "backward_input":
@@ -359,13 +274,6 @@ def workspace_bytes(geom: ConvGeometry, method: str) -> int:
             return flipped + workspace_bytes(transposed_geometry(geom), "forward")
         return widened + padded_bytes(geom, n)
     return padded_x + widened
-
-
-def _in_row_pairs(geom: ConvGeometry) -> bool:
-    """Whether the forward pass runs :func:`_forward_row_pairs`: rows of 7 taps, no dilation
-    (8x96x56x56 depthwise 7x7: 15% faster than a pass per kernel row, over three interleaved
-    bench runs; dense 7x7 about 10%)."""
-    return geom.kernel_size[1] == 7 and geom.dilation == (1, 1)
 
 
 def _widen(grad_output: np.ndarray, geom: ConvGeometry) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""The numba backend's forward pass with two output rows' sums in registers (vector_rows)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convkit.testing import ConvCase, check_against_naive
+from convkit_backends.numba_direct import vector_rows
+from convkit_backends.numba_direct._vectors import lanes
+
+
+@pytest.mark.parametrize("lane_count", [4, 8])
+def test_row_cover_covers_each_column_inside_the_row(lane_count: int) -> None:
+    for width in range(lane_count, 300):
+        starts, offsets = vector_rows.row_cover(width, lane_count)
+        covered = np.zeros(width + lane_count, int)
+        for start in starts:
+            for offset in offsets:
+                assert 0 <= start + offset <= width - lane_count, (width, starts, offsets)
+                covered[start + offset:start + offset + lane_count] += 1
+        assert (covered[:width] >= 1).all(), (width, starts, offsets)
+        assert len(offsets) <= vector_rows._MOST_VECTORS
+
+
+@pytest.mark.parametrize("lane_count", [4, 8])
+def test_row_cover_computes_whole_rows_of_vectors_once(lane_count: int) -> None:
+    for vectors in range(1, 4 * vector_rows._MOST_VECTORS + 1):
+        starts, offsets = vector_rows.row_cover(vectors * lane_count, lane_count)
+        columns = sorted(int(s) + o for s in starts for o in offsets)
+        if vectors % -(-vectors // vector_rows._MOST_VECTORS) == 0:  # blocks of equal size
+            assert columns == list(range(0, vectors * lane_count, lane_count))
+
+
+# Each forward case runs through vector_rows (checked below): rows exactly one vector wide
+# and one column more, an odd number of output rows (the last pair overlaps), rows of
+# several blocks, no padding (the input read in place) and asymmetric padding, groups of
+# several channels, one kernel row, 7 taps per row (its own compiled loop) and others.
+CASES = [
+    ConvCase("one-vector-rows", (2, 3, 10, 8), (4, 3, 3, 5), padding=(1, 2)),
+    ConvCase("one-more-column", (1, 2, 7, 9), (2, 2, 2, 3), padding=(0, 1)),
+    ConvCase("two-output-rows", (2, 2, 8, 17), (3, 2, 7, 7), padding=(0, 3)),
+    ConvCase("odd-output-rows-7x7", (2, 4, 9, 21), (4, 1, 7, 7), padding=3, groups=4),
+    ConvCase("several-blocks", (1, 2, 5, 131), (2, 2, 3, 7), padding=(1, 3)),
+    ConvCase("valid-groups", (2, 4, 9, 13), (6, 2, 4, 5), groups=2),
+    ConvCase("asymmetric-same", (1, 3, 6, 12), (5, 3, 4, 6), padding="same"),
+    ConvCase("one-kernel-row", (2, 3, 4, 11), (2, 3, 1, 7), padding=(0, 3)),
+    ConvCase("wide-kernel", (1, 2, 12, 20), (2, 1, 11, 11), padding=5, groups=2),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("op", ["forward", "input-grad"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_vector_rows_match_naive(case: ConvCase, op: str, dtype: str) -> None:
+    geom = case.geometry(dtype)
+    if op == "forward":
+        assert vector_rows.applies(geom), "the case should run the vector rows"
+    check_against_naive("numba", case, op, dtype)
+
+
+@pytest.mark.parametrize(("out_size", "dtype", "expected"), [
+    ((2, 8), "float32", True), ((2, 7), "float32", False), ((1, 40), "float32", False),
+    ((3, 4), "float64", True), ((3, 3), "float64", False),
+])
+def test_vector_rows_need_two_rows_and_a_vector_of_columns(out_size, dtype, expected) -> None:
+    ho, wo = out_size
+    case = ConvCase("c", (1, 2, ho + 2, wo + 2), (2, 2, 3, 3))
+    assert vector_rows.applies(case.geometry(dtype)) is expected
+    assert lanes(np.dtype(dtype)) * np.dtype(dtype).itemsize == 32
+
+
+def test_vector_rows_leave_dilation_and_strides_to_others() -> None:
+    assert not vector_rows.applies(ConvCase("d", (1, 2, 20, 20), (2, 2, 3, 3),
+                                            dilation=2).geometry("float32"))
+    assert not vector_rows.applies(ConvCase("s", (1, 2, 40, 40), (2, 2, 3, 3),
+                                            stride=2).geometry("float32"))
