@@ -35,7 +35,8 @@ def test_row_cover_computes_whole_rows_of_vectors_once(lane_count: int) -> None:
 # Each forward case runs through vector_rows (checked below): rows exactly one vector wide
 # and one column more, an odd number of output rows (the last pair overlaps), rows of
 # several blocks, no padding (the input read in place) and asymmetric padding, groups of
-# several channels, one kernel row, 7 taps per row (its own compiled loop) and others.
+# several channels, one kernel row, 7 taps per row (its own compiled loop) and others; rows
+# narrower than a vector (ConvNeXt's 7x7 maps) and a single output row (both widened).
 CASES = [
     ConvCase("one-vector-rows", (2, 3, 10, 8), (4, 3, 3, 5), padding=(1, 2)),
     ConvCase("one-more-column", (1, 2, 7, 9), (2, 2, 2, 3), padding=(0, 1)),
@@ -46,6 +47,10 @@ CASES = [
     ConvCase("asymmetric-same", (1, 3, 6, 12), (5, 3, 4, 6), padding="same"),
     ConvCase("one-kernel-row", (2, 3, 4, 11), (2, 3, 1, 7), padding=(0, 3)),
     ConvCase("wide-kernel", (1, 2, 12, 20), (2, 1, 11, 11), padding=5, groups=2),
+    ConvCase("narrow-7x7-maps", (2, 6, 7, 7), (6, 1, 7, 7), padding=3, groups=6),
+    ConvCase("three-columns", (1, 2, 6, 5), (3, 2, 2, 3)),
+    ConvCase("one-output-row", (2, 3, 3, 12), (2, 3, 3, 4), padding=(0, 1)),
+    ConvCase("one-output-pixel", (1, 2, 5, 5), (2, 2, 5, 5)),
 ]
 
 
@@ -59,15 +64,14 @@ def test_vector_rows_match_naive(case: ConvCase, op: str, dtype: str) -> None:
     check_against_naive("numba", case, op, dtype)
 
 
-@pytest.mark.parametrize(("out_size", "dtype", "expected"), [
-    ((2, 8), "float32", True), ((2, 7), "float32", False), ((1, 40), "float32", False),
-    ((3, 4), "float64", True), ((3, 3), "float64", False),
-])
-def test_vector_rows_need_two_rows_and_a_vector_of_columns(out_size, dtype, expected) -> None:
-    ho, wo = out_size
-    case = ConvCase("c", (1, 2, ho + 2, wo + 2), (2, 2, 3, 3))
-    assert vector_rows.applies(case.geometry(dtype)) is expected
-    assert lanes(np.dtype(dtype)) * np.dtype(dtype).itemsize == 32
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_narrow_or_single_rows_are_computed_widened_and_cut(dtype: str) -> None:
+    geom = ConvCase("c", (1, 2, 3, 7), (2, 2, 3, 3)).geometry(dtype)  # 1 x 5 outputs
+    wide = vector_rows._widened(geom)
+    assert wide.out_size == (2, max(5, lanes(geom.dtype)))
+    assert wide.padding == (0, 1, 0, wide.out_size[1] - 5)
+    assert vector_rows._widened(wide) is wide
+    assert lanes(geom.dtype) * geom.dtype.itemsize == 32
 
 
 def test_vector_rows_leave_dilation_and_strides_to_others() -> None:

@@ -12,10 +12,14 @@ row above it. The columns and rows covered twice are computed twice, to the same
 
 Each thread copies a group's input planes into its own zero-framed ``(Cg, Hp, Wp)`` scratch
 when the ``(image, group)`` of its jobs changes; without padding it reads the input itself.
-Rows narrower than a vector, or a single output row, are left to the caller.
+Output rows narrower than a vector, or a single output row, are computed as the layer with
+more zero padding at the right or bottom (:func:`_widened`), and cut back.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numba
 import numpy as np
@@ -31,11 +35,8 @@ _MOST_VECTORS = 7
 
 
 def applies(geom: ConvGeometry) -> bool:
-    """Whether :func:`forward` runs ``geom``: stride 1, no dilation, at least two output rows
-    and a vector's worth of output columns."""
-    ho, wo = geom.out_size
-    return (geom.stride == (1, 1) and geom.dilation == (1, 1) and ho >= 2
-            and wo >= lanes(geom.dtype))
+    """Whether :func:`forward` runs ``geom``: stride 1, no dilation."""
+    return geom.stride == (1, 1) and geom.dilation == (1, 1)
 
 
 def row_cover(width: int, lanes: int) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -137,6 +138,10 @@ def _forward(x, w, y, pt, pl, hp, wp, groups, starts, offsets, threads):
 def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray:
     """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)`` and ``weight: (Cout, C/G, kh, kw)``;
     ``geom`` must satisfy :func:`applies`."""
+    wide = _widened(geom)
+    if wide != geom:
+        ho, wo = geom.out_size
+        return np.ascontiguousarray(forward(x, weight, wide)[:, :, :ho, :wo])
     y = np.empty(geom.output_shape, geom.dtype)
     (pt, _, pl, _), (hp, wp) = geom.padding, geom.padded_size
     starts, offsets = row_cover(geom.out_size[1], lanes(geom.dtype))
@@ -147,9 +152,23 @@ def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray
 
 def workspace_bytes(geom: ConvGeometry) -> int:
     """Per thread (at most one per job), a group's padded input planes; none without
-    padding."""
+    padding. For rows or columns too few, that of the widened layer and its output."""
+    wide = _widened(geom)
+    if wide != geom:
+        return workspace_bytes(wide) + math.prod(wide.output_shape) * geom.dtype.itemsize
     if not any(geom.padding):
         return 0
     runs = min(numba.get_num_threads(), geom.batch * geom.out_channels)
     hp, wp = geom.padded_size
     return runs * geom.weight_shape[1] * hp * wp * geom.dtype.itemsize
+
+
+def _widened(geom: ConvGeometry) -> ConvGeometry:
+    """``geom`` with zero padding added at the bottom and right up to two output rows and a
+    vector of output columns (``geom`` itself if it has them)."""
+    (ho, wo), (top, bottom, left, right) = geom.out_size, geom.padding
+    more_rows, more_columns = max(2 - ho, 0), max(lanes(geom.dtype) - wo, 0)
+    if not more_rows and not more_columns:
+        return geom
+    return dataclasses.replace(geom, padding=(top, bottom + more_rows, left,
+                                              right + more_columns))
