@@ -183,6 +183,27 @@ def test_winograd_workspace_counts_the_exact_path_after_a_non_finite_result(
     assert used <= backend.workspace_bytes(geom, method) + MiB
 
 
+def test_remembered_workspace_follows_the_thread_count() -> None:
+    """The winograd and numba backends remember their workspace per geometry, method and
+    thread count, and a remembered figure is the one worked out afresh."""
+    import numba
+
+    from convkit_backends.numba_direct.backend import NumbaBackend
+    from convkit_backends.winograd import WinogradBackend
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+    geom = convkit.make_geometry((1, 64, 28, 28), (64, 64, 3, 3), padding=1, dtype="float32")
+    for backend in (WinogradBackend(), NumbaBackend()):
+        fresh = type(backend).workspace_bytes.__wrapped__
+        figures = {}
+        for threads in (1, 2, 1):
+            with convkit.threads(threads):
+                figures[threads] = backend.workspace_bytes(geom, "forward")
+                assert figures[threads] == fresh(backend, geom, "forward")
+        assert figures[1] != figures[2]
+
+
 # --- numba: the workspace of every kernel family ------------------------------------------
 
 # One case per kernel family of the numba backend (convkit_backends.numba_direct.choice),
@@ -192,7 +213,8 @@ def test_winograd_workspace_counts_the_exact_path_after_a_non_finite_result(
 NUMBA_FAMILY_CASES = {
     "three_by_three": ((2, 32, 96, 96), (32, 32, 3, 3), 1, 1, 1),
     "wide": ((2, 32, 96, 96), (32, 32, 5, 5), 1, 2, 1),
-    "wide:rows-of-7": ((2, 32, 96, 96), (32, 32, 7, 7), 1, 3, 1),  # output rows in pairs
+    "wide:dilated": ((2, 32, 96, 96), (32, 32, 5, 5), 1, 4, 2),  # the flat forward kernel
+    "wide:narrow-rows": ((2, 64, 400, 6), (64, 64, 5, 3), 1, 0, 1),  # widened: 4 columns
     "stride_two": ((2, 64, 96, 96), (64, 64, 3, 3), 2, 1, 1),
     "phases": ((2, 32, 96, 96), (32, 32, 5, 5), 2, 2, 1),
     "general": ((2, 32, 96, 96), (32, 32, 3, 3), 2, 2, 2),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
+from convkit_backends._workspace import remembered
 from convkit_backends.numba_direct import general, phases, stride_two, three_by_three, wide
 from convkit_backends.numba_direct._threads import serialised_on_unsafe_layer
 from convkit_backends.numba_direct.choice import (
@@ -43,6 +45,7 @@ class NumbaBackend(ConvBackend):
     ) -> np.ndarray:
         return self._run("backward_weight", x, grad_output, geom, x)
 
+    @remembered(numba.get_num_threads)
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The largest workspace of the families that may run ``method`` for ``geom``
         (whether an operand is finite can move the call down :mod:`.choice`'s table, and

@@ -70,6 +70,7 @@ from convkit_backends._common import (
     transposed_geometry,
 )
 from convkit_backends._nonfinite import all_finite
+from convkit_backends._workspace import remembered
 from convkit_backends.numba_direct.backend import NumbaBackend
 from convkit_backends.winograd._shared import shared_block, shared_filter_bytes
 from convkit_backends.winograd._shared_weight_grad import (
@@ -398,6 +399,7 @@ class WinogradBackend(ConvBackend):
         """Stop keeping the work buffers (see :meth:`retained_bytes`)."""
         self._buffers.release()
 
+    @remembered(numba.get_num_threads)
     def workspace_bytes(self, geom: ConvGeometry, method: str) -> int:
         """The exact path's where that runs instead (few channels, padding beyond the
         kernel, non-finite operands of the weight gradient); else the Winograd path's, plus,
