@@ -74,7 +74,10 @@ def fft_worth_it(geom: ConvGeometry) -> bool:
     layer scoring 169 GFLOP/s or more ran faster on fft than on the best of im2col-strided
     and numba in all three operations (0.28-0.76x), but for one image of 64 channels at 28x28
     with 7x7 kernels (188: 1.19, 0.94, 0.72); every layer scoring 147 or less ran slower in
-    at least two (to 2.3x). Depthwise 8x128x56x56: 15x15 a tie, 17x17 and up faster.
+    at least two (to 2.3x). Depthwise 8x128x56x56: 15x15 a tie, 17x17 and up faster. (Since
+    numba's forward pass holds two output rows in registers, fft is faster there over the
+    three operations together from 17x17 on, but numba's forward pass and input gradient are
+    faster up to about 25x25: ``docs/fft.md``.)
     """
     if geom.stride != (1, 1):
         return False

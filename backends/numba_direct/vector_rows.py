@@ -139,7 +139,7 @@ def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray
     """``y: (N, Cout, Ho, Wo)`` from ``x: (N, C, H, W)`` and ``weight: (Cout, C/G, kh, kw)``;
     ``geom`` must satisfy :func:`applies`."""
     wide = _widened(geom)
-    if wide != geom:
+    if wide is not geom:
         ho, wo = geom.out_size
         return np.ascontiguousarray(forward(x, weight, wide)[:, :, :ho, :wo])
     y = np.empty(geom.output_shape, geom.dtype)
@@ -154,7 +154,7 @@ def workspace_bytes(geom: ConvGeometry) -> int:
     """Per thread (at most one per job), a group's padded input planes; none without
     padding. For rows or columns too few, that of the widened layer and its output."""
     wide = _widened(geom)
-    if wide != geom:
+    if wide is not geom:
         return workspace_bytes(wide) + math.prod(wide.output_shape) * geom.dtype.itemsize
     if not any(geom.padding):
         return 0
