@@ -333,8 +333,12 @@ NUMBA_CHOICES = [
     (((1, 4, 8, 8), (4, 4, 3, 3), 1, 3, 1), ("three_by_three", "wide", "three_by_three",
                                               "general", "three_by_three")),
     (((1, 4, 8, 8), (4, 4, 5, 2), 1, 1, 2), ("wide",) * 3 + ("general",) * 2),
+    (((1, 8, 9, 9), (8, 8, 3, 3), 2, 1, 1), ("stride_two",) * 3 + ("phases",) * 2),
+    (((1, 8, 9, 9), (8, 8, 5, 5), 2, 2, 1), ("phases",) * 5),
+    # few input channels per group: the forward pass keeps two output rows in registers
     (((1, 4, 9, 9), (4, 4, 3, 3), 2, 1, 1), ("stride_two",) * 3 + ("phases",) * 2),
-    (((1, 4, 9, 9), (4, 4, 5, 5), 2, 2, 1), ("phases",) * 5),
+    (((1, 3, 9, 9), (4, 3, 7, 7), 2, 3, 1), ("vector_rows",) + ("phases",) * 4),
+    (((1, 1, 9, 9), (8, 1, 5, 5), 2, 2, 1), ("vector_rows",) + ("phases",) * 4),
     (((1, 4, 9, 9), (4, 4, 3, 3), 2, 2, 2), ("general",) * 5),
 ]
 

@@ -251,6 +251,21 @@ def test_numba_workspace_bounds_the_measured_peak(
     _assert_peak_within_workspace(NumbaBackend(), method, args, geom)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strided_vector_rows_workspace_bounds_the_measured_peak(dtype: str) -> None:
+    """The forward pass of a strided layer of few channels copies each image's planes split
+    by column phase, per thread (2.6 MB per thread here)."""
+    from convkit_backends.numba_direct.backend import NumbaBackend
+    from convkit_backends.numba_direct.choice import choose_kernel
+
+    geom = convkit.make_geometry((2, 4, 400, 400), (8, 4, 7, 7), stride=2, padding=3,
+                                 dtype=dtype)
+    rng = np.random.default_rng(0)
+    x, w = (rng.standard_normal(s).astype(dtype) for s in (geom.input_shape, geom.weight_shape))
+    assert choose_kernel("forward", geom, lambda: True).value == "vector_rows"
+    _assert_peak_within_workspace(NumbaBackend(), "forward", (x, w), geom)
+
+
 @pytest.mark.parametrize("family", ["three_by_three", "wide", "stride_two", "phases"])
 def test_numba_workspace_check_fails_without_a_declared_workspace(family: str) -> None:
     """The check above sees the padded copies and the scratch that numba allocates."""

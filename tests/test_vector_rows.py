@@ -74,8 +74,38 @@ def test_narrow_or_single_rows_are_computed_widened_and_cut(dtype: str) -> None:
     assert lanes(geom.dtype) * geom.dtype.itemsize == 32
 
 
-def test_vector_rows_leave_dilation_and_strides_to_others() -> None:
+def test_vector_rows_leave_dilation_to_others() -> None:
     assert not vector_rows.applies(ConvCase("d", (1, 2, 20, 20), (2, 2, 3, 3),
                                             dilation=2).geometry("float32"))
-    assert not vector_rows.applies(ConvCase("s", (1, 2, 40, 40), (2, 2, 3, 3),
-                                            stride=2).geometry("float32"))
+    assert vector_rows.applies(ConvCase("s", (1, 2, 40, 40), (2, 2, 3, 3),
+                                        stride=2).geometry("float32"))
+
+
+# Strided layers: the input split by column phase. Through the backend (few channels per
+# group: the stem of RGB images, depthwise layers) and, with more channels, which the
+# backend gives to other kernels, called directly.
+STRIDED_CASES = [
+    ConvCase("stem-7x7-s2", (2, 3, 30, 29), (4, 3, 7, 7), stride=2, padding=3),
+    ConvCase("depthwise-5x5-s2", (2, 4, 17, 20), (4, 1, 5, 5), stride=2, padding=2, groups=4),
+    ConvCase("1x1-s2", (1, 2, 9, 21), (3, 2, 1, 1), stride=2),
+    ConvCase("4x5-s32", (1, 2, 19, 40), (3, 2, 4, 5), stride=(3, 2), padding=(1, 2)),
+    ConvCase("3x3-s3-groups", (2, 4, 22, 31), (4, 2, 3, 3), stride=3, padding=1, groups=2),
+    ConvCase("4x4-s4-valid", (1, 3, 32, 36), (5, 3, 4, 4), stride=4),
+    ConvCase("narrow-s2", (1, 2, 9, 9), (2, 2, 3, 3), stride=2, padding=1),
+    ConvCase("2x2-s2-dense", (1, 9, 12, 40), (5, 9, 2, 2), stride=2),
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_CASES, ids=str)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_strided_vector_rows_match_naive(case: ConvCase, dtype: str) -> None:
+    from convkit.testing import assert_within_bound, declared_bound, run_operation
+    from convkit_backends.naive import NaiveBackend
+
+    arrays, geom = case.arrays(dtype), case.geometry(dtype)
+    actual = vector_rows.forward(arrays.x, arrays.weight, geom)
+    expected = run_operation("forward", arrays, case, "naive")
+    bound = declared_bound("forward", arrays, case, NaiveBackend.capabilities)
+    assert_within_bound(actual, expected, bound, f"vector_rows {case}")
+    if geom.weight_shape[1] <= 4:  # few channels: through the backend too
+        check_against_naive("numba", case, "forward", dtype)

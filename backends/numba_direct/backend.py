@@ -8,7 +8,14 @@ import numpy as np
 from convkit.backend import ConvBackend
 from convkit.geometry import ConvGeometry
 from convkit_backends._workspace import remembered
-from convkit_backends.numba_direct import general, phases, stride_two, three_by_three, wide
+from convkit_backends.numba_direct import (
+    general,
+    phases,
+    stride_two,
+    three_by_three,
+    vector_rows,
+    wide,
+)
 from convkit_backends.numba_direct._threads import serialised_on_unsafe_layer
 from convkit_backends.numba_direct.choice import (
     Family,
@@ -19,9 +26,11 @@ from convkit_backends.numba_direct.choice import (
 
 #: The module of each family: ``forward``, ``backward_input``, ``backward_weight`` and
 #: ``workspace_bytes``, as in :class:`NumbaBackend` (:mod:`.phases` takes the backend's
-#: method for its stride-1 sub-problems as one more argument).
+#: method for its stride-1 sub-problems as one more argument; :mod:`.vector_rows` has the
+#: forward pass only).
 FAMILIES = {Family.THREE_BY_THREE: three_by_three, Family.STRIDE_TWO: stride_two,
-            Family.WIDE: wide, Family.PHASES: phases, Family.GENERAL: general}
+            Family.WIDE: wide, Family.VECTOR_ROWS: vector_rows, Family.PHASES: phases,
+            Family.GENERAL: general}
 
 
 class NumbaBackend(ConvBackend):

@@ -264,7 +264,7 @@ def workspace_bytes(geom: ConvGeometry, method: str) -> int:
     widened = n * geom.out_channels * ho * wp * itemsize
     if method == "forward":
         if vector_rows.applies(geom):
-            return vector_rows.workspace_bytes(geom)
+            return vector_rows.workspace_bytes(geom, method)
         runs = min(numba.get_num_threads(), n * geom.out_channels)
         planes = geom.weight_shape[1] * hp * wp if any(geom.padding) else 0
         return runs * (planes + ho * wp) * itemsize
