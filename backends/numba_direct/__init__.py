@@ -10,10 +10,10 @@ One module per kernel family, and the backend that chooses among them:
   kernel);
 * :mod:`.three_by_three` -- stride-1 3x3: nine taps in one pass, two output channels at a
   time, each thread padding the planes it works on into its own scratch;
-* :mod:`.vector_rows` -- forward passes without dilation, two output rows' sums in
-  registers (:mod:`._vectors`): ``wide``'s, and strided layers of few channels per group;
 * :mod:`.stride_two` -- stride-2 3x3 without dilation: the same on planes split by row and
   column parity;
+* :mod:`.vector_rows` -- forward passes without dilation, two output rows' sums in
+  registers (:mod:`._vectors`): ``wide``'s, and strided layers of few channels per group;
 * :mod:`._taps` (the nine-tap loops of both 3x3 families) and :mod:`._helpers` (compile
   flags, job numbering, inline copies and sums);
 * :mod:`.backend` -- :class:`~convkit_backends.numba_direct.backend.NumbaBackend`.
