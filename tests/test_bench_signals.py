@@ -36,6 +36,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("how", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
 def test_a_signal_ends_the_run_and_every_worker(tmp_path, how, code):
     output = tmp_path / "report.json"
@@ -45,6 +49,9 @@ def test_a_signal_ends_the_run_and_every_worker(tmp_path, how, code):
          "--passes", "1", "--no-progress", "--format", "json", "--output", str(output)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # a group of its own, as a shell gives a foreground job
+        # and Ctrl-C's default action, which a test run started in the background (where the
+        # shell ignores SIGINT, and children inherit that) would otherwise not pass on
+        preexec_fn=_default_interrupt,
     )
     deadline = time.monotonic() + 120
     workers: list[int] = []
