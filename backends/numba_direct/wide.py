@@ -1,18 +1,18 @@
 """Stride-1 kernels of any kernel size on padded planes, every output row ``Wp`` wide.
 
 The forward pass runs :mod:`.vector_rows` (sums of two output rows in registers) wherever
-that applies: no dilation, two output rows and a vector's worth of columns or more. Else,
-and in the gradients, every output row is computed ``Wp`` wide (the padded width), so each
-kernel tap is one long contiguous loop over a whole image plane, which LLVM vectorises,
-instead of ``Ho`` short rows; the forward pass applies up to 8 taps of a kernel row in one
-such loop. The scratch columns this adds are dropped in the forward pass; in the gradients
-they multiply zeros, so they are used only where that cannot make a NaN (finite weights for
-the input gradient, finite inputs for the weight gradient). The forward pass pads one group
-of input planes at a time per thread. The input gradient is the forward pass of the flipped,
-transposed kernel over the output gradient (exact for finite weights, which the choice
-guarantees) when the padding is within the kernel's extent, else a transposed loop into a
-padded gradient. The weight gradient runs on a zero-padded copy of the whole input and the
-output gradient widened to ``(N, Cout, Ho, Wp)`` with zero scratch columns.
+that applies, i.e. without dilation. Else, and in the gradients, every output row is
+computed ``Wp`` wide (the padded width), so each kernel tap is one long contiguous loop over
+a whole image plane, which LLVM vectorises, instead of ``Ho`` short rows; the forward pass
+applies up to 8 taps of a kernel row in one such loop. The scratch columns this adds are
+dropped in the forward pass; in the gradients they multiply zeros, so they are used only
+where that cannot make a NaN (finite weights for the input gradient, finite inputs for the
+weight gradient). The forward pass pads one group of input planes at a time per thread. The
+input gradient is the forward pass of the flipped, transposed kernel over the output
+gradient (exact for finite weights, which the choice guarantees) when the padding is within
+the kernel's extent, else a transposed loop into a padded gradient. The weight gradient runs
+on a zero-padded copy of the whole input and the output gradient widened to
+``(N, Cout, Ho, Wp)`` with zero scratch columns.
 """
 
 from __future__ import annotations
