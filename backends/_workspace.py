@@ -57,11 +57,12 @@ def remembered(context: Callable[[], Hashable]) -> Callable[[_WorkspaceBytes], _
         def remembering(self: Any, geom: ConvGeometry, method: str) -> int:
             known = self.__dict__.setdefault("_remembered_workspace", {})
             key = (geom, method, context())
-            if key not in known:
+            figure = known.get(key)  # one lookup: another thread may clear the dict
+            if figure is None:
                 if len(known) >= _REMEMBERED_MOST:
                     known.clear()
-                known[key] = workspace_bytes(self, geom, method)
-            return known[key]
+                figure = known[key] = workspace_bytes(self, geom, method)
+            return figure
 
         return remembering
 
