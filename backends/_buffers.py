@@ -55,9 +55,9 @@ class Buffers:
         kept = self._thread_buffers().arrays
         buffer = kept.pop(name, None)  # and put back last: the dict is in order of use
         if buffer is None or buffer.nbytes < nbytes:
-            if nbytes + 16 > self.limit:
+            if nbytes + _SPARE > self.limit:
                 return np.empty(shape, dtype)
-            while kept and sum(b.nbytes + 16 for b in kept.values()) + nbytes + 16 > self.limit:
+            while kept and sum(map(_held, kept.values())) + nbytes + _SPARE > self.limit:
                 del kept[next(iter(kept))]  # the least recently used
             buffer = _aligned_bytes(nbytes)
         kept[name] = buffer
@@ -73,7 +73,7 @@ class Buffers:
         """Bytes the buffers of every thread hold now."""
         with self._lock:
             every = list(self._every_thread)
-        return sum(b.nbytes + 16 for kept in every for b in list(kept.arrays.values()))
+        return sum(_held(b) for kept in every for b in list(kept.arrays.values()))
 
     def release(self) -> None:
         """Stop keeping every thread's buffers (an array a running call still uses lives
@@ -92,11 +92,20 @@ class Buffers:
         return kept
 
 
+#: Bytes a kept buffer's array has beyond its aligned view (:func:`_aligned_bytes`).
+_SPARE = 16
+
+
+def _held(buffer: np.ndarray) -> int:
+    """The bytes a kept buffer holds: its view and the spare bytes before or after it."""
+    return buffer.nbytes + _SPARE
+
+
 def _aligned_bytes(nbytes: int) -> np.ndarray:
     """``nbytes`` bytes starting at a multiple of 16 (complex128's alignment), a view of a
-    fresh array 16 bytes longer. Kept as the view: working the offset out on every request
-    (``ndarray.ctypes``) doubled what a request costs (the seven of a batch-1 winograd layer:
-    16.8 against 8.1 us)."""
-    raw = np.empty(nbytes + 16, np.uint8)
+    fresh array ``_SPARE`` (16) bytes longer. Kept as the view: working the offset out on
+    every request (``ndarray.ctypes``) doubled what a request costs (the seven of a batch-1
+    winograd layer: 16.8 against 8.1 us)."""
+    raw = np.empty(nbytes + _SPARE, np.uint8)
     start = -raw.__array_interface__["data"][0] % 16
     return raw[start:start + nbytes]

@@ -50,6 +50,11 @@ class _VectorModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
+def _row_type(dtype: types.Float, offsets: types.BaseTuple) -> types.UniTuple:
+    """A row: one :class:`Vector` of ``dtype`` per entry of ``offsets``."""
+    return types.UniTuple(Vector(dtype), len(offsets))
+
+
 def _vector_pointers(context, builder, array_type, array, index, offsets, count: int) -> list:
     """Pointers to the vectors at ``array[index + offsets[v]]``, ``v < count``."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -61,7 +66,7 @@ def _vector_pointers(context, builder, array_type, array, index, offsets, count:
 @intrinsic
 def zero_row(typingctx, array, offsets):
     """One zero vector of ``array``'s dtype per entry of ``offsets``."""
-    row = types.UniTuple(Vector(array.dtype), len(offsets))
+    row = _row_type(array.dtype, offsets)
 
     def codegen(context, builder, signature, args):
         return ir.Constant(context.get_value_type(row), None)
@@ -73,7 +78,7 @@ def zero_row(typingctx, array, offsets):
 def fma_row(typingctx, acc, weight, array, index, offsets):
     """``acc[v] + weight * array[index + offsets[v]:][:lanes]`` for each ``v``, each one
     rounding (``llvm.fma``)."""
-    if weight != array.dtype or acc != types.UniTuple(Vector(array.dtype), len(offsets)):
+    if weight != array.dtype or acc != _row_type(array.dtype, offsets):
         return None
 
     def codegen(context, builder, signature, args):
@@ -101,7 +106,7 @@ def fma_row(typingctx, acc, weight, array, index, offsets):
 @intrinsic
 def store_row(typingctx, array, index, offsets, acc):
     """``array[index + offsets[v]:][:lanes] = acc[v]`` for each ``v``."""
-    if acc != types.UniTuple(Vector(array.dtype), len(offsets)):
+    if acc != _row_type(array.dtype, offsets):
         return None
 
     def codegen(context, builder, signature, args):

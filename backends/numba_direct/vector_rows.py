@@ -150,16 +150,15 @@ def _copy_planes(dst, x, n: int, c0: int, cg: int, plane: int, top: int, left: i
 
 
 @_jit
-def _forward(x, w, y, pt, pl, hp, wp, sh, sw, groups, starts, offsets, threads):
-    """Jobs ``(image, output channel)`` cut into one run per thread (see the module)."""
-    n_img, _, h, wd = x.shape
+def _forward(x, w, y, pt, pl, hp, sh, sw, wq, copied, groups, starts, offsets, threads):
+    """Jobs ``(image, output channel)`` cut into one run per thread (see the module); the
+    planes' layout (``wq``, ``copied``) as :func:`_planes` gives it."""
+    n_img = x.shape[0]
     c_out, cg = w.shape[:2]
     ho, wo = y.shape[2], y.shape[3]
     cog = c_out // groups
-    wq = (wp + sw - 1) // sw
     row_len = sw * wq
     plane = hp * row_len
-    copied = (hp, wp) != (h, wd) or sw > 1  # as _copied
     jobs = n_img * c_out
     chunks = min(threads, jobs)
     planes = np.zeros((chunks, cg * plane if copied else 0), y.dtype)
@@ -192,10 +191,11 @@ def forward(x: np.ndarray, weight: np.ndarray, geom: ConvGeometry) -> np.ndarray
         ho, wo = geom.out_size
         return np.ascontiguousarray(forward(x, weight, wide)[:, :, :ho, :wo])
     y = np.empty(geom.output_shape, geom.dtype)
-    (pt, _, pl, _), (hp, wp) = geom.padding, geom.padded_size
+    (pt, _, pl, _), hp = geom.padding, geom.padded_size[0]
     starts, offsets = row_cover(geom.out_size[1], lanes(geom.dtype))
-    _forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), y, pt, pl, hp, wp,
-             *geom.stride, geom.groups, starts, offsets, numba.get_num_threads())
+    _forward(np.ascontiguousarray(x), np.ascontiguousarray(weight), y, pt, pl, hp,
+             *geom.stride, *_planes(geom), geom.groups, starts, offsets,
+             numba.get_num_threads())
     return y
 
 
@@ -206,17 +206,20 @@ def workspace_bytes(geom: ConvGeometry, method: str = "forward") -> int:
     wide = _widened(geom)
     if wide is not geom:
         return workspace_bytes(wide) + math.prod(wide.output_shape) * geom.dtype.itemsize
-    if not _copied(geom):
+    wq, copied = _planes(geom)
+    if not copied:
         return 0
     runs = min(numba.get_num_threads(), geom.batch * geom.out_channels)
-    hp, wp = geom.padded_size
-    sw = geom.stride[1]
-    return runs * geom.weight_shape[1] * hp * sw * -(-wp // sw) * geom.dtype.itemsize
+    plane = geom.padded_size[0] * geom.stride[1] * wq
+    return runs * geom.weight_shape[1] * plane * geom.dtype.itemsize
 
 
-def _copied(geom: ConvGeometry) -> bool:
-    """Whether the input planes are copied (padded, or split by column phase)."""
-    return any(geom.padding) or geom.stride[1] > 1
+def _planes(geom: ConvGeometry) -> tuple[int, bool]:
+    """The input planes' layout: ``wq``, the columns of each column phase of a padded row
+    (``ceil(Wp / sw)``), and whether the planes are copied (padded, or split by column
+    phase) rather than read in place."""
+    wp, sw = geom.padded_size[1], geom.stride[1]
+    return -(-wp // sw), any(geom.padding) or sw > 1
 
 
 def _widened(geom: ConvGeometry) -> ConvGeometry:
